@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# The CPU wheel first, so that no dependency can pull a CUDA build of torch.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[test]"
-	@$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or torch.version.cuda is None or True; print('torch', torch.__version__)"
+	@$(BIN)/python -c "import torch; print('installed torch', torch.__version__)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,40 @@
+"""Shared fixtures: real molecules from RDKit's bundled data and ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from rdkit import RDConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NCI_SMILES = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+
+
+def read_nci_smiles(n: int) -> list[str]:
+    """First ``n`` SMILES of RDKit's bundled NCI set (``SMILES name`` per line)."""
+    out: list[str] = []
+    with open(NCI_SMILES) as fh:
+        for line in fh:
+            parts = line.split()
+            if parts:
+                out.append(parts[0])
+            if len(out) >= n:
+                break
+    return out
+
+
+@pytest.fixture(scope="session")
+def nci_smiles() -> list[str]:
+    """300 real molecules from RDKit's bundled NCI set."""
+    return read_nci_smiles(300)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of real molecules beside the checkout; tests that need it skip if absent."""
+    path = Path(os.environ.get("MOLSSL_SHARED_DATA", SHARED_DATA))
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found at {path}")
+    return path
