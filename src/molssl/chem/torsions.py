@@ -1,0 +1,409 @@
+"""Rotatable torsions, their moving sides, and fast torsion perturbation of a conformer.
+
+Conventions used throughout this module:
+
+* A torsion is a row ``(i, j, k, l)`` of atom indices; ``j-k`` is the rotatable bond,
+  ``i`` is a neighbour of ``j`` and ``l`` a neighbour of ``k``.
+* **The side of ``k`` moves** (the connected component holding ``k`` and ``l`` once the
+  ``j-k`` bond is cut), exactly as in RDKit's ``rdMolTransforms.SetDihedralRad``, so the
+  two give the same coordinates, not only the same shape.
+* :func:`rotatable_torsions` orients every torsion so that the ``k`` side is the smaller
+  one (fewer atoms to move); on a tie ``j < k``.
+* A rotation by ``+delta`` about the ``j -> k`` axis (right-hand rule) raises the signed
+  dihedral ``(i, j, k, l)`` by ``delta``, with RDKit's sign convention.
+
+The intended use is: :func:`rotatable_torsions` and :func:`torsion_moving_masks` once per
+molecule (they need the molecular graph), then :func:`apply_torsion_deltas` per sample,
+which is pure NumPy and touches no RDKit object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+
+__all__ = [
+    "ROTATABLE_BOND_SMARTS",
+    "apply_torsion_deltas",
+    "perturb_torsions",
+    "rotatable_torsions",
+    "torsion_moving_masks",
+]
+
+ROTATABLE_BOND_SMARTS = "[!$(*#*)&!D1]-&!@[!$(*#*)&!D1]"
+"""Single, acyclic bond between two atoms that are neither terminal nor triple-bonded."""
+
+_ROTATABLE_BOND_QUERY = Chem.MolFromSmarts(ROTATABLE_BOND_SMARTS)
+
+
+class _SpanningForest:
+    """Depth-first spanning forest of a graph with low-links (Tarjan's bridge test).
+
+    After the search, the subtree of ``v`` is the set of vertices whose preorder index lies
+    in ``[preorder[v], last_in_subtree[v]]``, and a tree edge ``parent[c] - c`` is a bridge
+    (its removal disconnects the graph) iff ``low[c] > preorder[parent[c]]``. One linear
+    pass thus answers "which side of bond j-k" for every acyclic bond at once.
+    """
+
+    def __init__(self, adjacency: Sequence[Sequence[int]]) -> None:
+        n = len(adjacency)
+        preorder = [-1] * n
+        low = [0] * n
+        parent = [-1] * n
+        last_in_subtree = [0] * n
+        root_of = [-1] * n
+        timer = 0
+        for root in range(n):
+            if preorder[root] != -1:
+                continue
+            preorder[root] = low[root] = timer
+            timer += 1
+            root_of[root] = root
+            # An explicit stack of neighbour iterators: recursion would overflow on long
+            # chains (polymers, peptides) long before any realistic molecule size limit.
+            stack = [(root, iter(adjacency[root]))]
+            while stack:
+                v, neighbours = stack[-1]
+                descended = False
+                for w in neighbours:
+                    if preorder[w] == -1:
+                        parent[w] = v
+                        preorder[w] = low[w] = timer
+                        timer += 1
+                        root_of[w] = root
+                        stack.append((w, iter(adjacency[w])))
+                        descended = True
+                        break
+                    if w != parent[v] and preorder[w] < low[v]:
+                        low[v] = preorder[w]
+                if descended:
+                    continue
+                stack.pop()
+                last_in_subtree[v] = timer - 1
+                if stack:
+                    p = stack[-1][0]
+                    if low[v] < low[p]:
+                        low[p] = low[v]
+        self.preorder = preorder
+        self.low = low
+        self.parent = parent
+        self.last_in_subtree = last_in_subtree
+        self.root_of = root_of
+        roots, counts = np.unique(np.asarray(root_of, dtype=np.int64), return_counts=True)
+        self.component_size = dict(zip(roots.tolist(), counts.tolist(), strict=True))
+
+    def subtree_size(self, v: int) -> int:
+        return self.last_in_subtree[v] - self.preorder[v] + 1
+
+    def cut_child(self, j: int, k: int) -> int:
+        """The endpoint of bond ``j-k`` lying below the other in the forest.
+
+        Raises:
+            ValueError: If ``j-k`` is not a bond of the graph, or lies on a ring.
+        """
+        if self.parent[k] == j:
+            child, above = k, j
+        elif self.parent[j] == k:
+            child, above = j, k
+        else:
+            # Every bond is either a tree edge or closes a ring; a non-tree pair is one of
+            # those two failures, told apart by whether the atoms are adjacent at all.
+            raise ValueError(
+                f"atoms {j} and {k} are not a rotatable bond: either not bonded or on a ring"
+            )
+        if self.low[child] <= self.preorder[above]:
+            raise ValueError(f"bond {j}-{k} lies on a ring; it cannot be rotated")
+        return child
+
+    def moving_side_size(self, j: int, k: int) -> int:
+        """Number of atoms on ``k``'s side of the bond ``j-k``."""
+        child = self.cut_child(j, k)
+        below = self.subtree_size(child)
+        return below if child == k else self.component_size[self.root_of[k]] - below
+
+
+def _mol_adjacency(mol: Chem.Mol) -> list[list[int]]:
+    adjacency: list[list[int]] = [[] for _ in range(mol.GetNumAtoms())]
+    for bond in mol.GetBonds():
+        a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        adjacency[a].append(b)
+        adjacency[b].append(a)
+    return adjacency
+
+
+def _edge_index_adjacency(edge_index: Any, num_nodes: int | None) -> list[list[int]]:
+    # Duck-typed so that a torch LongTensor works without this module importing torch.
+    if hasattr(edge_index, "detach"):
+        edge_index = edge_index.detach().cpu().numpy()
+    edges = np.asarray(edge_index)
+    if edges.ndim != 2 or edges.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, E); got {edges.shape}")
+    if edges.size and not np.issubdtype(edges.dtype, np.integer):
+        raise ValueError(f"edge_index must hold integer atom indices; got dtype {edges.dtype}")
+    if num_nodes is None:
+        num_nodes = int(edges.max()) + 1 if edges.size else 0
+    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
+        raise ValueError(f"edge_index refers to atoms outside [0, {num_nodes})")
+    neighbour_sets: list[set[int]] = [set() for _ in range(num_nodes)]
+    for a, b in edges.T.tolist():
+        if a != b:
+            # Symmetrised and deduplicated: PyG stores both directions, but a one-directional
+            # edge list describes the same molecule.
+            neighbour_sets[a].add(b)
+            neighbour_sets[b].add(a)
+    return [sorted(s) for s in neighbour_sets]
+
+
+def _first_neighbour(atom: Chem.Atom, exclude: int) -> int:
+    """Lowest-index heavy neighbour other than ``exclude``, else the lowest-index hydrogen."""
+    candidates = [
+        (n.GetAtomicNum() == 1, n.GetIdx()) for n in atom.GetNeighbors() if n.GetIdx() != exclude
+    ]
+    return min(candidates)[1]
+
+
+def _heavy_degree(atom: Chem.Atom) -> int:
+    return sum(1 for n in atom.GetNeighbors() if n.GetAtomicNum() > 1)
+
+
+def rotatable_torsions(mol: Chem.Mol, hydrogen_rotors: bool = False) -> np.ndarray:
+    """One torsion ``(i, j, k, l)`` per rotatable bond ``j-k``, oriented so ``k``'s side is smaller.
+
+    A bond is rotatable when it matches :data:`ROTATABLE_BOND_SMARTS`. By default the match
+    is judged on the heavy-atom graph, i.e. as if hydrogens were implicit, so the result
+    does not depend on whether ``mol`` carries explicit hydrogens: a methyl, hydroxyl or
+    amino group (terminal heavy atom) is not a rotor. ``i`` and ``l`` are the
+    lowest-index heavy neighbours of ``j`` (other than ``k``) and of ``k`` (other than
+    ``j``). Rows are sorted by RDKit bond index.
+
+    Args:
+        mol: An RDKit molecule, with or without explicit hydrogens.
+        hydrogen_rotors: Apply the SMARTS literally to ``mol``'s explicit graph, so that with
+            explicit hydrogens the bonds to CH3 / OH / NH2 groups count too; ``i`` or ``l``
+            is then a hydrogen when no heavy neighbour exists.
+
+    Returns:
+        ``np.ndarray`` of shape ``(T, 4)``, dtype int64; ``(0, 4)`` without rotatable bonds.
+        Rotating torsion ``t`` moves the atoms of ``k``'s side (see
+        :func:`torsion_moving_masks`), which never has more atoms than ``j``'s side.
+    """
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"rotatable_torsions expects an RDKit Mol, got {type(mol).__name__}")
+    # Up to one match per bond; RDKit's default cap of 1000 matches would truncate polymers.
+    max_matches = max(1000, mol.GetNumBonds() + 1)
+    matches = mol.GetSubstructMatches(_ROTATABLE_BOND_QUERY, maxMatches=max_matches)
+    forest: _SpanningForest | None = None
+    rows: list[tuple[int, int, int, int, int]] = []
+    for a, b in matches:
+        atom_a, atom_b = mol.GetAtomWithIdx(a), mol.GetAtomWithIdx(b)
+        if not hydrogen_rotors and (_heavy_degree(atom_a) < 2 or _heavy_degree(atom_b) < 2):
+            continue
+        if forest is None:
+            forest = _SpanningForest(_mol_adjacency(mol))
+        j, k = (a, b) if a < b else (b, a)
+        k_side = forest.moving_side_size(j, k)
+        j_side = forest.component_size[forest.root_of[k]] - k_side
+        if k_side > j_side:
+            j, k = k, j
+        atom_j, atom_k = mol.GetAtomWithIdx(j), mol.GetAtomWithIdx(k)
+        i = _first_neighbour(atom_j, exclude=k)
+        l = _first_neighbour(atom_k, exclude=j)
+        rows.append((mol.GetBondBetweenAtoms(j, k).GetIdx(), i, j, k, l))
+    rows.sort()
+    return np.asarray([row[1:] for row in rows], dtype=np.int64).reshape(-1, 4)
+
+
+def _as_torsion_array(torsions: Any) -> np.ndarray:
+    array = np.asarray(torsions)
+    if array.size == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"torsions must have shape (T, 4); got {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"torsions must hold integer atom indices; got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def torsion_moving_masks(
+    mol_or_edge_index: Chem.Mol | Any, torsions: Any, num_nodes: int | None = None
+) -> np.ndarray:
+    """Atoms that move when each torsion's bond is rotated: ``k``'s side of bond ``j-k``.
+
+    Computed in one depth-first pass over the graph (bridge tree), whatever the number of
+    torsions; meant to be run once per molecule and stored next to the torsions.
+
+    Args:
+        mol_or_edge_index: An RDKit molecule, or an ``edge_index`` of shape ``(2, E)``
+            (NumPy array or torch tensor; one or both directions).
+        torsions: ``(T, 4)`` integer array of ``(i, j, k, l)`` rows.
+        num_nodes: Number of atoms. Taken from the molecule when one is given; with an
+            ``edge_index`` it defaults to the largest index + 1, which misses trailing
+            isolated atoms such as a counter-ion, so pass it whenever that can happen.
+
+    Returns:
+        ``(T, N)`` bool array; row ``t`` is the connected component holding ``k`` once
+        bond ``j-k`` is cut (``k`` and ``l`` included, ``j`` and ``i`` excluded).
+
+    Raises:
+        ValueError: If a torsion's ``j-k`` is not a bond, lies on a ring, or an index is out
+            of range.
+    """
+    if isinstance(mol_or_edge_index, Chem.Mol):
+        if num_nodes is not None and num_nodes != mol_or_edge_index.GetNumAtoms():
+            raise ValueError(
+                f"num_nodes={num_nodes} but the molecule has "
+                f"{mol_or_edge_index.GetNumAtoms()} atoms"
+            )
+        adjacency = _mol_adjacency(mol_or_edge_index)
+    else:
+        adjacency = _edge_index_adjacency(mol_or_edge_index, num_nodes)
+    n = len(adjacency)
+    torsion_array = _as_torsion_array(torsions)
+    if len(torsion_array) == 0:
+        return np.zeros((0, n), dtype=bool)
+    if torsion_array.min() < 0 or torsion_array.max() >= n:
+        raise ValueError(f"torsions refer to atoms outside [0, {n})")
+    forest = _SpanningForest(adjacency)
+    lower = np.empty(len(torsion_array), dtype=np.int64)
+    upper = np.empty(len(torsion_array), dtype=np.int64)
+    complement = np.empty(len(torsion_array), dtype=bool)
+    component = np.empty(len(torsion_array), dtype=np.int64)
+    for t, (_, j, k, _) in enumerate(torsion_array.tolist()):
+        child = forest.cut_child(j, k)
+        lower[t] = forest.preorder[child]
+        upper[t] = forest.last_in_subtree[child]
+        # If j hangs below k, k's side is j's subtree subtracted from the whole component.
+        complement[t] = child == j
+        component[t] = forest.root_of[k]
+    preorder = np.asarray(forest.preorder, dtype=np.int64)
+    root_of = np.asarray(forest.root_of, dtype=np.int64)
+    in_subtree = (preorder >= lower[:, None]) & (preorder <= upper[:, None])
+    same_component = root_of[None, :] == component[:, None]
+    return same_component & (in_subtree ^ complement[:, None])
+
+
+def apply_torsion_deltas(pos: Any, torsions: Any, moving_masks: Any, deltas_rad: Any) -> np.ndarray:
+    """Rotate each torsion's moving atoms about its ``j -> k`` axis; the per-sample hot path.
+
+    Torsions are applied in order ``t = 0 .. T-1``, each on the coordinates the previous
+    one produced (Rodrigues rotation, float64). With the masks of
+    :func:`torsion_moving_masks` the dihedral ``(i, j, k, l)`` of torsion ``t`` ends up
+    raised by ``deltas_rad[t]``, and bond lengths and bond angles are unchanged. Pure
+    NumPy: no RDKit object is touched.
+
+    Args:
+        pos: ``(N, 3)`` coordinates (any float dtype; not modified).
+        torsions: ``(T, 4)`` integer array of ``(i, j, k, l)``; only ``j`` and ``k`` are read.
+        moving_masks: ``(T, N)`` bool array, the atoms rotated by each torsion.
+        deltas_rad: ``(T,)`` angle changes in radians.
+
+    Returns:
+        New ``(N, 3)`` float64 coordinates.
+
+    Raises:
+        ValueError: On inconsistent shapes, non-finite deltas, an out-of-range atom index,
+            or coincident ``j`` and ``k`` positions.
+    """
+    coords = np.asarray(pos, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise ValueError(f"pos must have shape (N, 3); got {coords.shape}")
+    n = coords.shape[0]
+    torsion_array = np.asarray(torsions)
+    masks = np.asarray(moving_masks, dtype=bool)
+    deltas = np.asarray(deltas_rad, dtype=np.float64)
+    num_torsions = len(torsion_array)
+    if torsion_array.size and torsion_array.dtype.kind not in "iu":
+        raise ValueError(
+            f"torsions must hold integer atom indices; got dtype {torsion_array.dtype}"
+        )
+    if (
+        torsion_array.ndim != 2
+        or torsion_array.shape[1] != 4
+        or masks.shape != (num_torsions, n)
+        or deltas.shape != (num_torsions,)
+    ):
+        if num_torsions == 0 and torsion_array.size == 0 and deltas.size == 0:
+            return coords.copy()
+        raise ValueError(
+            "expected torsions (T, 4), moving_masks (T, N) and deltas_rad (T,) with "
+            f"N={n}; got {torsion_array.shape}, {masks.shape}, {deltas.shape} "
+            "(an edge_index without num_nodes can miss trailing isolated atoms)"
+        )
+    if num_torsions == 0:
+        return coords.copy()
+
+    # Homogeneous coordinates make each rigid rotation one small matmul (rotation and
+    # translation together); the cost per torsion is then a handful of NumPy calls on
+    # an (N, 4) block, which is what beats RDKit's per-call bookkeeping.
+    current = np.empty((n, 4), dtype=np.float64)
+    current[:, :3] = coords
+    current[:, 3] = 1.0
+    rotated = np.empty_like(current)
+    transform = np.empty((4, 4), dtype=np.float64)
+    transform_flat = transform.reshape(-1)
+    mask_columns = masks[:, :, None]
+    cos, sin, sqrt, isfinite = math.cos, math.sin, math.sqrt, math.isfinite
+    for t, ((_, j, k, _), delta) in enumerate(
+        zip(torsion_array.tolist(), deltas.tolist(), strict=True)
+    ):
+        if not (0 <= j < n and 0 <= k < n):
+            raise ValueError(f"torsion {t} refers to atoms outside [0, {n}): j={j}, k={k}")
+        if not isfinite(delta):
+            raise ValueError(f"deltas_rad[{t}] is not finite: {delta}")
+        # Scalar maths in plain floats: for one 3x3 matrix it is several times cheaper
+        # than NumPy calls on tiny arrays.
+        jx, jy, jz, _ = current[j].tolist()
+        kx, ky, kz, _ = current[k].tolist()
+        ux, uy, uz = kx - jx, ky - jy, kz - jz
+        length = sqrt(ux * ux + uy * uy + uz * uz)
+        if length < 1e-8:
+            raise ValueError(f"torsion {t}: atoms {j} and {k} coincide; no rotation axis")
+        ux, uy, uz = ux / length, uy / length, uz / length
+        c, s = cos(delta), sin(delta)
+        one_minus_c = 1.0 - c
+        xy, xz, yz = ux * uy * one_minus_c, ux * uz * one_minus_c, uy * uz * one_minus_c
+        r00, r01, r02 = c + ux * ux * one_minus_c, xy - uz * s, xz + uy * s
+        r10, r11, r12 = xy + uz * s, c + uy * uy * one_minus_c, yz - ux * s
+        r20, r21, r22 = xz - uy * s, yz + ux * s, c + uz * uz * one_minus_c
+        # Rows act on row vectors: x' = x @ R.T + b, with b = p_j - p_j @ R.T so that the
+        # axis through p_j stays fixed.
+        bx = jx - (r00 * jx + r01 * jy + r02 * jz)
+        by = jy - (r10 * jx + r11 * jy + r12 * jz)
+        bz = jz - (r20 * jx + r21 * jy + r22 * jz)
+        transform_flat[:] = (
+            r00, r10, r20, 0.0,
+            r01, r11, r21, 0.0,
+            r02, r12, r22, 0.0,
+            bx, by, bz, 1.0,
+        )  # fmt: skip
+        np.dot(current, transform, out=rotated)
+        np.copyto(current, rotated, where=mask_columns[t])
+    return np.ascontiguousarray(current[:, :3])
+
+
+def perturb_torsions(mol: Chem.Mol, pos: Any, torsions: Any, deltas_rad: Any) -> np.ndarray:
+    """Coordinates with torsion ``t``'s dihedral raised by ``deltas_rad[t]``, in order.
+
+    Convenience form of :func:`torsion_moving_masks` followed by
+    :func:`apply_torsion_deltas`; in a data pipeline compute the masks once instead.
+
+    Args:
+        mol: The molecule whose graph defines the moving sides.
+        pos: ``(N, 3)`` coordinates of ``mol``'s atoms.
+        torsions: ``(T, 4)`` torsions, e.g. from :func:`rotatable_torsions`.
+        deltas_rad: ``(T,)`` dihedral changes in radians.
+
+    Returns:
+        New ``(N, 3)`` float64 coordinates; bond lengths and bond angles are unchanged.
+    """
+    masks = torsion_moving_masks(mol, torsions)
+    coords = np.asarray(pos, dtype=np.float64)
+    if coords.shape != (mol.GetNumAtoms(), 3):
+        raise ValueError(
+            f"pos must have shape ({mol.GetNumAtoms()}, 3) for this molecule; got {coords.shape}"
+        )
+    return apply_torsion_deltas(coords, _as_torsion_array(torsions), masks, deltas_rad)
