@@ -9,6 +9,8 @@ Conventions used throughout this module:
   two give the same coordinates, not only the same shape.
 * :func:`rotatable_torsions` orients every torsion so that the ``k`` side is the smaller
   one (fewer atoms to move); on a tie ``j < k``.
+* Other fragments of a multi-fragment record (counter-ions, solvent) are on neither side:
+  they never move, so they keep their place relative to ``j``'s side.
 * A rotation by ``+delta`` about the ``j -> k`` axis (right-hand rule) raises the signed
   dihedral ``(i, j, k, l)`` by ``delta``, with RDKit's sign convention.
 
@@ -88,6 +90,7 @@ class _SpanningForest:
                     p = stack[-1][0]
                     if low[v] < low[p]:
                         low[p] = low[v]
+        self.adjacency = adjacency
         self.preorder = preorder
         self.low = low
         self.parent = parent
@@ -109,12 +112,11 @@ class _SpanningForest:
             child, above = k, j
         elif self.parent[j] == k:
             child, above = j, k
+        elif k in self.adjacency[j]:
+            # A bond that is not a tree edge closes a cycle.
+            raise ValueError(f"bond {j}-{k} lies on a ring; it cannot be rotated")
         else:
-            # Every bond is either a tree edge or closes a ring; a non-tree pair is one of
-            # those two failures, told apart by whether the atoms are adjacent at all.
-            raise ValueError(
-                f"atoms {j} and {k} are not a rotatable bond: either not bonded or on a ring"
-            )
+            raise ValueError(f"atoms {j} and {k} are not bonded; j-k must be a bond")
         if self.low[child] <= self.preorder[above]:
             raise ValueError(f"bond {j}-{k} lies on a ring; it cannot be rotated")
         return child
