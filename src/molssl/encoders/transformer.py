@@ -1,0 +1,247 @@
+"""Pre-LayerNorm transformer with an additive per-head attention bias, for padded molecules.
+
+Graph transformers (Graphormer, MoleBLEND) inject structure through a bias added to the attention
+logits of every head, ``softmax(q k^T / sqrt(d) + bias) v``, and run on padded batches
+``(B, Nmax, D)`` with a ``node_mask`` (``True`` = real atom). The bias and the padding are folded
+into one float mask for :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a
+fused kernel where the device has one.
+
+Padding never leaks: padded keys get a large negative logit (finite, so that a row with no real
+key at all, e.g. a padded query row or an empty molecule, gives a uniform softmax rather than
+NaN), and padded rows are zeroed after every block so they carry nothing from layer to layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def masked_logit_value(dtype: torch.dtype) -> float:
+    """Logit given to padded keys: very negative, yet far enough from the dtype's limit that
+    adding an attention score cannot overflow to ``-inf`` (which would turn an all-padded row
+    into NaN)."""
+    return torch.finfo(dtype).min / 2
+
+
+def build_attention_mask(
+    attn_bias: Tensor | None,
+    node_mask: Tensor | None,
+    dtype: torch.dtype,
+) -> Tensor | None:
+    """The float mask for ``scaled_dot_product_attention``: the bias with padded keys masked.
+
+    Args:
+        attn_bias: Additive per-head bias ``(B, H, N, N)`` (query rows, key columns), or any shape
+            that broadcasts to it, or ``None``.
+        node_mask: ``(B, N)`` bool, ``True`` at real positions, or ``None`` (nothing padded).
+        dtype: dtype of the queries; the mask must match it.
+
+    Returns:
+        A float tensor broadcastable to ``(B, H, N, N)``, or ``None`` when there is neither a bias
+        nor padding.
+    """
+    if node_mask is None:
+        return None if attn_bias is None else attn_bias.to(dtype)
+    padded_keys = ~node_mask[:, None, None, :]
+    if attn_bias is None:
+        mask = torch.zeros(padded_keys.shape, dtype=dtype, device=node_mask.device)
+    else:
+        mask = attn_bias.to(dtype)
+    # Replace (not add) so that the value cannot overflow whatever the bias is.
+    return mask.masked_fill(padded_keys, masked_logit_value(dtype))
+
+
+class BiasedSelfAttention(nn.Module):
+    """Multi-head self-attention whose logits receive an additive float mask (bias + padding).
+
+    Args:
+        hidden_channels: Model width ``D``; must be divisible by ``num_heads``.
+        num_heads: Number of heads ``H``.
+        attention_dropout: Dropout on the attention weights (training only).
+    """
+
+    def __init__(
+        self, hidden_channels: int, num_heads: int, attention_dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if hidden_channels % num_heads != 0:
+            raise ValueError(
+                f"hidden_channels ({hidden_channels}) must be divisible by num_heads ({num_heads})"
+            )
+        self.num_heads = num_heads
+        self.head_dim = hidden_channels // num_heads
+        self.attention_dropout = attention_dropout
+        self.qkv = nn.Linear(hidden_channels, 3 * hidden_channels)
+        self.out_proj = nn.Linear(hidden_channels, hidden_channels)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Attend within each molecule.
+
+        Args:
+            x: ``(B, N, D)``.
+            attn_mask: Float mask added to the logits, broadcastable to ``(B, H, N, N)``
+                (see :func:`build_attention_mask`), or ``None``.
+
+        Returns:
+            ``(B, N, D)``.
+        """
+        batch_size, num_nodes, _ = x.shape
+        qkv = self.qkv(x).view(batch_size, num_nodes, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        out = out.transpose(1, 2).reshape(batch_size, num_nodes, -1)
+        return self.out_proj(out)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN transformer block: ``x + attn(LN(x))`` then ``x + FFN(LN(x))``.
+
+    Args:
+        hidden_channels: Model width ``D``.
+        num_heads: Number of attention heads.
+        ffn_channels: Hidden width of the feed-forward network; ``None`` means ``D``.
+        dropout: Dropout on both residual branches.
+        attention_dropout: Dropout on the attention weights.
+        activation_dropout: Dropout after the feed-forward activation.
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        num_heads: int,
+        ffn_channels: int | None = None,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        ffn_channels = hidden_channels if ffn_channels is None else ffn_channels
+        self.attn_norm = nn.LayerNorm(hidden_channels)
+        self.attn = BiasedSelfAttention(hidden_channels, num_heads, attention_dropout)
+        self.ffn_norm = nn.LayerNorm(hidden_channels)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_channels, ffn_channels),
+            nn.GELU(),
+            nn.Dropout(activation_dropout),
+            nn.Linear(ffn_channels, hidden_channels),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None = None, node_mask: Tensor | None = None
+    ) -> Tensor:
+        """One block.
+
+        Args:
+            x: ``(B, N, D)``.
+            attn_mask: Float mask from :func:`build_attention_mask`, or ``None``.
+            node_mask: ``(B, N)`` bool, ``True`` at real positions; padded rows are zeroed.
+
+        Returns:
+            ``(B, N, D)``.
+        """
+        x = x + self.dropout(self.attn(self.attn_norm(x), attn_mask))
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        if node_mask is not None:
+            x = x * node_mask.unsqueeze(-1).to(x.dtype)
+        return x
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of pre-LN :class:`TransformerLayer` sharing one attention bias, then a LayerNorm.
+
+    The same bias feeds every layer, as in Graphormer. Encoders that need a different bias per
+    layer can call :func:`build_attention_mask` and iterate over :attr:`layers` themselves.
+
+    Args:
+        num_layers: Number of blocks.
+        hidden_channels: Model width ``D``.
+        num_heads: Number of attention heads ``H``.
+        ffn_channels: Feed-forward hidden width; ``None`` means ``D``.
+        dropout: Residual-branch dropout.
+        attention_dropout: Attention-weight dropout.
+        activation_dropout: Dropout after the feed-forward activation.
+        final_norm: Apply a LayerNorm to the output (pre-LN stacks need one).
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_channels: int,
+        num_heads: int,
+        ffn_channels: int | None = None,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        final_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.num_heads = num_heads
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                hidden_channels,
+                num_heads,
+                ffn_channels=ffn_channels,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation_dropout=activation_dropout,
+            )
+            for _ in range(num_layers)
+        )
+        self.final_norm: nn.Module = nn.LayerNorm(hidden_channels) if final_norm else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_bias: Tensor | None = None,
+        node_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Run all blocks.
+
+        Args:
+            x: Padded inputs ``(B, N, D)``.
+            attn_bias: Additive per-head bias, broadcastable to ``(B, H, N, N)``, or ``None``.
+            node_mask: ``(B, N)`` bool, ``True`` at real positions, or ``None``.
+
+        Returns:
+            ``(B, N, D)``; padded rows are zero.
+
+        Raises:
+            ValueError: If the shapes of ``x``, ``attn_bias`` and ``node_mask`` disagree.
+        """
+        if x.dim() != 3:
+            raise ValueError(f"x must be (B, N, D), got shape {tuple(x.shape)}")
+        batch_size, num_nodes, _ = x.shape
+        if node_mask is not None and node_mask.shape != (batch_size, num_nodes):
+            raise ValueError(
+                f"node_mask must have shape {(batch_size, num_nodes)}, got {tuple(node_mask.shape)}"
+            )
+        if attn_bias is not None:
+            if attn_bias.dim() != 4 or attn_bias.shape[-2:] != (num_nodes, num_nodes):
+                raise ValueError(
+                    f"attn_bias must broadcast to (B, H, {num_nodes}, {num_nodes}), got "
+                    f"{tuple(attn_bias.shape)}"
+                )
+            if attn_bias.size(1) not in (1, self.num_heads):
+                raise ValueError(
+                    f"attn_bias has {attn_bias.size(1)} heads, the encoder {self.num_heads}"
+                )
+        attn_mask = build_attention_mask(attn_bias, node_mask, x.dtype)
+        if node_mask is not None:
+            x = x * node_mask.unsqueeze(-1).to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, attn_mask, node_mask)
+        x = self.final_norm(x)
+        if node_mask is not None:
+            x = x * node_mask.unsqueeze(-1).to(x.dtype)
+        return x
