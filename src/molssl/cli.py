@@ -1,0 +1,273 @@
+"""The ``molssl`` command line: Lightning's ``fit``/``validate``/``test``/``predict`` and our own.
+
+Models and data are named by ``class_path`` in YAML (any ``LightningModule`` /
+``LightningDataModule``), so a user's own subclass needs no registry edit::
+
+    molssl fit --config configs/unicorn.yaml --trainer.max_steps 1000
+    molssl test --ckpt runs/lightning_logs/version_0/checkpoints/last.ckpt
+
+Defaults chosen for our users:
+
+- runs go under ``runs/`` (``trainer.default_root_dir``), logged with TensorBoard (Lightning's
+  default logger; ``tensorboard`` is a dependency), with the full config saved beside them as
+  ``<log_dir>/config.yaml`` and ``last.ckpt`` always written (``--checkpoint.*`` configures it);
+- ``seed_everything`` is 0, so the same command gives the same run;
+- no ``--optimizer``/``--lr_scheduler`` groups (``auto_configure_optimizers=False``): our modules
+  own their optimiser and schedule (AdamW + warm-up/cosine) as constructor arguments, so there is
+  one place to set them, and a CLI group cannot silently replace ``configure_optimizers``.
+
+``validate``/``test``/``predict`` accept ``--ckpt`` (alias of ``--ckpt_path``) on its own: the
+run's saved config, or else the hyper-parameters inside the checkpoint, is layered beneath
+whatever ``--config`` files and overrides the command line gives (see :mod:`molssl.checkpoints`).
+Those commands save their own config as ``<subcommand>_config.yaml``, never over the training
+run's ``config.yaml``.
+
+Commands that do not drive a Trainer (data preparation, embedding export) are registered in
+:data:`EXTRA_SUBCOMMANDS`; :func:`main` dispatches to them before Lightning parses anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import RawDescriptionHelpFormatter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from molssl import __version__
+from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
+
+PROG = "molssl"
+TRAINER_SUBCOMMANDS = tuple(LightningCLI.subcommands())
+# ``--ckpt`` is our short spelling; Lightning's Trainer methods call it ``ckpt_path``.
+_CKPT_FLAGS = ("--ckpt", "--ckpt_path")
+# Values of ``ckpt_path`` that Lightning resolves itself rather than reading a file.
+_LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
+
+
+@dataclass(frozen=True)
+class ExtraSubcommand:
+    """A ``molssl`` subcommand that runs outside Lightning's Trainer.
+
+    Attributes:
+        help: One line shown by ``molssl --help``.
+        add_arguments: Adds the subcommand's options to its own parser.
+        run: Does the work, given the parsed options.
+    """
+
+    help: str
+    add_arguments: Callable[[ArgumentParser], None]
+    run: Callable[[Namespace], None]
+
+
+EXTRA_SUBCOMMANDS: dict[str, ExtraSubcommand] = {}
+"""Non-Trainer subcommands by name. A module providing one calls :func:`register_subcommand`
+at import time, and this module imports it, so that the console script sees the command."""
+
+
+def register_subcommand(
+    name: str,
+    help: str,
+    add_arguments: Callable[[ArgumentParser], None],
+    run: Callable[[Namespace], None],
+) -> None:
+    """Adds a non-Trainer subcommand to ``molssl``.
+
+    Raises:
+        ValueError: If ``name`` is already a subcommand.
+    """
+    if name in TRAINER_SUBCOMMANDS or name in EXTRA_SUBCOMMANDS:
+        raise ValueError(f"molssl already has a subcommand named {name!r}")
+    EXTRA_SUBCOMMANDS[name] = ExtraSubcommand(help, add_arguments, run)
+
+
+class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, keeping the line breaks of the extra-subcommand table."""
+
+
+class MolsslCLI(LightningCLI):
+    """LightningCLI with molssl's checkpoint callback, config naming and metrics file."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Adds an always-present ``ModelCheckpoint`` (``--checkpoint.*``) keeping ``last.ckpt``."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True})
+
+    def _parse_ckpt_path(self) -> None:
+        """Leaves the parsed config alone.
+
+        Lightning's version re-applies the checkpoint's hyper-parameters on top of the parsed
+        config, which would override the user's explicit ``--model.*`` arguments. :func:`main`
+        already layers the checkpoint's config beneath the command line instead.
+        """
+
+    def before_instantiate_classes(self) -> None:
+        """Names the config saved by evaluation runs ``<subcommand>_config.yaml``.
+
+        Their log dir can be the training run's own (a logger with a fixed ``version``), and
+        their config must not replace the ``config.yaml`` that says how the checkpoint was
+        trained and that later ``--ckpt`` runs read back.
+        """
+        if self.subcommand is not None and self.subcommand != "fit":
+            self.save_config_kwargs = {
+                **self.save_config_kwargs,
+                "config_filename": f"{self.subcommand}_config.yaml",
+            }
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, without the ``checkpoint`` callback if checkpointing is switched off.
+
+        Lightning refuses ``enable_checkpointing=False`` alongside a ``ModelCheckpoint``; the user
+        who sets it means "no checkpoints", so the always-present callback steps aside.
+        """
+        if self.config_init[self.subcommand]["trainer"].get("enable_checkpointing") is False:
+            parser = self._parser(self.subcommand)
+            parser.callback_keys = [key for key in parser.callback_keys if key != "checkpoint"]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_validate(self) -> None:
+        """Writes the validation metrics as JSON into the log dir."""
+        self._write_metrics("validate")
+
+    def after_test(self) -> None:
+        """Writes the test metrics as JSON into the log dir."""
+        self._write_metrics("test")
+
+    def _write_metrics(self, subcommand: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"{subcommand}_metrics.json"
+        record = {
+            "subcommand": subcommand,
+            "ckpt_path": self.config[subcommand].get("ckpt_path"),
+            "metrics": {
+                name: value.item() for name, value in self.trainer.callback_metrics.items()
+            },
+        }
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{subcommand} metrics written to {path}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Runs the ``molssl`` command line.
+
+    Args:
+        args: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in EXTRA_SUBCOMMANDS:
+        _run_extra_subcommand(argv[0], argv[1:])
+        return
+    if argv and argv[0] in TRAINER_SUBCOMMANDS and argv[0] != "fit":
+        argv = [argv[0], *_with_checkpoint_config(argv[0], argv[1:])]
+    MolsslCLI(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=SaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs"},
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        parser_kwargs={
+            "prog": PROG,
+            "version": __version__,
+            "description": "Self-supervised molecular pre-training (UniCorn, MoleBLEND).",
+            "epilog": _extra_subcommands_epilog(),
+            "formatter_class": _HelpFormatter,
+        },
+        args=argv,
+    )
+
+
+def _run_extra_subcommand(name: str, argv: list[str]) -> None:
+    command = EXTRA_SUBCOMMANDS[name]
+    parser = ArgumentParser(prog=f"{PROG} {name}", description=command.help)
+    command.add_arguments(parser)
+    command.run(parser.parse_args(argv))
+
+
+def _extra_subcommands_epilog() -> str | None:
+    if not EXTRA_SUBCOMMANDS:
+        return None
+    # Column 24, where argparse puts the help of fit/validate/test/predict just above.
+    width = max(18, *(len(name) for name in EXTRA_SUBCOMMANDS))
+    lines = [f"    {name:<{width}}  {cmd.help}" for name, cmd in sorted(EXTRA_SUBCOMMANDS.items())]
+    return "more subcommands (molssl <subcommand> --help):\n" + "\n".join(lines)
+
+
+def _with_checkpoint_config(subcommand: str, argv: list[str]) -> list[str]:
+    """``argv`` with ``--ckpt`` spelled ``--ckpt_path`` and the run's config placed first.
+
+    The run's config goes before everything the user typed, so their ``--config`` files and
+    overrides are applied after it and win.
+    """
+    argv, ckpt_path = _normalise_ckpt_flag(argv)
+    if ckpt_path is None or _is_lightning_ckpt_alias(ckpt_path):
+        return argv
+    if not Path(ckpt_path).is_file():
+        _exit_with_error(subcommand, f"checkpoint not found: {ckpt_path}")
+    run_config = find_run_config(ckpt_path)
+    if run_config is not None:
+        _note(subcommand, f"using the run's config {run_config} (the command line overrides it)")
+        return ["--config", str(run_config), *argv]
+    try:
+        sections = checkpoint_run_config(ckpt_path)
+    except CheckpointError as exc:
+        if exc.reason == "no_run_config" and _names_model(argv):
+            return argv
+        _exit_with_error(subcommand, str(exc))
+    _note(subcommand, f"no config.yaml beside {ckpt_path}: using its saved hyper-parameters")
+    return ["--config", json.dumps(sections), *argv]
+
+
+def _normalise_ckpt_flag(argv: list[str]) -> tuple[list[str], str | None]:
+    out: list[str] = []
+    ckpt_path: str | None = None
+    tokens = iter(argv)
+    for token in tokens:
+        flag, eq, value = token.partition("=")
+        if flag not in _CKPT_FLAGS:
+            out.append(token)
+            continue
+        if not eq:
+            value = next(tokens, "")
+            if not value:
+                # Let the parser report the missing value in its usual words.
+                out.append("--ckpt_path")
+                continue
+        # The last occurrence wins, as for any repeated option.
+        ckpt_path = value
+        out.append(f"--ckpt_path={value}")
+    return out, ckpt_path
+
+
+def _is_lightning_ckpt_alias(ckpt_path: str) -> bool:
+    return ckpt_path in _LIGHTNING_CKPT_ALIASES or ckpt_path.startswith("registry:")
+
+
+def _names_model(argv: list[str]) -> bool:
+    """Whether the user gives the model (or a config file that may) on the command line."""
+    return any(
+        token in ("-c", "--config", "--model") or token.startswith(("--config=", "--model"))
+        for token in argv
+    )
+
+
+def _note(subcommand: str, message: str) -> None:
+    sys.stderr.write(f"{PROG} {subcommand}: {message}\n")
+
+
+def _exit_with_error(subcommand: str, message: str) -> NoReturn:
+    sys.stderr.write(f"{PROG} {subcommand}: error: {message}\n")
+    raise SystemExit(2)
