@@ -33,10 +33,9 @@ TOY_CONFIG = {
 
 @pytest.fixture(autouse=True)
 def _isolated_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # main(args) is the same as the console script given sys.argv; pytest's own argv would
-    # otherwise make LightningCLI warn, and relative defaults (runs/) must land in tmp_path.
-    monkeypatch.setattr(sys, "argv", ["molssl"])
+    # Relative defaults (runs/) must land in tmp_path; main() may add the cwd to sys.path.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def write_yaml(path: Path, config: dict) -> Path:
@@ -56,9 +55,7 @@ def fit_toy(root: Path, config: dict = TOY_CONFIG) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Log dir of one short ``molssl fit`` of the toy regressor, shared by this module's tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["molssl"])
-        return fit_toy(tmp_path_factory.mktemp("fit"))
+    return fit_toy(tmp_path_factory.mktemp("fit"))
 
 
 def direct_test_mse(ckpt_path: Path, **data_overrides: int) -> float:
@@ -194,6 +191,38 @@ def test_relative_checkpoint_named_like_a_lightning_alias(
     assert read_metrics(tmp_path, "test")["test/mse"] == pytest.approx(
         direct_test_mse(trained_run / "checkpoints" / "last.ckpt"), rel=1e-5
     )
+
+
+ABLATION_MODULE = "molssl_test_ablation"
+ABLATION_SOURCE = """
+import torch
+from tests.toy_modules import ToyRegressor
+
+
+class RegressorWithMAE(ToyRegressor):
+    def test_step(self, batch, batch_idx):
+        super().test_step(batch, batch_idx)
+        x, y = batch
+        self.log("test/mae", torch.mean(torch.abs(self(x) - y)), batch_size=x.shape[0])
+"""
+
+
+def test_model_subclass_in_the_working_directory(tmp_path: Path) -> None:
+    # The user's own subclass, next to the config and named by class_path: no registry edit.
+    (tmp_path / f"{ABLATION_MODULE}.py").write_text(ABLATION_SOURCE)
+    class_path = f"{ABLATION_MODULE}.RegressorWithMAE"
+    config = {**TOY_CONFIG, "model": {**TOY_CONFIG["model"], "class_path": class_path}}
+    try:
+        log_dir = fit_toy(tmp_path / "fit", config)
+        ckpt = log_dir / "checkpoints" / "last.ckpt"
+        assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["_class_path"] == class_path
+        (log_dir / "config.yaml").unlink()
+        main(["test", "--ckpt", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "eval")])
+    finally:
+        sys.modules.pop(ABLATION_MODULE, None)
+    metrics = read_metrics(tmp_path / "eval", "test")
+    assert set(metrics) == {"test/mse", "test/mae"}
+    assert metrics["test/mse"] == pytest.approx(direct_test_mse(ckpt), rel=1e-5)
 
 
 def test_fit_without_checkpointing(tmp_path: Path) -> None:

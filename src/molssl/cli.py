@@ -29,7 +29,9 @@ Commands that do not drive a Trainer (data preparation, embedding export) are re
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
 from argparse import RawDescriptionHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,11 +166,20 @@ def main(args: list[str] | None = None) -> None:
         args: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    _make_working_directory_importable()
     if argv and argv[0] in EXTRA_SUBCOMMANDS:
         _run_extra_subcommand(argv[0], argv[1:])
         return
     if argv and argv[0] in TRAINER_SUBCOMMANDS and argv[0] != "fit":
         argv = [argv[0], *_with_checkpoint_config(argv[0], argv[1:])]
+    with warnings.catch_warnings():
+        # Lightning warns whenever ``args`` and ``sys.argv`` are both set; here ``args`` is
+        # ``sys.argv`` itself, or the caller's explicit choice, never an accident.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        _run_lightning_cli(argv)
+
+
+def _run_lightning_cli(argv: list[str]) -> None:
     MolsslCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
@@ -188,6 +199,18 @@ def main(args: list[str] | None = None) -> None:
         },
         args=argv,
     )
+
+
+def _make_working_directory_importable() -> None:
+    """Lets YAML name ``class_path: my_module.MyObjective`` for a module in the working directory.
+
+    A console script's ``sys.path`` starts at its own folder, not the user's, so an ablation
+    written next to its config would not import (``python -m`` and notebooks do see it). The
+    folder goes last, so that it never shadows an installed package.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
 
 
 def _run_extra_subcommand(name: str, argv: list[str]) -> None:
