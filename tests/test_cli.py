@@ -351,7 +351,16 @@ def test_wrong_type_on_the_command_line_is_a_clear_error(
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
+def test_fit_resumes_from_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    steps = TOY_CONFIG["trainer"]["max_steps"]
+    config = str(write_yaml(tmp_path / "toy.yaml", TOY_CONFIG))
+    main(["fit", "-c", config, "--ckpt", str(ckpt), "--trainer.max_steps", str(steps + 2)])
+    (resumed,) = tmp_path.rglob("last.ckpt")
+    assert torch.load(resumed, weights_only=True)["global_step"] == steps + 2
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test", "validate", "predict"])
 def test_missing_checkpoint_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], subcommand: str
 ) -> None:

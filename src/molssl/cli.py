@@ -16,11 +16,14 @@ Defaults chosen for our users:
   own their optimiser and schedule (AdamW + warm-up/cosine) as constructor arguments, so there is
   one place to set them, and a CLI group cannot silently replace ``configure_optimizers``.
 
-``validate``/``test``/``predict`` accept ``--ckpt`` (alias of ``--ckpt_path``) on its own: the
-run's saved config, or else the hyper-parameters inside the checkpoint, is layered beneath
-whatever ``--config`` files and overrides the command line gives (see :mod:`molssl.checkpoints`).
-Those commands save their own config as ``<subcommand>_config.yaml``, never over the training
-run's ``config.yaml``.
+Every Trainer subcommand accepts ``--ckpt`` as an alias of ``--ckpt_path`` and reports a missing
+file plainly. ``validate``/``test``/``predict`` accept it on its own: the run's saved config, or
+else the hyper-parameters inside the checkpoint, is layered beneath whatever ``--config`` files
+and overrides the command line gives (see :mod:`molssl.checkpoints`). Those commands save their
+own config as ``<subcommand>_config.yaml``, never over the training run's ``config.yaml``;
+``validate`` and ``test`` also write ``<subcommand>_metrics.json`` into their log dir.
+
+Modules in the working directory can be named by ``class_path`` (an ablation next to its YAML).
 
 Commands that do not drive a Trainer (data preparation, embedding export) are registered in
 :data:`EXTRA_SUBCOMMANDS`; :func:`main` dispatches to them before Lightning parses anything.
@@ -170,7 +173,7 @@ def main(args: list[str] | None = None) -> None:
     if argv and argv[0] in EXTRA_SUBCOMMANDS:
         _run_extra_subcommand(argv[0], argv[1:])
         return
-    if argv and argv[0] in TRAINER_SUBCOMMANDS and argv[0] != "fit":
+    if argv and argv[0] in TRAINER_SUBCOMMANDS:
         argv = [argv[0], *_with_checkpoint_config(argv[0], argv[1:])]
     with warnings.catch_warnings():
         # Lightning warns whenever ``args`` and ``sys.argv`` are both set; here ``args`` is
@@ -230,16 +233,19 @@ def _extra_subcommands_epilog() -> str | None:
 
 
 def _with_checkpoint_config(subcommand: str, argv: list[str]) -> list[str]:
-    """``argv`` with ``--ckpt`` spelled ``--ckpt_path`` and the run's config placed first.
+    """``argv`` with ``--ckpt`` spelled ``--ckpt_path`` and, to evaluate, the run's config first.
 
     The run's config goes before everything the user typed, so their ``--config`` files and
-    overrides are applied after it and win.
+    overrides are applied after it and win. ``fit`` (resuming) takes its config from the
+    command line like any other fit.
     """
     argv, ckpt_path = _normalise_ckpt_flag(argv)
     if ckpt_path is None or _is_lightning_ckpt_alias(ckpt_path):
         return argv
     if not Path(ckpt_path).is_file():
         _exit_with_error(subcommand, f"checkpoint not found: {ckpt_path}")
+    if subcommand == "fit":
+        return argv
     run_config = find_run_config(ckpt_path)
     if run_config is not None:
         _note(subcommand, f"using the run's config {run_config} (the command line overrides it)")
