@@ -14,7 +14,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from molssl import __version__
 from molssl.cli import EXTRA_SUBCOMMANDS, ExtraSubcommand, main, register_subcommand
-from tests.toy_modules import ToyRegressionData, ToyRegressor
+from tests.toy_modules import ToyRegressionData, ToyRegressor, ToyRegressorWithData
 
 MODEL_ARGS = {"num_features": 3, "lr": 0.05}
 DATA_ARGS = {"num_samples": 100, "num_features": 3, "noise": 0.1, "seed": 7, "batch_size": 16}
@@ -243,6 +243,24 @@ def test_test_falls_back_to_checkpoint_hyperparameters(trained_run: Path, tmp_pa
     )
     evaluated = yaml.safe_load(next((tmp_path / "runs").rglob("test_config.yaml")).read_text())
     assert evaluated["data"]["init_args"] == DATA_ARGS
+
+
+def test_module_with_its_own_data_needs_no_datamodule(tmp_path: Path) -> None:
+    model_args = {"num_features": 3, "lr": 0.05, "num_samples": 80, "seed": 3}
+    config = {
+        "model": {"class_path": "tests.toy_modules.ToyRegressorWithData", "init_args": model_args},
+        "trainer": {**TOY_CONFIG["trainer"], "limit_val_batches": 0},
+    }
+    log_dir = fit_toy(tmp_path / "fit", config)
+    ckpt = log_dir / "checkpoints" / "last.ckpt"
+    (log_dir / "config.yaml").unlink()
+    main(["test", "--ckpt", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "eval")])
+    model = ToyRegressorWithData(**model_args)
+    model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    x, y = model.data.test_set.tensors
+    with torch.no_grad():
+        expected = torch.mean((model(x) - y) ** 2).item()
+    assert read_metrics(tmp_path / "eval", "test")["test/mse"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_validate_with_checkpoint_alone(trained_run: Path, tmp_path: Path) -> None:

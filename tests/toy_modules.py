@@ -115,3 +115,29 @@ class ToyRegressor(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Plain SGD over all parameters."""
         return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class ToyRegressorWithData(ToyRegressor):
+    """The toy regressor bringing its own data loaders, for runs without a datamodule.
+
+    Args:
+        num_features: Number of input features.
+        lr: Learning rate of plain SGD.
+        num_samples: Total number of samples, as in :class:`ToyRegressionData`.
+        seed: Seed of the synthetic data.
+    """
+
+    def __init__(
+        self, num_features: int = 4, lr: float = 0.1, num_samples: int = 200, seed: int = 0
+    ) -> None:
+        super().__init__(num_features=num_features, lr=lr)
+        self.save_hyperparameters()
+        self.data = ToyRegressionData(num_samples=num_samples, num_features=num_features, seed=seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches of the built-in data."""
+        return self.data.train_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches of the built-in data."""
+        return self.data.test_dataloader()

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -185,7 +185,9 @@ def main(args: list[str] | None = None) -> None:
 def _run_lightning_cli(argv: list[str]) -> None:
     MolsslCLI(
         model_class=LightningModule,
-        datamodule_class=LightningDataModule,
+        # None, not LightningDataModule: Lightning then makes ``data`` optional (still any
+        # LightningDataModule subclass), for modules that bring their own dataloaders.
+        datamodule_class=None,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=SaveConfigCallback,
