@@ -1,0 +1,256 @@
+"""RDKit molecules → categorical atom/bond features and PyG ``Data``.
+
+Every feature is a categorical index whose last bucket is "other", so an unseen value never
+crashes an embedding lookup; the exact atomic number is always kept in ``z``.
+
+Atom columns of ``x`` (:data:`ATOM_FEATURE_NAMES`): element, degree, formal charge,
+hybridization, aromatic, total hydrogen count, chirality tag.
+Bond columns of ``edge_attr`` (:data:`BOND_FEATURE_NAMES`): bond type, conjugated, in ring,
+stereo.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from rdkit import Chem, rdBase
+from torch import Tensor
+from torch_geometric.data import Data
+
+from molssl.chem.errors import (
+    InvalidSmilesError,
+    MoleculeTooLargeError,
+    NoHeavyAtomError,
+    UnsupportedElementError,
+)
+
+__all__ = [
+    "ATOM_FEATURE_DIMS",
+    "ATOM_FEATURE_NAMES",
+    "BOND_FEATURE_DIMS",
+    "BOND_FEATURE_NAMES",
+    "ELEMENTS",
+    "NUM_ELEMENT_CLASSES",
+    "atom_feature_matrix",
+    "bond_feature_matrix",
+    "element_index",
+    "mol_from_smiles",
+    "mol_to_data",
+]
+
+#: Atomic numbers with their own element class: organic and drug-like elements, halogens and
+#: the counter-ions common in screening libraries. Anything else is class ``len(ELEMENTS)``.
+ELEMENTS: tuple[int, ...] = (
+    1, 3, 5, 6, 7, 8, 9, 11, 12, 14, 15, 16, 17, 19, 20, 26, 29, 30, 33, 34, 35, 50, 53,
+)  # fmt: skip
+NUM_ELEMENT_CLASSES = len(ELEMENTS) + 1
+
+_DEGREES = (0, 1, 2, 3, 4, 5, 6)
+_FORMAL_CHARGES = (-2, -1, 0, 1, 2)
+_HYBRIDIZATIONS = (
+    Chem.HybridizationType.S,
+    Chem.HybridizationType.SP,
+    Chem.HybridizationType.SP2,
+    Chem.HybridizationType.SP3,
+    Chem.HybridizationType.SP3D,
+    Chem.HybridizationType.SP3D2,
+)
+_NUM_HS = (0, 1, 2, 3, 4)
+_CHIRALITIES = (
+    Chem.ChiralType.CHI_UNSPECIFIED,
+    Chem.ChiralType.CHI_TETRAHEDRAL_CW,
+    Chem.ChiralType.CHI_TETRAHEDRAL_CCW,
+)
+_BOND_TYPES = (
+    Chem.BondType.SINGLE,
+    Chem.BondType.DOUBLE,
+    Chem.BondType.TRIPLE,
+    Chem.BondType.AROMATIC,
+)
+_BOND_STEREOS = (
+    Chem.BondStereo.STEREONONE,
+    Chem.BondStereo.STEREOANY,
+    Chem.BondStereo.STEREOZ,
+    Chem.BondStereo.STEREOE,
+    Chem.BondStereo.STEREOCIS,
+    Chem.BondStereo.STEREOTRANS,
+)
+
+ATOM_FEATURE_NAMES = (
+    "element",
+    "degree",
+    "formal_charge",
+    "hybridization",
+    "aromatic",
+    "num_hs",
+    "chirality",
+)
+ATOM_FEATURE_DIMS: tuple[int, ...] = (
+    NUM_ELEMENT_CLASSES,
+    len(_DEGREES) + 1,
+    len(_FORMAL_CHARGES) + 1,
+    len(_HYBRIDIZATIONS) + 1,
+    2,
+    len(_NUM_HS) + 1,
+    len(_CHIRALITIES) + 1,
+)
+BOND_FEATURE_NAMES = ("bond_type", "conjugated", "in_ring", "stereo")
+BOND_FEATURE_DIMS: tuple[int, ...] = (len(_BOND_TYPES) + 1, 2, 2, len(_BOND_STEREOS) + 1)
+
+
+def _lookup(values: tuple) -> dict:
+    return {value: index for index, value in enumerate(values)}
+
+
+_ELEMENT_INDEX = _lookup(ELEMENTS)
+_DEGREE_INDEX = _lookup(_DEGREES)
+_CHARGE_INDEX = _lookup(_FORMAL_CHARGES)
+_HYBRID_INDEX = _lookup(_HYBRIDIZATIONS)
+_NUM_HS_INDEX = _lookup(_NUM_HS)
+_CHIRAL_INDEX = _lookup(_CHIRALITIES)
+_BOND_TYPE_INDEX = _lookup(_BOND_TYPES)
+_STEREO_INDEX = _lookup(_BOND_STEREOS)
+
+# Dense atomic-number → element-class table, for the per-batch lookups of masking objectives.
+_Z_TO_ELEMENT = torch.full((119,), len(ELEMENTS), dtype=torch.long)
+_Z_TO_ELEMENT[list(ELEMENTS)] = torch.arange(len(ELEMENTS))
+
+
+def element_index(z: Tensor) -> Tensor:
+    """Element class of each atomic number (``len(ELEMENTS)`` for "other")."""
+    table = _Z_TO_ELEMENT.to(z.device)
+    return table[z.clamp(0, table.numel() - 1)]
+
+
+def mol_from_smiles(
+    smiles: str, add_hs: bool = True, max_heavy_atoms: int | None = 150
+) -> Chem.Mol:
+    """Parses and sanitises a SMILES string.
+
+    Args:
+        smiles: The SMILES string.
+        add_hs: Make hydrogens explicit atoms (needed for 3D work).
+        max_heavy_atoms: Reject larger molecules; ``None`` for no limit.
+
+    Raises:
+        InvalidSmilesError: Empty input (reason ``empty_input``) or a SMILES RDKit cannot
+            parse or sanitise (``invalid_smiles``; the message carries RDKit's explanation).
+        UnsupportedElementError: Dummy atoms (``*``) or atomic number 0.
+        NoHeavyAtomError: Only hydrogens.
+        MoleculeTooLargeError: More than ``max_heavy_atoms`` heavy atoms.
+    """
+    if not isinstance(smiles, str) or not smiles.strip():
+        raise InvalidSmilesError(f"empty SMILES: {smiles!r}", reason="empty_input")
+    text = smiles.strip()
+    # RDKit writes parse errors to its C++ log; silence it and report through the exception.
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(text, sanitize=False)
+        if mol is None:
+            raise InvalidSmilesError(f"cannot parse SMILES {text!r}")
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception as error:  # RDKit raises several unrelated exception types here
+            raise InvalidSmilesError(f"cannot sanitise SMILES {text!r}: {error}") from None
+    return prepare_mol(mol, add_hs=add_hs, max_heavy_atoms=max_heavy_atoms, name=text)
+
+
+def prepare_mol(
+    mol: Chem.Mol,
+    add_hs: bool = True,
+    max_heavy_atoms: int | None = 150,
+    name: str | None = None,
+) -> Chem.Mol:
+    """Checks a sanitised molecule against the pipeline's limits and adds hydrogens.
+
+    Raises the same typed errors as :func:`mol_from_smiles`, naming the molecule by ``name``.
+    """
+    label = name if name is not None else Chem.MolToSmiles(mol)
+    if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
+        raise UnsupportedElementError(f"dummy atom (atomic number 0) in {label!r}")
+    heavy = sum(1 for atom in mol.GetAtoms() if atom.GetAtomicNum() > 1)
+    if heavy == 0:
+        raise NoHeavyAtomError(f"no heavy atom in {label!r}")
+    if max_heavy_atoms is not None and heavy > max_heavy_atoms:
+        raise MoleculeTooLargeError(
+            f"{heavy} heavy atoms in {label!r}, more than the limit of {max_heavy_atoms}"
+        )
+    return Chem.AddHs(mol) if add_hs else Chem.RemoveHs(mol, sanitize=False)
+
+
+def atom_feature_matrix(mol: Chem.Mol) -> np.ndarray:
+    """``(N, 7)`` int64 categorical atom features, columns as :data:`ATOM_FEATURE_NAMES`."""
+    other = [dim - 1 for dim in ATOM_FEATURE_DIMS]
+    rows = [
+        (
+            _ELEMENT_INDEX.get(atom.GetAtomicNum(), other[0]),
+            _DEGREE_INDEX.get(atom.GetDegree(), other[1]),
+            _CHARGE_INDEX.get(atom.GetFormalCharge(), other[2]),
+            _HYBRID_INDEX.get(atom.GetHybridization(), other[3]),
+            int(atom.GetIsAromatic()),
+            _NUM_HS_INDEX.get(atom.GetTotalNumHs(), other[5]),
+            _CHIRAL_INDEX.get(atom.GetChiralTag(), other[6]),
+        )
+        for atom in mol.GetAtoms()
+    ]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, len(ATOM_FEATURE_DIMS))
+
+
+def bond_feature_matrix(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
+    """Directed bonds of ``mol``.
+
+    Returns:
+        ``edge_index`` ``(2, 2B)`` int64 and ``edge_attr`` ``(2B, 4)`` int64: bond ``b`` appears
+        as columns ``2b`` (begin → end) and ``2b + 1`` (end → begin), in ``mol.GetBonds()`` order.
+    """
+    other = [dim - 1 for dim in BOND_FEATURE_DIMS]
+    ends: list[tuple[int, int]] = []
+    attrs: list[tuple[int, int, int, int]] = []
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        attr = (
+            _BOND_TYPE_INDEX.get(bond.GetBondType(), other[0]),
+            int(bond.GetIsConjugated()),
+            int(bond.IsInRing()),
+            _STEREO_INDEX.get(bond.GetStereo(), other[3]),
+        )
+        ends += [(i, j), (j, i)]
+        attrs += [attr, attr]
+    edge_index = np.asarray(ends, dtype=np.int64).reshape(-1, 2).T.copy()
+    edge_attr = np.asarray(attrs, dtype=np.int64).reshape(-1, len(BOND_FEATURE_DIMS))
+    return edge_index, edge_attr
+
+
+def mol_to_data(mol: Chem.Mol, conf_id: int | None = None) -> Data:
+    """One molecule as a PyG ``Data``.
+
+    Args:
+        mol: A sanitised molecule (explicit hydrogens are kept as atoms).
+        conf_id: Conformer whose coordinates become ``pos``; ``-1`` is RDKit's default
+            conformer; ``None`` gives a 2D-only ``Data`` without ``pos``.
+
+    Returns:
+        ``Data`` with ``z`` (N,), ``x`` (N, 7), ``edge_index`` (2, E), ``edge_attr`` (E, 4),
+        ``pos`` (N, 3) float32 when a conformer is asked for, ``num_nodes`` and ``smiles``.
+
+    Raises:
+        ValueError: ``conf_id`` names a conformer the molecule does not have.
+    """
+    z = torch.tensor([atom.GetAtomicNum() for atom in mol.GetAtoms()], dtype=torch.long)
+    edge_index, edge_attr = bond_feature_matrix(mol)
+    data = Data(
+        z=z,
+        x=torch.from_numpy(atom_feature_matrix(mol)),
+        edge_index=torch.from_numpy(edge_index),
+        edge_attr=torch.from_numpy(edge_attr),
+        num_nodes=mol.GetNumAtoms(),
+        smiles=Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False)),
+    )
+    if conf_id is not None:
+        if mol.GetNumConformers() == 0:
+            raise ValueError("mol_to_data: conf_id given but the molecule has no conformer")
+        try:
+            conformer = mol.GetConformer(conf_id)
+        except ValueError:
+            raise ValueError(f"mol_to_data: the molecule has no conformer {conf_id}") from None
+        data.pos = torch.from_numpy(np.asarray(conformer.GetPositions(), dtype=np.float32))
+    return data
