@@ -176,7 +176,7 @@ def test_batched_equals_unbatched_in_all_mode(
     batched = model(Batch.from_data_list(data_list))
     offset = 0
     for b, data in enumerate(data_list):
-        alone = model(Batch.from_data_list([data]))
+        alone = model(data)  # a bare Data is encoded as a batch of one
         n = data.num_nodes
         torch.testing.assert_close(batched.node[offset : offset + n], alone.node, **EXACT)
         torch.testing.assert_close(batched.graph[b], alone.graph[0], **EXACT)
@@ -321,6 +321,13 @@ def test_bad_inputs_raise_clear_errors(molecules: list[Data]) -> None:
     )
     with pytest.raises(ValueError, match="no 'pos'"):
         model(no_pos, blend_choice=torch.full((2, n_max, n_max), RELATION_DISTANCE))
+    without_bonds = Data(**{k: v for k, v in molecules[0].items() if k != "edge_attr"})
+    with pytest.raises(ValueError, match="edge_attr"):
+        model(without_bonds)
+    flat_pos = molecules[0].clone()
+    flat_pos.pos = flat_pos.pos[:, :2]
+    with pytest.raises(ValueError, match="pos must have shape"):
+        model(flat_pos)
     with pytest.raises(ValueError, match="blend_probs"):
         MoleBlendTransformer(**TINY, blend_probs=(0.5, -0.1, 0.6))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="blend_probs"):

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from molssl.chem.features import ATOM_FEATURE_DIMS
 from molssl.chem.graph import dense_graph_relations
@@ -204,15 +204,15 @@ class MoleBlendTransformer(nn.Module):
 
     def forward(
         self,
-        batch: Batch,
+        batch: Batch | Data,
         blend_choice: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> EncoderOutput:
         """Encode a batch of molecules.
 
         Args:
-            batch: PyG batch with ``x``, ``edge_index``, ``edge_attr``, ``batch`` and optionally
-                ``pos`` (and precomputed ``spd`` / ``path_edges``, see
+            batch: PyG batch (or one ``Data``) with ``x``, ``edge_index``, ``edge_attr``, ``batch``
+                and optionally ``pos`` (and precomputed ``spd`` / ``path_edges``, see
                 :class:`molssl.chem.graph.AddGraphRelations`).
             blend_choice: A fixed ``(B, Nmax, Nmax)`` choice to use instead of a draw (blends
                 even in ``"all"`` mode); must be symmetric with values in ``{0, 1, 2}`` at real
@@ -224,16 +224,25 @@ class MoleBlendTransformer(nn.Module):
             docstring for ``extras``.
 
         Raises:
-            ValueError: On a malformed ``blend_choice`` or a distance choice without ``pos``.
+            ValueError: On missing or inconsistent features, a malformed ``blend_choice`` or a
+                distance choice without ``pos``.
         """
-        num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
-        batch_index = getattr(batch, "batch", None)
-        node, node_mask = to_padded(self.atom_embedding(batch.x), batch_index, num_graphs)
+        if not isinstance(batch, Batch):
+            batch = Batch.from_data_list([batch])
+        self._check_features(batch)
         relations = dense_graph_relations(batch, max_hops=self.max_hops)
         spd, path_edges = relations.spd, relations.path_edges
+        num_graphs, num_nodes = relations.node_mask.shape
+        node, node_mask = to_padded(
+            self.atom_embedding(batch.x), batch.batch, num_graphs, max_num_nodes=num_nodes
+        )
         pair_mask = pair_mask_from_node_mask(node_mask)
         pos = getattr(batch, "pos", None)
-        pos_padded = None if pos is None else to_padded(pos, batch_index, num_graphs)[0]
+        pos_padded = (
+            None
+            if pos is None
+            else to_padded(pos, batch.batch, num_graphs, max_num_nodes=num_nodes)[0]
+        )
 
         if blend_choice is not None:
             choice: Tensor | None = self._checked_choice(blend_choice, pair_mask, pos is not None)
@@ -253,7 +262,7 @@ class MoleBlendTransformer(nn.Module):
         edge_bias = self.edge_bias(batch.edge_attr, spd, path_edges)
         bias = bias + torch.where(use_edge.unsqueeze(-1), edge_bias, 0.0)
         if pos_padded is not None and bool(use_distance.any()):
-            element = to_padded(batch.x[:, 0], batch_index, num_graphs)[0]
+            element = to_padded(batch.x[:, 0], batch.batch, num_graphs, max_num_nodes=num_nodes)[0]
             distance_bias, atom_features = self._distance_terms(pos_padded, element, use_distance)
             bias = bias + distance_bias
             if self.distance_node_proj is not None:
@@ -271,11 +280,29 @@ class MoleBlendTransformer(nn.Module):
             extras["blend_choice"] = choice
         if pos_padded is not None:
             with torch.no_grad():
-                distance = torch.cdist(pos_padded.detach(), pos_padded.detach())
+                # Exact differences, not cdist's matrix-product shortcut: this is a target.
+                distance = torch.cdist(
+                    pos_padded, pos_padded, compute_mode="donot_use_mm_for_euclid_dist"
+                )
             extras["distance"] = distance * pair_mask.to(distance.dtype)
         return EncoderOutput(
             node=node_padded[node_mask], graph=states[:, 0], vec=None, extras=extras
         )
+
+    @staticmethod
+    def _check_features(batch: Batch) -> None:
+        """Clear errors for missing or inconsistent inputs (instead of an indexing traceback)."""
+        for name in ("x", "edge_index", "edge_attr"):
+            if getattr(batch, name, None) is None:
+                raise ValueError(f"MoleBlendTransformer needs batch.{name} (molssl.chem.features)")
+        if batch.edge_attr.size(0) != batch.edge_index.size(1):
+            raise ValueError(
+                f"edge_attr has {batch.edge_attr.size(0)} rows for "
+                f"{batch.edge_index.size(1)} edges in edge_index"
+            )
+        pos = getattr(batch, "pos", None)
+        if pos is not None and pos.shape != (batch.x.size(0), 3):
+            raise ValueError(f"pos must have shape ({batch.x.size(0)}, 3), got {tuple(pos.shape)}")
 
     def _checked_choice(self, choice: Tensor, pair_mask: Tensor, has_pos: bool) -> Tensor:
         if choice.shape != pair_mask.shape:
