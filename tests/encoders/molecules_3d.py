@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-from rdkit import Chem
-from rdkit.Chem import AllChem
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
+from molssl.chem.conformers import ConformerOptions, embed_conformers
+from molssl.chem.features import mol_from_smiles, mol_to_data
 from tests.conftest import read_nci_smiles
 
 # NCI molecules with 12-21 atoms once hydrogens are added: a quinone (nearly planar), a
@@ -20,15 +20,11 @@ SMALL_INDEX = 15
 
 
 def molecule_3d(smiles: str, seed: int = 7) -> Data:
-    """``Data(z, pos)`` for ``smiles`` with hydrogens and an ETKDGv3 conformer (float64)."""
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        raise RuntimeError(f"test molecule {smiles} failed to embed")
-    z = torch.tensor([atom.GetAtomicNum() for atom in mol.GetAtoms()], dtype=torch.long)
-    pos = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float64)
-    return Data(z=z, pos=pos, smiles=smiles)
+    """``Data(z, pos)`` for ``smiles`` through molssl's featurization: explicit hydrogens, one
+    seeded ETKDGv3 + MMFF94 conformer; positions in float64 for the tests to cast down."""
+    mol = embed_conformers(mol_from_smiles(smiles), ConformerOptions(seed=seed))
+    data = mol_to_data(mol, conf_id=0)
+    return Data(z=data.z, pos=data.pos.double(), smiles=data.smiles)
 
 
 def nci_molecules() -> list[Data]:
