@@ -174,7 +174,7 @@ def prepare_mol(
         raise MoleculeTooLargeError(
             f"{heavy} heavy atoms in {label!r}, more than the limit of {max_heavy_atoms}"
         )
-    return Chem.AddHs(mol) if add_hs else Chem.RemoveHs(mol, sanitize=False)
+    return Chem.AddHs(mol) if add_hs else Chem.RemoveHs(mol)
 
 
 def atom_feature_matrix(mol: Chem.Mol) -> np.ndarray:
