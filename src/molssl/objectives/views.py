@@ -1,0 +1,166 @@
+"""Per-sample 3D views: torsion augmentation (order 10) and coordinate noise (order 20).
+
+Both run in the data loader's workers on one molecule at a time, before collation, and draw
+from torch's global generator (seeded per worker and epoch by PyTorch), so a molecule seen
+twice gets two different draws.
+
+Neither view modifies the sample it is given: each returns a shallow copy
+(:func:`copy.copy` of the PyG ``Data``) with new ``pos`` / ``coord_noise`` tensors. A dataset
+that hands out cached ``Data`` objects therefore never accumulates noise across epochs.
+
+Composition: :class:`TorsionAugment` changes the conformer, :class:`CoordNoise` then adds
+Gaussian noise to the augmented coordinates and stores that noise as the denoising target, so
+``pos - coord_noise`` is the torsion-augmented (not the original) conformer, as in Frad and
+UniCorn.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Literal
+
+import torch
+from torch_geometric.data import Data
+
+from molssl.chem.torsions import apply_torsion_deltas
+from molssl.objectives.base import View
+
+__all__ = ["CoordNoise", "TorsionAugment"]
+
+
+def _positions(data: Data, view: str) -> torch.Tensor:
+    pos = getattr(data, "pos", None)
+    if pos is None:
+        raise ValueError(f"{view} needs 3D coordinates 'pos' (N, 3) on each sample")
+    if pos.dim() != 2 or pos.size(1) != 3 or not pos.is_floating_point():
+        raise ValueError(
+            f"{view}: 'pos' must be a float tensor of shape (N, 3), got {pos.dtype} "
+            f"{tuple(pos.shape)}"
+        )
+    return pos
+
+
+class TorsionAugment(View):
+    """Rotate every rotatable torsion of the sample by an independent N(0, σ²) angle.
+
+    UniCorn's torsion augmentation (and Frad's torsion perturbation): for a molecule with ``T``
+    rotatable bonds, ``T`` angles are drawn afresh on every call and applied in order with
+    :func:`molssl.chem.torsions.apply_torsion_deltas`, which moves the smaller side of each
+    bond rigidly, so bond lengths and bond angles are unchanged. Molecules without a rotatable
+    bond are returned unchanged (a copy), which makes a following :class:`CoordNoise` plain
+    coordinate denoising for them.
+
+    The sample must carry ``torsion_atoms`` (T, 4) long and ``torsion_moving`` (T, N) bool, as
+    produced once per molecule by the pre-training dataset
+    (:func:`~molssl.chem.torsions.rotatable_torsions` and
+    :func:`~molssl.chem.torsions.torsion_moving_masks`); no RDKit call happens here.
+
+    Args:
+        sigma: Standard deviation of the angle change, in ``unit``.
+        unit: ``"deg"`` (the paper's 2°) or ``"rad"``; the unit is explicit so a config
+            cannot silently mean 2 radians.
+
+    Views compare equal when their sigma (in radians) is the same, so a module can deduplicate
+    identical augmentations.
+    """
+
+    order = 10
+
+    def __init__(self, sigma: float = 2.0, unit: Literal["deg", "rad"] = "deg") -> None:
+        if unit not in ("deg", "rad"):
+            raise ValueError(f"unit must be 'deg' or 'rad', got {unit!r}")
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.unit = unit
+        self.sigma_rad = math.radians(self.sigma) if unit == "deg" else self.sigma
+
+    def __call__(self, data: Data) -> Data:
+        pos = _positions(data, "TorsionAugment")
+        torsions = getattr(data, "torsion_atoms", None)
+        moving = getattr(data, "torsion_moving", None)
+        if torsions is None or moving is None:
+            raise ValueError(
+                "TorsionAugment needs 'torsion_atoms' (T, 4) and 'torsion_moving' (T, N) on "
+                "each sample; they are added per molecule by the pre-training dataset, and "
+                "this view must run before the datamodule drops them"
+            )
+        out = copy.copy(data)
+        if torsions.size(0) == 0 or self.sigma_rad == 0.0:
+            out.pos = pos.clone()
+            return out
+        deltas = torch.randn(torsions.size(0), dtype=torch.float64) * self.sigma_rad
+        new_pos = apply_torsion_deltas(
+            pos.detach().cpu().numpy(),
+            torsions.cpu().numpy(),
+            moving.cpu().numpy(),
+            deltas.numpy(),
+        )
+        out.pos = torch.from_numpy(new_pos).to(dtype=pos.dtype, device=pos.device)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TorsionAugment)
+            and type(other) is type(self)
+            and (other.sigma_rad == self.sigma_rad)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.sigma_rad))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma}, unit={self.unit!r})"
+
+
+class CoordNoise(View):
+    """Add isotropic Gaussian noise N(0, σ²) Å to every coordinate; keep it as ``coord_noise``.
+
+    After this view, ``pos`` is what the 3D encoders see and ``coord_noise`` (N, 3) the noise
+    that was added (the denoising target); ``pos - coord_noise`` is the conformer before noise.
+
+    One pipeline holds at most one coordinate-noise view. Several objectives may ask for
+    noise of the same sigma (e.g. a denoising objective and a regulariser); they share one
+    draw because the module deduplicates equal views, and ``CoordNoise`` views are equal
+    exactly when their type and sigma are. Two different sigmas in one run is a configuration
+    error, reported by the module when it builds the pipeline. If a sample reaches this view
+    with ``coord_noise`` already set, two noise views ran on it and this view raises instead
+    of silently stacking noise.
+
+    Args:
+        sigma: Standard deviation of the noise per Cartesian component, in Å (paper: 0.04).
+    """
+
+    order = 20
+
+    def __init__(self, sigma: float = 0.04) -> None:
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a finite number > 0 (Å), got {sigma}")
+        self.sigma = float(sigma)
+
+    def __call__(self, data: Data) -> Data:
+        pos = _positions(data, "CoordNoise")
+        if getattr(data, "coord_noise", None) is not None:
+            raise ValueError(
+                "sample already has 'coord_noise': two coordinate-noise views ran on it; a "
+                "pipeline must hold one CoordNoise (equal views are deduplicated by the module)"
+            )
+        noise = torch.randn(pos.shape, dtype=pos.dtype, device=pos.device) * self.sigma
+        out = copy.copy(data)
+        out.pos = pos + noise
+        out.coord_noise = noise
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CoordNoise)
+            and type(other) is type(self)
+            and (other.sigma == self.sigma)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.sigma))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma})"
