@@ -2,79 +2,141 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from rdkit import Chem
+from rdkit.Chem import AllChem
+from torch_geometric.data import Data
 
+from molssl.chem.conformers import ConformerOptions, conformer_positions, embed_conformers
+from molssl.chem.errors import MoleculeError
 from molssl.chem.features import (
     ATOM_FEATURE_DIMS,
     BOND_FEATURE_DIMS,
     ELEMENTS,
     NUM_ELEMENT_CLASSES,
     element_index,
+    featurize_smiles,
     mol_from_smiles,
     mol_to_data,
 )
 from tests.conftest import read_nci_smiles
 
 HYBRIDIZATIONS = ["S", "SP", "SP2", "SP3", "SP3D", "SP3D2"]
+CHIRALITIES = ["CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW"]
+BOND_TYPES = ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC"]
+STEREOS = ["STEREONONE", "STEREOANY", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS"]
+
+
+def parse_all(smiles: list[str]) -> list[Chem.Mol]:
+    out = []
+    for text in smiles:
+        try:
+            out.append(mol_from_smiles(text))
+        except MoleculeError:
+            continue
+    return out
 
 
 @pytest.fixture(scope="module")
 def mols() -> list[Chem.Mol]:
-    out = []
-    for smiles in read_nci_smiles(150):
-        try:
-            out.append(mol_from_smiles(smiles))
-        except ValueError:
-            continue
+    out = parse_all(read_nci_smiles(150))
     assert len(out) >= 100
     return out
 
 
+@pytest.fixture(scope="module")
+def stereo_smiles(shared_data: Path) -> list[str]:
+    """Real molecules with stereo centres or stereo double bonds (NCI's set has none)."""
+    smiles = []
+    for name, column in [("chembl_samples.csv", "smiles"), ("micro_ZINC.csv", "SMILES")]:
+        with open(shared_data / name) as handle:
+            smiles += [row[column] for row in csv.DictReader(handle)]
+    out = [s for s in smiles if "@" in s or "/" in s or "\\" in s][:200]
+    assert len(out) >= 100
+    return out
+
+
+def assert_atoms_match_rdkit(mol: Chem.Mol, data: Data | None = None) -> None:
+    """``data`` (default: ``mol_to_data(mol)``) against RDKit's queries on ``mol``."""
+    data = mol_to_data(mol) if data is None else data
+    x = data.x.numpy()
+    assert x.shape == (mol.GetNumAtoms(), len(ATOM_FEATURE_DIMS))
+    assert (x < np.asarray(ATOM_FEATURE_DIMS)).all() and (x >= 0).all()
+    for atom, row in zip(mol.GetAtoms(), x, strict=True):
+        z = atom.GetAtomicNum()
+        assert data.z[atom.GetIdx()] == z
+        assert row[0] == (ELEMENTS.index(z) if z in ELEMENTS else len(ELEMENTS))
+        assert row[1] == min(atom.GetDegree(), 7)
+        charge = atom.GetFormalCharge()
+        assert row[2] == (charge + 2 if -2 <= charge <= 2 else 5)
+        hyb = str(atom.GetHybridization())
+        assert row[3] == (HYBRIDIZATIONS.index(hyb) if hyb in HYBRIDIZATIONS else 6)
+        assert row[4] == int(atom.GetIsAromatic())
+        assert row[5] == min(atom.GetTotalNumHs(includeNeighbors=True), 5)
+        tag = str(atom.GetChiralTag())
+        assert row[6] == (CHIRALITIES.index(tag) if tag in CHIRALITIES else 3)
+
+
+def assert_bonds_match_rdkit(mol: Chem.Mol, data: Data | None = None) -> None:
+    """``data`` (default: ``mol_to_data(mol)``) against RDKit's queries on ``mol``."""
+    data = mol_to_data(mol) if data is None else data
+    assert data.edge_index.shape == (2, 2 * mol.GetNumBonds())
+    assert data.edge_attr.shape == (2 * mol.GetNumBonds(), len(BOND_FEATURE_DIMS))
+    assert (data.edge_attr.numpy() < np.asarray(BOND_FEATURE_DIMS)).all()
+    pairs = [tuple(p) for p in data.edge_index.T.tolist()]
+    assert len(set(pairs)) == len(pairs)  # each direction once
+    assert set(pairs) == {(j, i) for i, j in pairs}
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        kind, stereo = str(bond.GetBondType()), str(bond.GetStereo())
+        expected = [
+            BOND_TYPES.index(kind) if kind in BOND_TYPES else 4,
+            int(bond.GetIsConjugated()),
+            int(bond.IsInRing()),
+            STEREOS.index(stereo) if stereo in STEREOS else 6,
+        ]
+        assert data.edge_attr[pairs.index((i, j))].tolist() == expected
+        assert data.edge_attr[pairs.index((j, i))].tolist() == expected
+    rdkit_pairs = {(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()}
+    assert set(pairs) == rdkit_pairs | {(j, i) for i, j in rdkit_pairs}
+
+
 def test_atom_features_match_rdkit(mols: list[Chem.Mol]) -> None:
     for mol in mols:
-        data = mol_to_data(mol)
-        x = data.x.numpy()
-        assert x.shape == (mol.GetNumAtoms(), len(ATOM_FEATURE_DIMS))
-        assert (x < np.asarray(ATOM_FEATURE_DIMS)).all() and (x >= 0).all()
-        for atom, row in zip(mol.GetAtoms(), x, strict=True):
-            z = atom.GetAtomicNum()
-            assert data.z[atom.GetIdx()] == z
-            expected_element = ELEMENTS.index(z) if z in ELEMENTS else len(ELEMENTS)
-            assert row[0] == expected_element
-            assert row[1] == min(atom.GetDegree(), 7)
-            charge = atom.GetFormalCharge()
-            assert row[2] == (charge + 2 if -2 <= charge <= 2 else 5)
-            hyb = str(atom.GetHybridization())
-            assert row[3] == (HYBRIDIZATIONS.index(hyb) if hyb in HYBRIDIZATIONS else 6)
-            assert row[4] == int(atom.GetIsAromatic())
-            assert row[5] == min(atom.GetTotalNumHs(), 5)
+        assert_atoms_match_rdkit(mol)
 
 
 def test_bonds_match_rdkit_and_are_symmetric(mols: list[Chem.Mol]) -> None:
     for mol in mols:
-        data = mol_to_data(mol)
-        assert data.edge_index.shape == (2, 2 * mol.GetNumBonds())
-        assert data.edge_attr.shape == (2 * mol.GetNumBonds(), len(BOND_FEATURE_DIMS))
-        pairs = {tuple(p) for p in data.edge_index.T.tolist()}
-        assert pairs == {(j, i) for i, j in pairs}
-        rdkit_pairs = set()
-        for bond in mol.GetBonds():
-            i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-            rdkit_pairs |= {(i, j), (j, i)}
-        assert pairs == rdkit_pairs
-        for b, bond in enumerate(mol.GetBonds()):
-            attr = data.edge_attr[2 * b].tolist()
-            assert attr == data.edge_attr[2 * b + 1].tolist()
-            expected_type = {
-                Chem.BondType.SINGLE: 0,
-                Chem.BondType.DOUBLE: 1,
-                Chem.BondType.TRIPLE: 2,
-                Chem.BondType.AROMATIC: 3,
-            }.get(bond.GetBondType(), 4)
-            assert attr[:3] == [expected_type, int(bond.GetIsConjugated()), int(bond.IsInRing())]
+        assert_bonds_match_rdkit(mol)
+
+
+def test_chirality_and_bond_stereo_match_rdkit(stereo_smiles: list[str]) -> None:
+    """Against RDKit's own parse (``MolFromSmiles`` + ``AddHs``), stereo perception included."""
+    chiral_atoms = stereo_bonds = 0
+    for smiles in stereo_smiles:
+        reference = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        data = mol_to_data(mol_from_smiles(smiles, max_heavy_atoms=None))
+        assert_atoms_match_rdkit(reference, data)
+        assert_bonds_match_rdkit(reference, data)
+        chiral_atoms += int((data.x[:, 6] > 0).sum())
+        stereo_bonds += int((data.edge_attr[:, 3] > 0).sum())
+    assert chiral_atoms > 0 and stereo_bonds > 0  # the columns were really exercised
+
+
+def test_hydrogen_count_does_not_depend_on_explicit_hydrogens(mols: list[Chem.Mol]) -> None:
+    for mol in mols[:50]:
+        heavy = mol_to_data(Chem.RemoveHs(mol))
+        explicit = mol_to_data(mol)
+        is_heavy = explicit.z > 1
+        # RemoveHs keeps heavy atoms first and in order.
+        assert torch.equal(explicit.x[is_heavy][:, 5], heavy.x[:, 5])
+        assert torch.equal(explicit.x[is_heavy][:, 0], heavy.x[:, 0])
 
 
 def test_hydrogens_explicit_by_default_and_optional() -> None:
@@ -86,8 +148,6 @@ def test_hydrogens_explicit_by_default_and_optional() -> None:
 
 
 def test_pos_equals_conformer_coordinates() -> None:
-    from rdkit.Chem import AllChem
-
     mol = mol_from_smiles("c1ccccc1O")
     AllChem.EmbedMolecule(mol, randomSeed=3)
     data = mol_to_data(mol, conf_id=-1)
@@ -104,3 +164,14 @@ def test_element_index_table() -> None:
     classes = element_index(z)
     assert classes.tolist()[:5] == [ELEMENTS.index(v) for v in (1, 6, 7, 8, 53)]
     assert classes[5] == classes[6] == NUM_ELEMENT_CLASSES - 1
+
+
+def test_featurize_smiles_is_parse_embed_featurize() -> None:
+    options = ConformerOptions(num_conformers=2, seed=5)
+    data = featurize_smiles("CC(=O)Nc1ccc(O)cc1", options)
+    mol = embed_conformers(mol_from_smiles("CC(=O)Nc1ccc(O)cc1"), options)
+    expected = mol_to_data(mol, conf_id=0)
+    for key in ("z", "x", "edge_index", "edge_attr"):
+        assert torch.equal(data[key], expected[key])
+    np.testing.assert_array_equal(data.pos.numpy(), conformer_positions(mol)[0].astype(np.float32))
+    assert data.smiles == "CC(=O)Nc1ccc(O)cc1" and int((data.z == 1).sum()) == 9

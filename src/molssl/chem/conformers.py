@@ -4,36 +4,50 @@ Policy:
 
 * Embedding uses ETKDGv3 with a fixed seed, so the same molecule (same atom order) and the
   same :class:`ConformerOptions` give bit-identical coordinates.
-* Each attempt is bounded by ETKDG's own ``timeout`` (seconds); up to ``max_attempts``
-  attempts are made with derived seeds, and attempts after the first use random starting
-  coordinates when ``random_coords_fallback`` is set (ETKDG's documented remedy for
-  molecules whose distance-bounds eigen-embedding fails, e.g. large or strained ones).
+* Up to ``max_attempts`` attempts are made with derived seeds, all within one per-molecule
+  budget of ``timeout_s`` seconds: each attempt gets an equal share of what is left, enforced by
+  ETKDG's own ``timeout`` (whole seconds, at least one, so the budget holds to about a second).
+  Attempts after the first start from random coordinates when ``random_coords_fallback`` is
+  set: ETKDG's remedy for molecules whose distance-bounds eigen-embedding fails (large or
+  strained molecules, metal complexes such as hexaamminecobalt(III)).
 * Optimisation uses MMFF94 when every atom has MMFF94 parameters, else UFF when every atom
-  has UFF parameters. A molecule with an atom neither force field can type (noble gases,
-  most heavy metals) is rejected with :class:`~molssl.chem.errors.UnsupportedElementError`
-  when ``require_force_field`` is set (the default): its distance-geometry coordinates rest
-  on made-up bounds, and training on them would teach the model an artefact. The force field
-  used is recorded in the molecule property ``molssl_force_field``.
+  has UFF parameters (for example organomercury or cobalt complexes): a UFF-relaxed geometry
+  is better training data than an unrelaxed ETKDG one. A molecule with an atom neither force
+  field can type (noble gases, most heavy metals) is rejected with
+  :class:`~molssl.chem.errors.UnsupportedElementError` when ``require_force_field`` is set (the
+  default): its distance-geometry coordinates rest on made-up bounds, and training on them
+  would teach the model an artefact. The force field used (``"MMFF94"``, ``"UFF"`` or
+  ``"none"``) is recorded in the molecule property ``molssl_force_field``. Optimisation is
+  bounded by ``max_optimize_iters``; a conformer that has not converged by then is kept.
 * A conformer whose atoms coincide (two atoms closer than ``min_interatomic_distance``) or
   whose coordinates are not finite is dropped; if none survives, the error says so. A
   conformer is never returned as silent zeros.
+* RDKit's C++ log is silenced per call; what it says about a failure (ETKDG's failure causes,
+  the atom type a force field does not know) goes into the exception message.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from rdkit import Chem, rdBase
+from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
 from molssl.chem.errors import EmbeddingError, UnsupportedElementError
+from molssl.chem.rdkit_log import quiet_rdkit
 
 __all__ = ["ConformerOptions", "conformer_positions", "embed_conformers"]
 
 # Prime stride between the seeds of successive attempts, so attempts never reuse a seed.
 _SEED_STRIDE = 7919
+# ETKDG's failure counters come back as a list ordered by the enum's values.
+_FAILURE_CAUSES = tuple(
+    name
+    for name, _ in sorted(rdDistGeom.EmbedFailureCauses.names.items(), key=lambda kv: int(kv[1]))
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +59,7 @@ class ConformerOptions:
             at least one, or an error).
         seed: Random seed of the first attempt.
         max_attempts: Embedding attempts before giving up.
-        timeout_s: ETKDG time limit per attempt, in whole seconds.
+        timeout_s: Time budget of all embedding attempts of one molecule, in seconds.
         optimize: Relax each conformer with MMFF94 (or UFF, see the module policy).
         max_optimize_iters: Force-field iteration limit per conformer.
         random_coords_fallback: Start attempts after the first from random coordinates.
@@ -56,7 +70,7 @@ class ConformerOptions:
     num_conformers: int = 1
     seed: int = 0
     max_attempts: int = 3
-    timeout_s: int = 10
+    timeout_s: float = 10.0
     optimize: bool = True
     max_optimize_iters: int = 500
     random_coords_fallback: bool = True
@@ -68,8 +82,10 @@ class ConformerOptions:
             raise ValueError(f"num_conformers must be >= 1, got {self.num_conformers}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.timeout_s < 1:
-            raise ValueError(f"timeout_s must be >= 1 second, got {self.timeout_s}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
+        if self.max_optimize_iters < 1:
+            raise ValueError(f"max_optimize_iters must be >= 1, got {self.max_optimize_iters}")
 
 
 def _force_field(mol: Chem.Mol) -> str | None:
@@ -78,13 +94,6 @@ def _force_field(mol: Chem.Mol) -> str | None:
     if rdForceFieldHelpers.UFFHasAllMoleculeParams(mol):
         return "UFF"
     return None
-
-
-def _untyped_elements(mol: Chem.Mol) -> list[str]:
-    # Per-atom check on single-atom fragments would be costly; the symbols of atoms outside
-    # the organic set are what the message needs.
-    organic = {"H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br", "I"}
-    return sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetSymbol() not in organic})
 
 
 def _is_degenerate(positions: np.ndarray, min_distance: float) -> bool:
@@ -98,37 +107,67 @@ def _is_degenerate(positions: np.ndarray, min_distance: float) -> bool:
     return bool(dist.min() < min_distance)
 
 
+def _describe(causes: Counter[str]) -> str:
+    if not causes:
+        return "no failure cause reported"
+    return ", ".join(f"{name} x{count}" for name, count in causes.most_common())
+
+
 def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
-    elapsed_last = 0.0
+    deadline = time.monotonic() + options.timeout_s
+    causes: Counter[str] = Counter()
+    attempts_made = 0
     for attempt in range(options.max_attempts):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:  # reported below as a timeout: fewer attempts than allowed
+            break
         params = rdDistGeom.ETKDGv3()
         params.randomSeed = options.seed + attempt * _SEED_STRIDE
-        params.timeout = options.timeout_s
+        params.timeout = max(1, int(remaining / (options.max_attempts - attempt)))
         params.numThreads = 1  # determinism and fairness with data-loader worker processes
         params.useRandomCoords = attempt > 0 and options.random_coords_fallback
+        params.trackFailures = True
         # Embedded separately, the fragments of a salt all land on the origin; embedded
         # together, distance bounds keep counter-ions apart.
         params.embedFragmentsSeparately = False
-        start = time.perf_counter()
-        # A failed embedding returns [-1] rather than an empty list.
-        conf_ids = [
-            cid
-            for cid in rdDistGeom.EmbedMultipleConfs(mol, options.num_conformers, params)
-            if cid >= 0
-        ]
-        elapsed_last = time.perf_counter() - start
+        try:
+            embedded = rdDistGeom.EmbedMultipleConfs(mol, options.num_conformers, params)
+        except (RuntimeError, ValueError) as error:
+            raise EmbeddingError(
+                f"ETKDG cannot embed {label!r}: {error}", reason="embedding_failed"
+            ) from None
+        attempts_made += 1
+        # A failed embedding returns [-1] or an empty list, depending on the failure.
+        conf_ids = [cid for cid in embedded if cid >= 0]
         if conf_ids:
             return conf_ids
-    if elapsed_last >= options.timeout_s:
+        counts = zip(_FAILURE_CAUSES, params.GetFailureCounts(), strict=False)
+        causes.update({name: count for name, count in counts if count})
+    budget = f"{options.timeout_s:g} s budget, {attempts_made} attempt(s)"
+    if causes["EXCEEDED_TIMEOUT"] or attempts_made < options.max_attempts:
         raise EmbeddingError(
-            f"ETKDG timed out ({options.timeout_s} s per attempt, "
-            f"{options.max_attempts} attempts) on {label!r}",
+            f"ETKDG ran out of time on {label!r} ({budget}; {_describe(causes)})",
             reason="embedding_timeout",
         )
     raise EmbeddingError(
-        f"ETKDG found no conformer for {label!r} in {options.max_attempts} attempts",
+        f"ETKDG found no conformer for {label!r} ({budget}; {_describe(causes)})",
         reason="embedding_failed",
     )
+
+
+def _optimize(mol: Chem.Mol, force_field: str, max_iters: int, label: str) -> None:
+    optimize = (
+        rdForceFieldHelpers.MMFFOptimizeMoleculeConfs
+        if force_field == "MMFF94"
+        else rdForceFieldHelpers.UFFOptimizeMoleculeConfs
+    )
+    try:
+        optimize(mol, numThreads=1, maxIters=max_iters)
+    except (RuntimeError, ValueError) as error:
+        raise EmbeddingError(
+            f"{force_field} optimisation failed on {label!r}: {error}",
+            reason="force_field_failed",
+        ) from None
 
 
 def embed_conformers(mol: Chem.Mol, options: ConformerOptions | None = None) -> Chem.Mol:
@@ -153,22 +192,17 @@ def embed_conformers(mol: Chem.Mol, options: ConformerOptions | None = None) -> 
     mol = Chem.Mol(mol)
     mol.RemoveAllConformers()
     label = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
-    with rdBase.BlockLogs():
+    with quiet_rdkit() as log:
         force_field = _force_field(mol)
         if force_field is None and options.require_force_field:
-            elements = ", ".join(_untyped_elements(mol)) or "some atoms"
+            detail = log.summary()
             raise UnsupportedElementError(
-                f"neither MMFF94 nor UFF has parameters for {elements} in {label!r}"
+                f"neither MMFF94 nor UFF has parameters for every atom of {label!r}"
+                + (f" (RDKit: {detail})" if detail else "")
             )
         conf_ids = _embed(mol, options, label)
-        if options.optimize and force_field == "MMFF94":
-            rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
-                mol, numThreads=1, maxIters=options.max_optimize_iters
-            )
-        elif options.optimize and force_field == "UFF":
-            rdForceFieldHelpers.UFFOptimizeMoleculeConfs(
-                mol, numThreads=1, maxIters=options.max_optimize_iters
-            )
+        if options.optimize and force_field is not None:
+            _optimize(mol, force_field, options.max_optimize_iters, label)
     bad = [
         cid
         for cid in conf_ids

@@ -4,25 +4,31 @@ Every feature is a categorical index whose last bucket is "other", so an unseen 
 crashes an embedding lookup; the exact atomic number is always kept in ``z``.
 
 Atom columns of ``x`` (:data:`ATOM_FEATURE_NAMES`): element, degree, formal charge,
-hybridization, aromatic, total hydrogen count, chirality tag.
+hybridization, aromatic, total hydrogen count, chirality tag. The degree counts the neighbours
+in the graph as given (hydrogens included when they are explicit atoms); the hydrogen count is
+the same whether hydrogens are explicit atoms or not.
 Bond columns of ``edge_attr`` (:data:`BOND_FEATURE_NAMES`): bond type, conjugated, in ring,
 stereo.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
-from rdkit import Chem, rdBase
+from rdkit import Chem
 from torch import Tensor
 from torch_geometric.data import Data
 
+from molssl.chem.conformers import ConformerOptions, embed_conformers
 from molssl.chem.errors import (
     InvalidSmilesError,
     MoleculeTooLargeError,
     NoHeavyAtomError,
     UnsupportedElementError,
 )
+from molssl.chem.rdkit_log import quiet_rdkit
 
 __all__ = [
     "ATOM_FEATURE_DIMS",
@@ -34,8 +40,10 @@ __all__ = [
     "atom_feature_matrix",
     "bond_feature_matrix",
     "element_index",
+    "featurize_smiles",
     "mol_from_smiles",
     "mol_to_data",
+    "prepare_mol",
 ]
 
 #: Atomic numbers with their own element class: organic and drug-like elements, halogens and
@@ -128,30 +136,47 @@ def mol_from_smiles(
     """Parses and sanitises a SMILES string.
 
     Args:
-        smiles: The SMILES string.
+        smiles: The SMILES string. As in RDKit, text after the first whitespace is a name.
         add_hs: Make hydrogens explicit atoms (needed for 3D work).
         max_heavy_atoms: Reject larger molecules; ``None`` for no limit.
 
     Raises:
-        InvalidSmilesError: Empty input (reason ``empty_input``) or a SMILES RDKit cannot
-            parse or sanitise (``invalid_smiles``; the message carries RDKit's explanation).
+        InvalidSmilesError: Missing input (``None``, NaN from a CSV column, blank text: reason
+            ``empty_input``), something that is not a string, or a SMILES RDKit cannot parse
+            or sanitise (``invalid_smiles``; the message carries RDKit's explanation).
         UnsupportedElementError: Dummy atoms (``*``) or atomic number 0.
         NoHeavyAtomError: Only hydrogens.
         MoleculeTooLargeError: More than ``max_heavy_atoms`` heavy atoms.
     """
-    if not isinstance(smiles, str) or not smiles.strip():
+    if _is_missing(smiles):
         raise InvalidSmilesError(f"empty SMILES: {smiles!r}", reason="empty_input")
+    if not isinstance(smiles, str):
+        raise InvalidSmilesError(f"expected a SMILES string, got {type(smiles).__name__}")
     text = smiles.strip()
-    # RDKit writes parse errors to its C++ log; silence it and report through the exception.
-    with rdBase.BlockLogs():
+    with quiet_rdkit() as log:
         mol = Chem.MolFromSmiles(text, sanitize=False)
         if mol is None:
-            raise InvalidSmilesError(f"cannot parse SMILES {text!r}")
+            raise InvalidSmilesError(_with_detail(f"cannot parse SMILES {text!r}", log.summary()))
         try:
             Chem.SanitizeMol(mol)
         except Exception as error:  # RDKit raises several unrelated exception types here
             raise InvalidSmilesError(f"cannot sanitise SMILES {text!r}: {error}") from None
+        # What MolFromSmiles does after sanitising: without it, no double bond gets its E/Z
+        # label and '@' marks on atoms that are not stereocentres survive.
+        Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
     return prepare_mol(mol, add_hs=add_hs, max_heavy_atoms=max_heavy_atoms, name=text)
+
+
+def _is_missing(smiles: object) -> bool:
+    if smiles is None:
+        return True
+    if isinstance(smiles, float) and math.isnan(smiles):
+        return True
+    return isinstance(smiles, str) and not smiles.strip()
+
+
+def _with_detail(message: str, detail: str) -> str:
+    return f"{message} (RDKit: {detail})" if detail else message
 
 
 def prepare_mol(
@@ -187,7 +212,7 @@ def atom_feature_matrix(mol: Chem.Mol) -> np.ndarray:
             _CHARGE_INDEX.get(atom.GetFormalCharge(), other[2]),
             _HYBRID_INDEX.get(atom.GetHybridization(), other[3]),
             int(atom.GetIsAromatic()),
-            _NUM_HS_INDEX.get(atom.GetTotalNumHs(), other[5]),
+            _NUM_HS_INDEX.get(atom.GetTotalNumHs(includeNeighbors=True), other[5]),
             _CHIRAL_INDEX.get(atom.GetChiralTag(), other[6]),
         )
         for atom in mol.GetAtoms()
@@ -254,3 +279,26 @@ def mol_to_data(mol: Chem.Mol, conf_id: int | None = None) -> Data:
             raise ValueError(f"mol_to_data: the molecule has no conformer {conf_id}") from None
         data.pos = torch.from_numpy(np.asarray(conformer.GetPositions(), dtype=np.float32))
     return data
+
+
+def featurize_smiles(
+    smiles: str,
+    options: ConformerOptions | None = None,
+    max_heavy_atoms: int | None = 150,
+) -> Data:
+    """SMILES → parse and check → embed conformers → ``Data`` with ``pos`` of conformer 0.
+
+    Hydrogens are explicit atoms. For several conformers per molecule, call
+    :func:`~molssl.chem.conformers.embed_conformers` and :func:`mol_to_data` per conformer.
+
+    Args:
+        smiles: The SMILES string.
+        options: Conformer settings; ``None`` for the defaults of ``ConformerOptions``.
+        max_heavy_atoms: Reject larger molecules; ``None`` for no limit.
+
+    Raises:
+        MoleculeError: Only subclasses of it, each with a ``reason`` code: those of
+            :func:`mol_from_smiles` and of :func:`~molssl.chem.conformers.embed_conformers`.
+    """
+    mol = mol_from_smiles(smiles, add_hs=True, max_heavy_atoms=max_heavy_atoms)
+    return mol_to_data(embed_conformers(mol, options), conf_id=0)
