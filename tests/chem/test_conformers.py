@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from rdkit import Chem
-from rdkit.Chem import rdMolTransforms
+from rdkit.Chem import rdDistGeom, rdForceFieldHelpers, rdMolTransforms
 
 from molssl.chem.conformers import ConformerOptions, conformer_positions, embed_conformers
 from molssl.chem.errors import EmbeddingError, UnsupportedElementError
@@ -20,6 +22,7 @@ def test_same_seed_gives_identical_coordinates() -> None:
     second = conformer_positions(embed_conformers(mol, options))
     assert first.shape == (3, mol.GetNumAtoms(), 3)
     np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first[0], first[1])  # three conformers, not one copied
     other = conformer_positions(embed_conformers(mol, ConformerOptions(num_conformers=3, seed=12)))
     assert not np.array_equal(first, other)
 
@@ -79,6 +82,75 @@ def test_untyped_element_is_a_typed_error() -> None:
 def test_uff_fallback_when_mmff_lacks_parameters() -> None:
     result = embed_conformers(mol_from_smiles("C[Hg]C"))
     assert result.GetProp("molssl_force_field") == "UFF"
+
+
+def test_random_coordinates_rescue_what_eigen_embedding_refuses() -> None:
+    """XeF4 (square planar) defeats ETKDG's eigen-embedding; random starting points work."""
+    mol = mol_from_smiles("F[Xe](F)(F)F")
+    no_fallback = ConformerOptions(require_force_field=False, random_coords_fallback=False)
+    with pytest.raises(EmbeddingError, match="INITIAL_COORDS") as info:
+        embed_conformers(mol, no_fallback)
+    assert info.value.reason == "embedding_failed"
+    result = embed_conformers(mol, ConformerOptions(require_force_field=False))
+    assert result.GetProp("molssl_force_field") == "none"  # recorded: geometry not relaxed
+    positions = conformer_positions(result)[0]
+    assert np.isfinite(positions).all()
+    xenon_fluorine = np.linalg.norm(positions[1:] - positions[0], axis=-1)
+    assert (xenon_fluorine > 1.0).all()
+
+
+def test_budget_exhausted_is_a_timeout() -> None:
+    # The eigen-embedding of a 200-carbon chain fails for many seconds before giving up.
+    mol = mol_from_smiles("C" * 200, max_heavy_atoms=None)
+    with pytest.raises(EmbeddingError, match="EXCEEDED_TIMEOUT") as info:
+        embed_conformers(mol, ConformerOptions(timeout_s=1, max_attempts=1))
+    assert info.value.reason == "embedding_timeout"
+
+
+def test_degenerate_conformers_are_dropped_or_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    mol = mol_from_smiles("OCCN")
+    real = conformer_positions(embed_conformers(mol, ConformerOptions(optimize=False)))[0]
+    bad_blocks = [np.zeros_like(real), np.full_like(real, np.nan)]
+
+    def embed_with(blocks: list[np.ndarray]) -> Callable[..., list[int]]:
+        def fake_embed(target: Chem.Mol, num_confs: int, params: object) -> list[int]:
+            ids = []
+            for block in blocks:
+                conformer = Chem.Conformer(target.GetNumAtoms())
+                for i, xyz in enumerate(block):
+                    conformer.SetAtomPosition(i, xyz.tolist())
+                ids.append(target.AddConformer(conformer, assignId=True))
+            return ids
+
+        return fake_embed
+
+    options = ConformerOptions(num_conformers=3, optimize=False)
+    monkeypatch.setattr(rdDistGeom, "EmbedMultipleConfs", embed_with([*bad_blocks, real]))
+    kept = embed_conformers(mol, options)
+    assert [c.GetId() for c in kept.GetConformers()] == [0]
+    np.testing.assert_array_equal(conformer_positions(kept)[0], real)
+
+    monkeypatch.setattr(rdDistGeom, "EmbedMultipleConfs", embed_with(bad_blocks))
+    with pytest.raises(EmbeddingError) as info:
+        embed_conformers(mol, options)
+    assert info.value.reason == "degenerate_conformer"
+
+
+def test_force_field_crash_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Invariant Violation")
+
+    monkeypatch.setattr(rdForceFieldHelpers, "MMFFOptimizeMoleculeConfs", broken)
+    with pytest.raises(EmbeddingError, match="Invariant Violation") as info:
+        embed_conformers(mol_from_smiles("CCO"))
+    assert info.value.reason == "force_field_failed"
+
+
+def test_rdkit_log_is_silent_and_explanation_is_in_the_error(capfd: pytest.CaptureFixture) -> None:
+    with pytest.raises(UnsupportedElementError) as info:
+        embed_conformers(mol_from_smiles("F[Xe]F"))
+    assert "UFFTYPER" not in capfd.readouterr().err
+    assert "Xe5+4" in str(info.value)  # the atom type UFF does not know, from RDKit's log
 
 
 def test_options_are_validated() -> None:
