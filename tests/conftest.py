@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from rdkit import RDConfig
+
+# pytest-xdist runs one worker per core; more intra-op threads per worker only oversubscribe.
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NCI_SMILES = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
