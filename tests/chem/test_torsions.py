@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rdkit import Chem, RDLogger
-from rdkit.Chem import AllChem
+from rdkit import Chem
 from rdkit.Chem import rdMolTransforms as MolTransforms
 
+from molssl.chem.conformers import ConformerOptions, embed_conformers
+from molssl.chem.errors import MoleculeError
+from molssl.chem.features import mol_from_smiles
 from molssl.chem.torsions import (
     ROTATABLE_BOND_SMARTS,
     apply_torsion_deltas,
@@ -23,32 +25,23 @@ from molssl.chem.torsions import (
 from tests.conftest import read_nci_smiles
 
 ROTATABLE_QUERY = Chem.MolFromSmarts(ROTATABLE_BOND_SMARTS)
-EMBED_SEED = 20240611
+# No MMFF: the parity tests need real geometries, not relaxed ones, and this keeps them fast.
+EMBED_OPTIONS = ConformerOptions(seed=20240611, optimize=False, timeout_s=10.0)
 NUM_NCI_MOLECULES = 300
 
 
 def _embed(smiles: str) -> Chem.Mol | None:
-    """Explicit-H molecule with one ETKDG conformer (no force-field clean-up), or None."""
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
+    """Explicit-H molecule with one seeded ETKDG conformer (no force-field clean-up), or None."""
+    try:
+        return embed_conformers(mol_from_smiles(smiles), EMBED_OPTIONS)
+    except MoleculeError:
         return None
-    mol = Chem.AddHs(mol)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = EMBED_SEED
-    params.timeout = 10
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        return None
-    return mol
 
 
 @pytest.fixture(scope="module")
 def embedded_nci() -> list[Chem.Mol]:
     """Real NCI molecules with explicit hydrogens and a fixed-seed ETKDG conformer."""
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        mols = [_embed(smiles) for smiles in read_nci_smiles(NUM_NCI_MOLECULES)]
-    finally:
-        RDLogger.EnableLog("rdApp.*")
+    mols = [_embed(smiles) for smiles in read_nci_smiles(NUM_NCI_MOLECULES)]
     return [mol for mol in mols if mol is not None]
 
 
