@@ -1,7 +1,8 @@
 """Torsion perturbation: molssl's NumPy hot path against RDKit's ``SetDihedralRad`` loop.
 
-Same molecules (RDKit's bundled NCI set, explicit hydrogens, one fixed-seed ETKDG
-conformer generated before any timing), same torsions, same deltas, same run:
+Same molecules (RDKit's bundled NCI set, explicit hydrogens, one seeded ETKDG conformer
+from :mod:`molssl.chem.conformers`, all generated before any timing), same torsions, same
+deltas, same run:
 
 * ``molssl apply``: :func:`molssl.chem.torsions.apply_torsion_deltas`, masks precomputed
   (the data-pipeline hot path: no RDKit object touched).
@@ -29,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem, RDConfig, RDLogger
-from rdkit.Chem import AllChem
+from rdkit import Chem, RDConfig
 from rdkit.Chem import rdMolTransforms as MolTransforms
 
+from molssl.chem.conformers import ConformerOptions, embed_conformers
+from molssl.chem.errors import MoleculeError
+from molssl.chem.features import mol_from_smiles
 from molssl.chem.torsions import (
     apply_torsion_deltas,
     perturb_torsions,
@@ -56,22 +59,20 @@ class Sample:
 
 
 def load_molecules(count: int, seed: int) -> list[Chem.Mol]:
-    """First ``count`` NCI molecules that parse and embed (explicit H, ETKDG, no MMFF)."""
+    """First ``count`` NCI molecules that molssl can featurize and embed (no MMFF)."""
+    options = ConformerOptions(seed=seed, optimize=False)
     mols: list[Chem.Mol] = []
     with open(NCI_SMILES) as fh:
         for line in fh:
             if len(mols) >= count:
                 break
             fields = line.split()
-            mol = Chem.MolFromSmiles(fields[0]) if fields else None
-            if mol is None:
+            if not fields:
                 continue
-            mol = Chem.AddHs(mol)
-            params = AllChem.ETKDGv3()
-            params.randomSeed = seed
-            params.timeout = 10
-            if AllChem.EmbedMolecule(mol, params) == 0:
-                mols.append(mol)
+            try:
+                mols.append(embed_conformers(mol_from_smiles(fields[0]), options))
+            except MoleculeError:
+                continue
     return mols
 
 
@@ -146,7 +147,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="embedding and delta seed")
     args = parser.parse_args()
 
-    RDLogger.DisableLog("rdApp.*")
     start = time.perf_counter()
     mols = load_molecules(args.molecules, args.seed)
     embed_s = time.perf_counter() - start
