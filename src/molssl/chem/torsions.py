@@ -22,11 +22,17 @@ which is pure NumPy and touches no RDKit object.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from rdkit import Chem
+
+from molssl.chem.bond_sides import (
+    BondSides,
+    adjacency_lists,
+    edge_index_adjacency,
+    mol_bonds,
+)
 
 __all__ = [
     "ROTATABLE_BOND_SMARTS",
@@ -40,133 +46,6 @@ ROTATABLE_BOND_SMARTS = "[!$(*#*)&!D1]-&!@[!$(*#*)&!D1]"
 """Single, acyclic bond between two atoms that are neither terminal nor triple-bonded."""
 
 _ROTATABLE_BOND_QUERY = Chem.MolFromSmarts(ROTATABLE_BOND_SMARTS)
-
-
-class _SpanningForest:
-    """Depth-first spanning forest of a graph with low-links (Tarjan's bridge test).
-
-    After the search, the subtree of ``v`` is the set of vertices whose preorder index lies
-    in ``[preorder[v], last_in_subtree[v]]``, and a tree edge ``parent[c] - c`` is a bridge
-    (its removal disconnects the graph) iff ``low[c] > preorder[parent[c]]``. One linear
-    pass thus answers "which side of bond j-k" for every acyclic bond at once.
-    """
-
-    def __init__(self, adjacency: Sequence[Sequence[int]]) -> None:
-        n = len(adjacency)
-        preorder = [-1] * n
-        low = [0] * n
-        parent = [-1] * n
-        last_in_subtree = [0] * n
-        root_of = [-1] * n
-        timer = 0
-        for root in range(n):
-            if preorder[root] != -1:
-                continue
-            preorder[root] = low[root] = timer
-            timer += 1
-            root_of[root] = root
-            # An explicit stack of neighbour iterators: recursion would overflow on long
-            # chains (polymers, peptides) long before any realistic molecule size limit.
-            stack = [(root, iter(adjacency[root]))]
-            while stack:
-                v, neighbours = stack[-1]
-                descended = False
-                for w in neighbours:
-                    if preorder[w] == -1:
-                        parent[w] = v
-                        preorder[w] = low[w] = timer
-                        timer += 1
-                        root_of[w] = root
-                        stack.append((w, iter(adjacency[w])))
-                        descended = True
-                        break
-                    if w != parent[v] and preorder[w] < low[v]:
-                        low[v] = preorder[w]
-                if descended:
-                    continue
-                stack.pop()
-                last_in_subtree[v] = timer - 1
-                if stack:
-                    p = stack[-1][0]
-                    if low[v] < low[p]:
-                        low[p] = low[v]
-        self.adjacency = adjacency
-        self.preorder = preorder
-        self.low = low
-        self.parent = parent
-        self.last_in_subtree = last_in_subtree
-        self.root_of = root_of
-        roots, counts = np.unique(np.asarray(root_of, dtype=np.int64), return_counts=True)
-        self.component_size = dict(zip(roots.tolist(), counts.tolist(), strict=True))
-
-    def subtree_size(self, v: int) -> int:
-        return self.last_in_subtree[v] - self.preorder[v] + 1
-
-    def cut_child(self, j: int, k: int) -> int:
-        """The endpoint of bond ``j-k`` lying below the other in the forest.
-
-        Raises:
-            ValueError: If ``j-k`` is not a bond of the graph, or lies on a ring.
-        """
-        if self.parent[k] == j:
-            child, above = k, j
-        elif self.parent[j] == k:
-            child, above = j, k
-        elif k in self.adjacency[j]:
-            # A bond that is not a tree edge closes a cycle.
-            raise ValueError(f"bond {j}-{k} lies on a ring; it cannot be rotated")
-        else:
-            raise ValueError(f"atoms {j} and {k} are not bonded; j-k must be a bond")
-        if self.low[child] <= self.preorder[above]:
-            raise ValueError(f"bond {j}-{k} lies on a ring; it cannot be rotated")
-        return child
-
-    def moving_side_size(self, j: int, k: int) -> int:
-        """Number of atoms on ``k``'s side of the bond ``j-k``."""
-        child = self.cut_child(j, k)
-        below = self.subtree_size(child)
-        return below if child == k else self.component_size[self.root_of[k]] - below
-
-
-def _mol_bonds(mol: Chem.Mol) -> list[tuple[int, int]]:
-    # Indexed access: iterating mol.GetBonds() goes through a slow Python sequence wrapper
-    # (about 4x the cost per bond).
-    bond_at = mol.GetBondWithIdx
-    return [
-        (bond.GetBeginAtomIdx(), bond.GetEndAtomIdx())
-        for bond in map(bond_at, range(mol.GetNumBonds()))
-    ]
-
-
-def _adjacency(num_atoms: int, bonds: list[tuple[int, int]]) -> list[list[int]]:
-    adjacency: list[list[int]] = [[] for _ in range(num_atoms)]
-    for a, b in bonds:
-        adjacency[a].append(b)
-        adjacency[b].append(a)
-    return adjacency
-
-
-def _edge_index_adjacency(edge_index: Any, num_nodes: int | None) -> list[list[int]]:
-    # Duck-typed so that a torch LongTensor works without this module importing torch.
-    if hasattr(edge_index, "detach"):
-        edge_index = edge_index.detach().cpu().numpy()
-    edges = np.asarray(edge_index)
-    if edges.ndim != 2 or edges.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape (2, E); got {edges.shape}")
-    if edges.size and not np.issubdtype(edges.dtype, np.integer):
-        raise ValueError(f"edge_index must hold integer atom indices; got dtype {edges.dtype}")
-    if num_nodes is None:
-        num_nodes = int(edges.max()) + 1 if edges.size else 0
-    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
-        raise ValueError(f"edge_index refers to atoms outside [0, {num_nodes})")
-    neighbour_sets: list[set[int]] = [set() for _ in range(num_nodes)]
-    for a, b in edges.T.tolist():
-        if a != b:
-            # Symmetrised and deduplicated: PyG stores both directions, but a one-directional
-            # edge list describes the same molecule.
-            neighbour_sets[a].add(b)
-            neighbour_sets[b].add(a)
-    return [sorted(s) for s in neighbour_sets]
 
 
 def _first_neighbour(neighbours: list[int], exclude: int, is_hydrogen: list[bool]) -> int:
@@ -202,12 +81,12 @@ def rotatable_torsions(mol: Chem.Mol, hydrogen_rotors: bool = False) -> np.ndarr
     matches = mol.GetSubstructMatches(_ROTATABLE_BOND_QUERY, maxMatches=max_matches)
     if not matches:
         return np.zeros((0, 4), dtype=np.int64)
-    bonds = _mol_bonds(mol)
+    bonds = mol_bonds(mol)
     bond_index = {pair: idx for idx, pair in enumerate(bonds)}
-    adjacency = _adjacency(mol.GetNumAtoms(), bonds)
+    adjacency = adjacency_lists(mol.GetNumAtoms(), bonds)
     atom_at = mol.GetAtomWithIdx
     is_hydrogen = [atom_at(idx).GetAtomicNum() == 1 for idx in range(mol.GetNumAtoms())]
-    forest = _SpanningForest(adjacency)
+    sides = BondSides(adjacency)
     rows: list[tuple[int, int, int, int, int]] = []
     for a, b in matches:
         if not hydrogen_rotors and any(
@@ -215,8 +94,8 @@ def rotatable_torsions(mol: Chem.Mol, hydrogen_rotors: bool = False) -> np.ndarr
         ):
             continue
         j, k = (a, b) if a < b else (b, a)
-        k_side = forest.moving_side_size(j, k)
-        j_side = forest.component_size[forest.root_of[k]] - k_side
+        k_side = sides.side_size(j, k)
+        j_side = sides.component_size[sides.root_of[k]] - k_side
         if k_side > j_side:
             j, k = k, j
         i = _first_neighbour(adjacency[j], exclude=k, is_hydrogen=is_hydrogen)
@@ -268,29 +147,29 @@ def torsion_moving_masks(
                 f"num_nodes={num_nodes} but the molecule has "
                 f"{mol_or_edge_index.GetNumAtoms()} atoms"
             )
-        adjacency = _adjacency(mol_or_edge_index.GetNumAtoms(), _mol_bonds(mol_or_edge_index))
+        adjacency = adjacency_lists(mol_or_edge_index.GetNumAtoms(), mol_bonds(mol_or_edge_index))
     else:
-        adjacency = _edge_index_adjacency(mol_or_edge_index, num_nodes)
+        adjacency = edge_index_adjacency(mol_or_edge_index, num_nodes)
     n = len(adjacency)
     torsion_array = _as_torsion_array(torsions)
     if len(torsion_array) == 0:
         return np.zeros((0, n), dtype=bool)
     if torsion_array.min() < 0 or torsion_array.max() >= n:
         raise ValueError(f"torsions refer to atoms outside [0, {n})")
-    forest = _SpanningForest(adjacency)
+    sides = BondSides(adjacency)
     lower = np.empty(len(torsion_array), dtype=np.int64)
     upper = np.empty(len(torsion_array), dtype=np.int64)
     complement = np.empty(len(torsion_array), dtype=bool)
     component = np.empty(len(torsion_array), dtype=np.int64)
     for t, (_, j, k, _) in enumerate(torsion_array.tolist()):
-        child = forest.cut_child(j, k)
-        lower[t] = forest.preorder[child]
-        upper[t] = forest.last_in_subtree[child]
+        child = sides.cut_child(j, k)
+        lower[t] = sides.preorder[child]
+        upper[t] = sides.last_in_subtree[child]
         # If j hangs below k, k's side is j's subtree subtracted from the whole component.
         complement[t] = child == j
-        component[t] = forest.root_of[k]
-    preorder = np.asarray(forest.preorder, dtype=np.int64)
-    root_of = np.asarray(forest.root_of, dtype=np.int64)
+        component[t] = sides.root_of[k]
+    preorder = np.asarray(sides.preorder, dtype=np.int64)
+    root_of = np.asarray(sides.root_of, dtype=np.int64)
     in_subtree = (preorder >= lower[:, None]) & (preorder <= upper[:, None])
     same_component = root_of[None, :] == component[:, None]
     return same_component & (in_subtree ^ complement[:, None])
