@@ -1,0 +1,212 @@
+"""Molecule records: parity with molssl.chem on real molecules, exact .npz round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molssl.chem.conformers import ConformerOptions, conformer_positions, embed_conformers
+from molssl.chem.errors import (
+    InvalidSmilesError,
+    MoleculeError,
+    NoHeavyAtomError,
+    UnsupportedElementError,
+)
+from molssl.chem.features import mol_from_smiles, mol_to_data
+from molssl.chem.fragments import brics_fragment_labels
+from molssl.chem.torsions import rotatable_torsions, torsion_moving_masks
+from molssl.datamodules.records import (
+    RECORD_FORMAT_VERSION,
+    MoleculeRecord,
+    PackedRecords,
+    RecordsFormatError,
+    load_records,
+    pack_records,
+    record_from_mol,
+    record_from_smiles,
+    save_records,
+)
+from tests.conftest import read_nci_smiles
+
+ARRAY_FIELDS = (
+    "z",
+    "x",
+    "edge_index",
+    "edge_attr",
+    "conformers",
+    "fragment",
+    "torsion_atoms",
+    "torsion_moving",
+)
+OPTIONS = ConformerOptions(num_conformers=2, seed=3, max_optimize_iters=200)
+
+
+def assert_same_record(a: MoleculeRecord, b: MoleculeRecord) -> None:
+    assert (a.smiles, a.mol_id) == (b.smiles, b.mol_id)
+    for key in ARRAY_FIELDS:
+        left, right = getattr(a, key), getattr(b, key)
+        assert left.dtype == right.dtype, key
+        assert left.shape == right.shape, key
+        np.testing.assert_array_equal(left, right, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def nci_records() -> list[MoleculeRecord]:
+    """Records of NCI molecules (ids as their line index), plus rigid benzene (no torsion)."""
+    records = []
+    for mol_id, smiles in enumerate(read_nci_smiles(12)):
+        try:
+            records.append(record_from_smiles(smiles, mol_id, OPTIONS))
+        except MoleculeError:
+            continue
+    records.append(record_from_smiles("c1ccccc1", 1000, OPTIONS))
+    return records
+
+
+def test_record_matches_molssl_chem(nci_records: list[MoleculeRecord]) -> None:
+    assert len(nci_records) >= 10
+    for record in nci_records[:6]:
+        smiles = read_nci_smiles(record.mol_id + 1)[record.mol_id]
+        mol = mol_from_smiles(smiles)
+        embedded = embed_conformers(mol, OPTIONS)
+        graph = mol_to_data(mol)
+        torsions = rotatable_torsions(mol)
+        assert record.smiles == graph.smiles
+        np.testing.assert_array_equal(record.z, graph.z.numpy())
+        np.testing.assert_array_equal(record.x, graph.x.numpy())
+        np.testing.assert_array_equal(record.edge_index, graph.edge_index.numpy())
+        np.testing.assert_array_equal(record.edge_attr, graph.edge_attr.numpy())
+        np.testing.assert_array_equal(
+            record.conformers, conformer_positions(embedded).astype(np.float32)
+        )
+        np.testing.assert_array_equal(record.fragment, brics_fragment_labels(mol))
+        np.testing.assert_array_equal(record.torsion_atoms, torsions)
+        np.testing.assert_array_equal(record.torsion_moving, torsion_moving_masks(mol, torsions))
+        assert record.conformers.dtype == np.float32
+        assert record.num_conformers == embedded.GetNumConformers()
+
+
+def test_features_use_rdkit_aromaticity_not_mmff_typing() -> None:
+    # MMFF94's set-up re-types this 2-iminothiazoline ring as non-aromatic in place; the
+    # record must keep RDKit's perception, the one every other molssl featurization uses.
+    smiles = "[O-][N+](=O)C1=CNC(=N)S1"
+    record = record_from_smiles(smiles, 0, OPTIONS)
+    graph = mol_to_data(mol_from_smiles(smiles))
+    assert record.smiles == graph.smiles == "N=c1[nH]cc([N+](=O)[O-])s1"
+    np.testing.assert_array_equal(record.x, graph.x.numpy())
+    np.testing.assert_array_equal(record.edge_attr, graph.edge_attr.numpy())
+
+
+def test_to_data_shapes_dtypes_and_independence(nci_records: list[MoleculeRecord]) -> None:
+    record = max(nci_records, key=lambda r: len(r.torsion_atoms))
+    assert len(record.torsion_atoms) > 0 and record.num_conformers == 2
+    n, e, t = record.num_atoms, record.edge_index.shape[1], len(record.torsion_atoms)
+    data = record.to_data(1)
+    expected = {
+        "z": ((n,), torch.long),
+        "x": ((n, 7), torch.long),
+        "edge_index": ((2, e), torch.long),
+        "edge_attr": ((e, 4), torch.long),
+        "pos": ((n, 3), torch.float32),
+        "fragment": ((n,), torch.long),
+        "torsion_atoms": ((t, 4), torch.long),
+        "torsion_moving": ((t, n), torch.bool),
+        "mol_id": ((), torch.long),
+    }
+    for key, (shape, dtype) in expected.items():
+        assert tuple(data[key].shape) == shape, key
+        assert data[key].dtype == dtype, key
+    assert data.num_nodes == n and data.smiles == record.smiles
+    assert int(data.mol_id) == record.mol_id
+    np.testing.assert_array_equal(data.pos.numpy(), record.conformers[1])
+    data.pos += 1.0
+    data.z[:] = 0
+    assert not np.array_equal(data.pos.numpy(), record.conformers[1])
+    assert record.z.min() > 0
+    with pytest.raises(IndexError, match="conformer 2 out of range"):
+        record.to_data(2)
+
+
+def test_record_errors_are_typed() -> None:
+    with pytest.raises(InvalidSmilesError):
+        record_from_smiles("C1CC(", 0)
+    with pytest.raises(NoHeavyAtomError):
+        record_from_smiles("[H][H]", 1)
+    with pytest.raises(UnsupportedElementError):
+        record_from_smiles("[Xe]", 2)
+    with pytest.raises(MoleculeError) as info:
+        record_from_mol(Chem.AddHs(Chem.MolFromSmiles("CCO")), 3)
+    assert info.value.reason == "no_conformer"
+
+
+def test_record_rejects_inconsistent_shapes(nci_records: list[MoleculeRecord]) -> None:
+    good = nci_records[0]
+    with pytest.raises(ValueError, match="fragment has shape"):
+        MoleculeRecord(
+            **{
+                **{k: getattr(good, k) for k in ("smiles", "mol_id", *ARRAY_FIELDS)},
+                "fragment": good.fragment[:-1],
+            }
+        )
+
+
+def test_npz_round_trip_is_exact(nci_records: list[MoleculeRecord], tmp_path: Path) -> None:
+    path = save_records(tmp_path / "records.npz", nci_records)
+    assert [p.name for p in tmp_path.iterdir()] == ["records.npz"]  # no temp file left
+    loaded = load_records(path)
+    assert isinstance(loaded, PackedRecords) and len(loaded) == len(nci_records)
+    for original, copy in zip(nci_records, loaded, strict=True):
+        assert_same_record(original, copy)
+    assert_same_record(loaded[-1], nci_records[-1])
+    assert len(loaded[-1].torsion_atoms) == 0  # benzene: no rotatable bond survives the trip
+    np.testing.assert_array_equal(loaded.mol_ids, [r.mol_id for r in nci_records])
+    with np.load(path, allow_pickle=False) as raw:
+        assert raw["smiles"].dtype.kind == "U"
+        assert int(raw["format_version"]) == RECORD_FORMAT_VERSION
+    # Saving what was loaded gives the same file content.
+    again = load_records(save_records(tmp_path / "again.npz", loaded))
+    for a, b in zip(loaded, again, strict=True):
+        assert_same_record(a, b)
+
+
+def test_packed_indexing(nci_records: list[MoleculeRecord]) -> None:
+    packed = pack_records(nci_records)
+    assert_same_record(packed[-2], nci_records[-2])
+    assert [r.mol_id for r in packed[1:4]] == [r.mol_id for r in nci_records[1:4]]
+    with pytest.raises(IndexError):
+        packed[len(nci_records)]
+
+
+def test_empty_round_trip(tmp_path: Path) -> None:
+    loaded = load_records(save_records(tmp_path / "empty.npz", []))
+    assert len(loaded) == 0 and list(loaded) == []
+
+
+def test_load_rejects_foreign_files(nci_records: list[MoleculeRecord], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_records(tmp_path / "missing.npz")
+    text = tmp_path / "text.npz"
+    text.write_text("not a zip file")
+    with pytest.raises(RecordsFormatError, match="not a readable"):
+        load_records(text)
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.arange(3))
+    with pytest.raises(RecordsFormatError, match="missing"):
+        load_records(other)
+    arrays = dict(pack_records(nci_records[:2]).arrays)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, **{**arrays, "smiles": np.asarray(["a", None], dtype=object)})
+    with pytest.raises(RecordsFormatError):
+        load_records(pickled)
+    old = tmp_path / "old.npz"
+    np.savez(old, **{**arrays, "format_version": np.asarray(RECORD_FORMAT_VERSION + 1)})
+    with pytest.raises(RecordsFormatError, match="prepare the data again"):
+        load_records(old)
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **{**arrays, "atom_ptr": arrays["atom_ptr"][:-1]})
+    with pytest.raises(RecordsFormatError, match="atom_ptr"):
+        load_records(broken)
