@@ -1,0 +1,257 @@
+"""PretrainDataModule: split by molecule, ordered views, fixed validation views, PyG batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch import nn
+from torch_geometric.data import Batch, Data
+
+from molssl.chem.conformers import ConformerOptions
+from molssl.datamodules import PretrainDataModule
+from molssl.datamodules.pretrain import PretrainDataset, split_by_molecule
+from molssl.datamodules.records import MoleculeRecord, record_from_smiles, save_records
+from molssl.objectives.base import View
+from molssl.objectives.fragment_mask import FragmentMask
+from molssl.objectives.views import CoordNoise, TorsionAugment
+
+N = 40
+BATCH_KEYS = {"z", "x", "edge_index", "edge_attr", "pos", "fragment", "smiles", "mol_id"}
+
+
+@pytest.fixture(scope="module")
+def make_dm(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., PretrainDataModule]:
+    cache = str(tmp_path_factory.mktemp("pretrain_cache"))
+
+    def make(**kwargs: object) -> PretrainDataModule:
+        settings: dict = {"num_molecules": N, "batch_size": 8, "cache_dir": cache}
+        settings.update(prepare_workers=1, **kwargs)
+        return PretrainDataModule(**settings)
+
+    return make
+
+
+@pytest.fixture
+def dm(make_dm: Callable[..., PretrainDataModule]) -> PretrainDataModule:
+    module = make_dm(val_fraction=0.25)
+    module.setup("fit")
+    return module
+
+
+def all_views() -> list[View]:
+    # Deliberately out of order: the datamodule sorts by View.order.
+    return [*FragmentMask().views(), CoordNoise(0.04), TorsionAugment(2.0)]
+
+
+class RecordingView(View):
+    """Appends its order to a shared log and checks the sample still has torsion keys."""
+
+    def __init__(self, order: int, log: list[int]) -> None:
+        self.order = order
+        self.log = log
+
+    def __call__(self, data: Data) -> Data:
+        assert "torsion_atoms" in data and "torsion_moving" in data
+        self.log.append(self.order)
+        return data
+
+
+def test_split_is_disjoint_covering_and_seeded(
+    dm: PretrainDataModule, make_dm: Callable[..., PretrainDataModule]
+) -> None:
+    assert dm.records is not None and dm.train_dataset and dm.val_dataset
+    train, val = dm.train_dataset.indices, dm.val_dataset.indices
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted([*train.tolist(), *val.tolist()]) == list(range(len(dm.records)))
+    assert len(val) == round(0.25 * len(set(dm.records.smiles)))
+    stats = dm.stats()
+    assert stats["molecules"] == len(dm.records) == stats["read"] - stats["failed"]
+    assert (stats["train"], stats["val"]) == (len(train), len(val))
+    same = make_dm(val_fraction=0.25)
+    same.setup()
+    np.testing.assert_array_equal(same.val_dataset.indices, val)
+    other = make_dm(val_fraction=0.25, seed=1)
+    other.setup()
+    assert not np.array_equal(other.val_dataset.indices, val)
+
+
+def test_split_keeps_duplicate_molecules_together() -> None:
+    smiles = ["CCO", "CCN", "CCO", "c1ccccc1", "CCN", "CCC", "CCO", "CCCl"]
+    train, val = split_by_molecule(smiles, 0.4, seed=0)
+    assert len(val) > 0 and len(train) > 0
+    assert {smiles[i] for i in train}.isdisjoint(smiles[i] for i in val)
+    assert sorted([*train, *val]) == list(range(len(smiles)))
+    assert len({smiles[i] for i in val}) == 2  # round(0.4 * 5 distinct)
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_by_molecule(smiles, 1.0, seed=0)
+    with pytest.raises(ValueError, match="cannot be split"):
+        split_by_molecule(["CCO", "CCO"], 0.5, seed=0)
+    train, val = split_by_molecule(smiles, 0.0, seed=0)
+    assert len(val) == 0 and len(train) == len(smiles)
+
+
+def test_batches_have_the_views_keys_and_no_torsions(dm: PretrainDataModule) -> None:
+    dm.set_views(all_views())
+    assert [type(v).__name__ for v in dm.views] == [
+        "TorsionAugment",
+        "CoordNoise",
+        "FragmentMaskView",
+    ]
+    batch = next(iter(dm.train_dataloader()))
+    assert isinstance(batch, Batch) and batch.num_graphs == 8
+    expected = BATCH_KEYS | {"coord_noise", "atom_mask", "batch", "ptr", "num_nodes"}
+    assert set(batch.keys()) == expected
+    assert batch.mol_id.shape == (8,) and len(batch.smiles) == 8
+    assert batch.pos.dtype == torch.float32 and batch.atom_mask.dtype == torch.bool
+    # Torsion augmentation ran before the noise: pos - noise is a rigid-bond copy of the
+    # stored conformer (same bond lengths) that differs from it where a torsion exists.
+    assert dm.records is not None
+    moved = 0
+    for i in range(batch.num_graphs):
+        sample = batch.get_example(i)
+        record = next(r for r in dm.records if r.mol_id == int(sample.mol_id))
+        clean = (sample.pos - sample.coord_noise).double()
+        original = torch.from_numpy(record.conformers[0]).double()
+        src, dst = sample.edge_index
+        bond = (clean[src] - clean[dst]).norm(dim=1)
+        torch.testing.assert_close(
+            bond, (original[src] - original[dst]).norm(dim=1), atol=1e-5, rtol=0
+        )
+        if len(record.torsion_atoms):
+            moved += int(not torch.allclose(clean, original, atol=1e-4))  # float32 noise round trip
+    assert moved > 0
+
+
+def test_views_run_in_order_then_torsion_keys_go(dm: PretrainDataModule) -> None:
+    log: list[int] = []
+    dm.set_views([RecordingView(30, log), RecordingView(10, log), RecordingView(20, log)])
+    sample = dm.train_dataset[0]
+    assert log == [10, 20, 30]
+    assert "torsion_atoms" not in sample and "torsion_moving" not in sample
+    log.clear()
+    dm.val_dataset[0]
+    assert log == [10, 20, 30]
+
+
+def test_validation_views_are_fixed_training_views_fresh(dm: PretrainDataModule) -> None:
+    dm.set_views(all_views())
+
+    def one_pass() -> list[torch.Tensor]:
+        return [
+            torch.cat([b.pos, b.coord_noise, b.atom_mask[:, None]], dim=1)
+            for b in dm.val_dataloader()
+        ]
+
+    for a, b in zip(one_pass(), one_pass(), strict=True):
+        assert torch.equal(a, b)
+    state = torch.get_rng_state()
+    dm.val_dataset[0]
+    assert torch.equal(state, torch.get_rng_state())  # validation leaves training RNG alone
+    train_a = dm.train_dataset[0]
+    train_b = dm.train_dataset[0]
+    assert not torch.equal(train_a.coord_noise, train_b.coord_noise)
+
+
+def test_validation_views_do_not_depend_on_workers(
+    make_dm: Callable[..., PretrainDataModule],
+) -> None:
+    results = []
+    for workers in (0, 1):
+        module = make_dm(val_fraction=0.25, num_workers=workers)
+        module.setup()
+        module.set_views(all_views())
+        results.append([b.pos.clone() for b in module.val_dataloader()])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_conformer_is_drawn_per_access() -> None:
+    options = ConformerOptions(num_conformers=3, seed=5, max_optimize_iters=100)
+    records = [record_from_smiles(s, i, options) for i, s in enumerate(["CCCCO", "CCOCC"])]
+    assert all(r.num_conformers > 1 for r in records)
+    dataset = PretrainDataset(records, [0, 1])
+    seen = set()
+    for _ in range(40):
+        pos = dataset[0].pos.numpy()
+        matches = [k for k, c in enumerate(records[0].conformers) if np.array_equal(pos, c)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(records[0].num_conformers))
+
+
+class PipelineModule(LightningModule):
+    """The smallest module with ``pipeline_views()``: checks what its batches carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.seen: list[tuple[str, bool, bool]] = []
+
+    def pipeline_views(self) -> list[View]:
+        return [CoordNoise(0.1), TorsionAugment(2.0)]
+
+    def _step(self, stage: str, batch: Batch) -> torch.Tensor:
+        self.seen.append((stage, "coord_noise" in batch, "torsion_atoms" in batch))
+        return (self.weight - batch.coord_noise.abs().mean()) ** 2
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step("train", batch)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step("val", batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_views_come_from_the_attached_module(
+    make_dm: Callable[..., PretrainDataModule],
+) -> None:
+    module, data = PipelineModule(), make_dm(val_fraction=0.25)
+    data.set_views([RecordingView(5, [])])  # ignored: the attached module's views win
+    trainer = Trainer(
+        fast_dev_run=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert [type(v).__name__ for v in data.views] == ["TorsionAugment", "CoordNoise"]
+    assert {stage for stage, _, _ in module.seen} == {"train", "val"}
+    assert all(noise and not torsion for _, noise, torsion in module.seen)
+    assert data.hparams.num_molecules == N and data.hparams.batch_size == 8
+
+
+def test_root_file_or_directory(
+    dm: PretrainDataModule, make_dm: Callable[..., PretrainDataModule], tmp_path: Path
+) -> None:
+    assert dm.records is not None
+    subset: list[MoleculeRecord] = list(dm.records)[:12]
+    path = save_records(tmp_path / "mine.npz", subset)
+    from_file = PretrainDataModule(root=str(path), val_fraction=0.25, batch_size=4)
+    from_file.setup()
+    assert from_file.stats()["molecules"] == 12 and from_file.stats()["read"] is None
+    assert sorted(r.mol_id for r in from_file.records) == sorted(r.mol_id for r in subset)
+    entry = make_dm()._embedded().directory  # a cache entry: records.npz + manifest.json
+    from_dir = PretrainDataModule(root=str(entry), val_fraction=0.25)
+    from_dir.setup()
+    assert from_dir.stats()["read"] == N and len(from_dir.records) == len(dm.records)
+    with pytest.raises(FileNotFoundError, match=r"expected a records \.npz"):
+        PretrainDataModule(root=str(tmp_path / "absent.npz")).setup()
+
+
+def test_argument_errors_and_no_validation(make_dm: Callable[..., PretrainDataModule]) -> None:
+    for bad in ({"batch_size": 0}, {"val_fraction": 1.0}, {"num_conformers": 0}):
+        with pytest.raises(ValueError):
+            make_dm(**bad)
+    module = make_dm(val_fraction=0.0)
+    with pytest.raises(RuntimeError, match="setup"):
+        module.train_dataloader()
+    module.setup()
+    assert module.val_dataloader() == [] and len(module.train_dataset) == len(module.records)
