@@ -99,7 +99,7 @@ def test_molecule_seed_depends_on_seed_and_id_only() -> None:
     assert molecule_seed(0, 5) == molecule_seed(0, 5)
     seeds = {molecule_seed(seed, mol_id) for seed in range(3) for mol_id in range(50)}
     assert len(seeds) == 150
-    assert all(0 <= s < 2**31 for s in seeds)
+    assert all(0 < s < 2**31 for s in seeds)
 
 
 BAD_FILE = [

@@ -132,9 +132,13 @@ def default_cache_dir() -> Path:
 
 
 def molecule_seed(seed: int, mol_id: int) -> int:
-    """Conformer seed of one molecule, a hash of ``(seed, mol_id)``; independent of order."""
+    """Conformer seed of one molecule, a hash of ``(seed, mol_id)``; independent of order.
+
+    Never 0: RDKit's ETKDG gives every conformer of a multi-conformer embedding the same
+    coordinates when ``randomSeed`` is 0.
+    """
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(mol_id)]).generate_state(1)
-    return int(state[0]) % _MAX_SEED
+    return 1 + int(state[0]) % (_MAX_SEED - 1)
 
 
 def read_smiles_file(path: str | os.PathLike[str], n: int | None = None) -> list[str]:
