@@ -180,8 +180,13 @@ def _results(
         yield from map(_prepare_one, tasks)
         return
     # forkserver: workers never inherit the parent's threads (torch, loggers), unlike fork.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    # The server imports the preparation code once and every worker forks from it, instead
+    # of each worker importing torch and RDKit again.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["molssl.datamodules.records"])
+    else:
+        context = multiprocessing.get_context("spawn")
     chunksize = max(1, min(16, len(tasks) // (workers * 8)))
     with context.Pool(processes=min(workers, len(tasks))) as pool:
         # imap keeps source order, so the output is the same for any number of workers.
