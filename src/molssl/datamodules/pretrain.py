@@ -41,6 +41,7 @@ from molssl.datamodules.embedded import (
     molecule_seed,
 )
 from molssl.datamodules.records import MoleculeRecord, PackedRecords, load_records
+from molssl.datamodules.splits import random_split
 from molssl.objectives.base import View
 
 __all__ = ["PretrainDataModule", "PretrainDataset", "split_by_molecule"]
@@ -113,11 +114,12 @@ def split_by_molecule(
     """Seeded train/validation split of record positions, by molecule.
 
     Records with the same canonical SMILES (a molecule listed twice in the source) go to the
-    same side, so validation never scores a molecule the model trained on.
+    same side, so validation never scores a molecule the model trained on. The distinct
+    molecules are split by :func:`~molssl.datamodules.splits.random_split`.
 
     Returns:
         Sorted ``(train, val)`` position arrays, disjoint and together covering every record.
-        ``val`` has ``round(val_fraction * molecules)`` unique molecules, at least one when
+        ``val`` holds about ``val_fraction`` of the distinct molecules, at least one when
         ``val_fraction > 0``.
 
     Raises:
@@ -126,18 +128,14 @@ def split_by_molecule(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     unique, group = np.unique(np.asarray(smiles, dtype=str), return_inverse=True)
-    num_groups = len(unique)
-    num_val = round(val_fraction * num_groups)
-    if val_fraction > 0:
-        num_val = max(1, num_val)
-        if num_groups - num_val < 1:
-            raise ValueError(
-                f"{num_groups} distinct molecule(s) cannot be split into training and "
-                f"validation with val_fraction={val_fraction}; use more molecules"
-            )
-    order = np.random.default_rng(seed).permutation(num_groups)
-    is_val = np.zeros(num_groups, dtype=bool)
-    is_val[order[:num_val]] = True
+    split = random_split(len(unique), (1.0 - val_fraction, val_fraction, 0.0), seed)
+    if val_fraction > 0 and (len(split.val) == 0 or len(split.train) == 0):
+        raise ValueError(
+            f"{len(unique)} distinct molecule(s) cannot be split into training and "
+            f"validation with val_fraction={val_fraction}; use more molecules"
+        )
+    is_val = np.zeros(len(unique), dtype=bool)
+    is_val[split.val] = True
     positions = np.arange(len(group))
     return positions[~is_val[group]], positions[is_val[group]]
 
