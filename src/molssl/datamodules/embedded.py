@@ -55,7 +55,9 @@ from molssl.datamodules.records import (
 )
 
 __all__ = [
+    "MANIFEST_FILE",
     "NCI_SMILES_PATH",
+    "RECORDS_FILE",
     "Failure",
     "Preparation",
     "PreparedDataset",
