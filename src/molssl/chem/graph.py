@@ -235,20 +235,21 @@ class GraphRelations(NamedTuple):
     node_mask: Tensor
 
 
-def _batch_layout(batch: Data) -> tuple[Tensor, int, Tensor, Tensor]:
-    """``(node_graph (N,), num_graphs, nodes_per_graph (B,), edges_per_graph (B,))`` on CPU."""
+def _batch_layout(batch: Data) -> tuple[int, Tensor, Tensor]:
+    """``(num_graphs, nodes_per_graph (B,), edges_per_graph (B,))`` on the batch's device."""
+    edge_index = batch.edge_index
+    device = edge_index.device
     num_nodes = int(batch.num_nodes or 0)
     node_graph = getattr(batch, "batch", None)
     if node_graph is None:
-        node_graph = torch.zeros(num_nodes, dtype=torch.long)
+        node_graph = torch.zeros(num_nodes, dtype=torch.long, device=device)
         num_graphs = 1
     else:
-        node_graph = node_graph.detach().cpu().long()
+        node_graph = node_graph.detach().to(device=device, dtype=torch.long)
         num_graphs = int(getattr(batch, "num_graphs", 0) or 0)
         num_graphs = max(num_graphs, int(node_graph.max()) + 1 if node_graph.numel() else 0)
     if node_graph.numel() > 1 and bool((node_graph[1:] < node_graph[:-1]).any()):
         raise ValueError("batch.batch must be sorted (PyG order: molecule by molecule)")
-    edge_index = batch.edge_index.detach().cpu()
     edge_graph = node_graph[edge_index[0]]
     if edge_graph.numel() > 1 and bool((edge_graph[1:] < edge_graph[:-1]).any()):
         raise ValueError("edges must be grouped by molecule, as PyG's Batch stores them")
@@ -256,7 +257,7 @@ def _batch_layout(batch: Data) -> tuple[Tensor, int, Tensor, Tensor]:
         raise ValueError("edge_index has an edge between two different molecules")
     nodes_per_graph = torch.bincount(node_graph, minlength=num_graphs)
     edges_per_graph = torch.bincount(edge_graph, minlength=num_graphs)
-    return node_graph, num_graphs, nodes_per_graph, edges_per_graph
+    return num_graphs, nodes_per_graph, edges_per_graph
 
 
 def _precomputed_flat(batch: Data, max_hops: int, total_pairs: int) -> tuple[Tensor, Tensor] | None:
@@ -273,14 +274,40 @@ def _precomputed_flat(batch: Data, max_hops: int, total_pairs: int) -> tuple[Ten
     if paths.size(1) < max_hops:
         # Too short to truncate from: recomputing gives the identical, longer paths.
         return None
-    return spd.detach().cpu().long(), paths[:, :max_hops].detach().cpu().long()
+    device = batch.edge_index.device
+    return (
+        spd.detach().to(device=device, dtype=torch.long),
+        paths[:, :max_hops].detach().to(device=device, dtype=torch.long),
+    )
+
+
+def _computed_flat(
+    batch: Data, max_hops: int, nodes_per_graph: Tensor, edges_per_graph: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-molecule relations computed on the CPU, concatenated as PyG would have."""
+    nodes = nodes_per_graph.tolist()
+    edges = edges_per_graph.tolist()
+    edge_index = batch.edge_index.detach().cpu()
+    spd_pieces = [torch.zeros(0, dtype=torch.long)]
+    path_pieces = [torch.zeros(0, max_hops, dtype=torch.long)]
+    node_start = edge_start = 0
+    for num_nodes, num_edges in zip(nodes, edges, strict=True):
+        local = edge_index[:, edge_start : edge_start + num_edges] - node_start
+        spd, paths = _relations_flat(local, num_nodes, max_hops)
+        spd_pieces.append(spd)
+        path_pieces.append(paths)
+        node_start += num_nodes
+        edge_start += num_edges
+    device = batch.edge_index.device
+    return torch.cat(spd_pieces).to(device), torch.cat(path_pieces).to(device)
 
 
 def dense_graph_relations(batch: Data, max_hops: int = 5) -> GraphRelations:
     """Padded SPD, global path edges and node mask for a PyG ``Batch`` (or a single ``Data``).
 
     Uses ``batch.spd``/``batch.path_edges`` when :class:`AddGraphRelations` stored them (with
-    at least ``max_hops`` hops), otherwise computes them per molecule; the result is the same.
+    at least ``max_hops`` hops), on the batch's device; otherwise computes them per molecule
+    on the CPU. The result is the same.
 
     Args:
         batch: A PyG ``Batch`` (``batch.batch`` sorted, edges grouped by molecule) or ``Data``.
@@ -295,41 +322,27 @@ def dense_graph_relations(batch: Data, max_hops: int = 5) -> GraphRelations:
     if max_hops < 0:
         raise ValueError(f"max_hops must be non-negative, got {max_hops}")
     device = batch.edge_index.device
-    _, num_graphs, nodes_per_graph, edges_per_graph = _batch_layout(batch)
+    num_graphs, nodes_per_graph, edges_per_graph = _batch_layout(batch)
     total_pairs = int((nodes_per_graph**2).sum())
     flat = _precomputed_flat(batch, max_hops, total_pairs)
     if flat is None:
-        node_ptr = torch.cat([torch.zeros(1, dtype=torch.long), nodes_per_graph.cumsum(0)])
-        edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), edges_per_graph.cumsum(0)])
-        edge_index = batch.edge_index.detach().cpu()
-        pieces = [
-            _relations_flat(
-                edge_index[:, edge_ptr[g] : edge_ptr[g + 1]] - node_ptr[g],
-                int(nodes_per_graph[g]),
-                max_hops,
-            )
-            for g in range(num_graphs)
-        ]
-        flat = (
-            torch.cat([p[0] for p in pieces]) if pieces else torch.zeros(0, dtype=torch.long),
-            torch.cat([p[1] for p in pieces])
-            if pieces
-            else torch.zeros(0, max_hops, dtype=torch.long),
-        )
+        flat = _computed_flat(batch, max_hops, nodes_per_graph, edges_per_graph)
     spd_flat, paths_flat = flat
 
     max_nodes = int(nodes_per_graph.max()) if num_graphs else 0
-    node_mask = torch.arange(max_nodes) < nodes_per_graph[:, None]
+    node_mask = torch.arange(max_nodes, device=device) < nodes_per_graph[:, None]
     pair_mask = node_mask[:, :, None] & node_mask[:, None, :]
     # Row-major order of (graph, i, j) over the pair mask is exactly the order in which PyG
     # concatenated each molecule's row-major flattened N_i x N_i block.
-    spd = torch.full((num_graphs, max_nodes, max_nodes), -1, dtype=torch.long)
+    spd = torch.full((num_graphs, max_nodes, max_nodes), -1, dtype=torch.long, device=device)
     spd[pair_mask] = spd_flat
-    pair_graph = torch.repeat_interleave(torch.arange(num_graphs), nodes_per_graph**2)
+    pair_graph = torch.repeat_interleave(
+        torch.arange(num_graphs, device=device), nodes_per_graph**2, output_size=total_pairs
+    )
     edge_offset = (edges_per_graph.cumsum(0) - edges_per_graph)[pair_graph]
     global_paths = torch.where(paths_flat >= 0, paths_flat + edge_offset[:, None], paths_flat)
-    path_edges = torch.full((num_graphs, max_nodes, max_nodes, max_hops), -1, dtype=torch.long)
-    path_edges[pair_mask] = global_paths
-    return GraphRelations(
-        spd=spd.to(device), path_edges=path_edges.to(device), node_mask=node_mask.to(device)
+    path_edges = torch.full(
+        (num_graphs, max_nodes, max_nodes, max_hops), -1, dtype=torch.long, device=device
     )
+    path_edges[pair_mask] = global_paths
+    return GraphRelations(spd=spd, path_edges=path_edges, node_mask=node_mask)
