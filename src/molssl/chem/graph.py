@@ -138,24 +138,25 @@ def _first_hop_edges(edges: np.ndarray, spd: np.ndarray) -> np.ndarray:
 
 
 def _path_edges_from_spd(edges: np.ndarray, spd: np.ndarray, max_hops: int) -> np.ndarray:
-    """Walk all ``N * N`` paths at once, one hop per step, along :func:`_first_hop_edges`."""
+    """Walk all ``N * N`` paths at once, one hop per step, along :func:`_first_hop_edges`.
+
+    The walker of pair ``(i, j)`` sits at flat index ``current * N + j``; once it reaches
+    ``j`` (or if ``j`` is unreachable) the first-hop table gives ``-1`` and the next-atom
+    table keeps it in place, so every hop is two plain gathers, with no masking.
+    """
     n = spd.shape[0]
-    paths = np.full((n, n, max_hops), -1, dtype=np.int64)
-    if n == 0 or max_hops == 0:
-        return paths
-    first = _first_hop_edges(edges, spd)
-    dst = edges[1]
-    current = np.repeat(np.arange(n), n)
+    if n == 0 or max_hops == 0 or edges.shape[1] == 0:
+        return np.full((n, n, max_hops), -1, dtype=np.int64)
+    first = _first_hop_edges(edges, spd).reshape(-1)
+    stay = np.repeat(np.arange(n), n)
+    next_atom = np.where(first >= 0, edges[1][np.maximum(first, 0)], stay)
     target = np.tile(np.arange(n), n)
-    flat = paths.reshape(n * n, max_hops)
+    walker = np.arange(n * n)
+    paths = np.empty((n * n, max_hops), dtype=np.int64)
     for hop in range(max_hops):
-        step = first[current, target]
-        active = step >= 0
-        if not active.any():
-            break
-        flat[active, hop] = step[active]
-        current = np.where(active, dst[np.maximum(step, 0)], current)
-    return paths
+        paths[:, hop] = first[walker]
+        walker = next_atom[walker] * n + target
+    return paths.reshape(n, n, max_hops)
 
 
 def shortest_path_edges(
