@@ -1,1 +1,37 @@
-"""molssl.encoders."""
+"""molssl.encoders: molecular encoders and the heads that read their outputs.
+
+Every encoder takes a PyG ``Batch`` and returns an :class:`EncoderOutput`; its ``out_dim`` is
+the width of ``node`` and ``graph``. Configs name them by ``class_path``, e.g.
+``molssl.encoders.EquivariantTransformer``.
+
+- :class:`EquivariantTransformer`: TorchMD-NET's equivariant transformer (3D, UniCorn's
+  conformer encoder).
+- :class:`Graphormer`: the 2D graph transformer (UniCorn's graph encoder).
+- :class:`MoleBlendTransformer`: MoleBLEND's transformer with blended 2D/3D relations.
+- Heads: :class:`EquivariantVectorHead`, :class:`EquivariantScalarHead`,
+  :class:`GatedEquivariantBlock`, :class:`MLPHead`.
+"""
+
+from __future__ import annotations
+
+from molssl.encoders.base import EncoderOutput
+from molssl.encoders.blend import MoleBlendTransformer
+from molssl.encoders.et import EquivariantTransformer
+from molssl.encoders.graphormer import Graphormer
+from molssl.encoders.heads import (
+    EquivariantScalarHead,
+    EquivariantVectorHead,
+    GatedEquivariantBlock,
+    MLPHead,
+)
+
+__all__ = [
+    "EncoderOutput",
+    "EquivariantScalarHead",
+    "EquivariantTransformer",
+    "EquivariantVectorHead",
+    "GatedEquivariantBlock",
+    "Graphormer",
+    "MLPHead",
+    "MoleBlendTransformer",
+]

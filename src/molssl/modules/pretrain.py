@@ -1,0 +1,390 @@
+"""``PretrainModule``: encoders + a list of objectives, trained on their weighted sum.
+
+One module serves UniCorn (3D + 2D encoders; fragment masking, denoising, cross-modal
+distillation), MoleBLEND (the blended encoder), Frad, Coord and the AttrMask baseline: a config
+names the encoders and lists the objectives by ``class_path``, and the module
+
+* checks at construction that every encoder role an objective :attr:`~Objective.requires` has
+  an encoder, that objective names are unique, and that the objectives' views fit in one data
+  pipeline (equal views are merged, conflicting ones are an error);
+* hands the data pipeline its views through :meth:`PretrainModule.pipeline_views` (the
+  datamodule asks for them in ``setup``);
+* runs each encoder that some objective reads exactly once per batch, lets every objective
+  compute its loss from those outputs, and optimises ``sum(weight * loss)`` with AdamW under a
+  linear warm-up + cosine schedule stepped per optimiser step;
+* logs ``<stage>/loss`` (on the progress bar), ``<stage>/<objective>/loss`` and
+  ``<stage>/<objective>/<metric>`` for ``train``, ``val`` and ``test``, each averaged over what
+  its objective says it averages over (masked atoms, atoms, molecules), plus ``train/lr``.
+
+**Checkpoints.** Trained through ``molssl fit``, the saved hyper-parameters are the config's
+``class_path``/``init_args`` entries (LightningCLI records them), so
+``PretrainModule.load_from_checkpoint(path)`` and ``molssl test --ckpt path`` rebuild the
+encoders and the objective list, user-defined subclasses included. A module built in Python
+has no such description of its components: they are left out of its hyper-parameters (never
+pickled into the checkpoint) and must be passed again,
+``PretrainModule.load_from_checkpoint(path, objectives=[...], encoder_3d=...)``.
+
+**Test stage.** Pre-training has no labelled test set: ``molssl test`` reports the same losses
+on the datamodule's ``test_dataloader`` (for :class:`~molssl.datamodules.PretrainDataModule`,
+the held-out validation split with its fixed views) under ``test/...``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from molssl.encoders.base import EncoderOutput
+from molssl.modules.schedules import warmup_cosine_scheduler
+from molssl.objectives.base import ENCODER_ROLES, Objective, ObjectiveResult, View
+
+__all__ = ["PretrainModule", "merge_views"]
+
+#: Constructor arguments holding built components rather than plain values.
+COMPONENT_ARGUMENTS = ("objectives", "encoder_3d", "encoder_2d", "encoder_blend", "views")
+# Parameters that AdamW's weight decay leaves alone: biases and normalisation layers.
+_NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def encoder_argument(role: str) -> str:
+    """Constructor argument holding the encoder of ``role``: ``"3d"`` → ``encoder_3d``."""
+    return f"encoder_{role}"
+
+
+def merge_views(sources: Sequence[tuple[str, View]]) -> list[View]:
+    """One pipeline from the views of several sources, in ``order``.
+
+    Equal views (e.g. the same ``CoordNoise`` sigma asked for by two objectives) are kept once,
+    so they share one draw. Two unequal views of the same kind (one an instance of the other's
+    class) would apply the same transform twice with different settings: a configuration error.
+
+    Args:
+        sources: ``(who asked, view)`` pairs; ``who asked`` only appears in error messages.
+
+    Returns:
+        The distinct views sorted by :attr:`View.order` (stable for equal orders).
+
+    Raises:
+        TypeError: If an entry is not a :class:`View`.
+        ValueError: If two views conflict.
+    """
+    merged: list[tuple[str, View]] = []
+    for source, view in sources:
+        if not isinstance(view, View):
+            raise TypeError(
+                f"{source} gave a view of type {type(view).__name__}; views must subclass "
+                "molssl.objectives.View"
+            )
+        if any(view == kept for _, kept in merged):
+            continue
+        for kept_source, kept in merged:
+            if isinstance(view, type(kept)) or isinstance(kept, type(view)):
+                raise ValueError(
+                    f"conflicting views: {kept!r} from {kept_source} and {view!r} from {source}; "
+                    "one data pipeline applies each kind of view once, so their settings must "
+                    "agree (or one of them must go)"
+                )
+        merged.append((source, view))
+    return sorted((view for _, view in merged), key=lambda view: view.order)
+
+
+def _hparams_come_from_config() -> bool:
+    """Whether LightningCLI is instantiating this module from a config right now.
+
+    LightningCLI hands ``save_hyperparameters`` the config's ``class_path``/``init_args`` through
+    a context variable; the module needs to know because otherwise its hyper-parameters would be
+    the built encoders and objectives themselves (pickled nn.Modules in the checkpoint).
+    Lightning versions without the variable never record class paths, which is the same as not
+    coming from a config.
+    """
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:
+        return False
+    return _given_hyperparameters.get() is not None
+
+
+class PretrainModule(LightningModule):
+    """Self-supervised pre-training of molecular encoders on a weighted sum of objectives.
+
+    Args:
+        objectives: The losses, each with its own heads, weight and views.
+        encoder_3d: Encoder of conformers (UniCorn: TorchMD-NET's equivariant transformer).
+        encoder_2d: Encoder of molecular graphs (UniCorn: Graphormer).
+        encoder_blend: MoleBLEND's blended-relation transformer.
+        views: Per-sample augmentations that are not objectives (UniCorn's and Frad's
+            :class:`~molssl.objectives.TorsionAugment`).
+        lr: Peak learning rate of AdamW (UniCorn: 4e-4).
+        betas: AdamW's betas (UniCorn: (0.9, 0.999)).
+        weight_decay: AdamW's decoupled weight decay, not applied to biases and normalisation
+            layers (UniCorn: 0).
+        warmup_steps: Optimiser steps of linear warm-up (UniCorn: 10,000).
+        max_steps: Step at which the cosine decay reaches its floor; ``None`` takes the run's
+            length (``trainer.estimated_stepping_batches``).
+        min_lr_ratio: Floor of the learning rate after the decay, as a fraction of ``lr``.
+
+    Raises:
+        ValueError: No objective, a required encoder missing, duplicate objective names,
+            conflicting views, or an out-of-range optimiser setting.
+        TypeError: An objective or view of the wrong type.
+    """
+
+    def __init__(
+        self,
+        objectives: list[Objective],
+        encoder_3d: nn.Module | None = None,
+        encoder_2d: nn.Module | None = None,
+        encoder_blend: nn.Module | None = None,
+        views: list[View] | None = None,
+        lr: float = 4e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 10_000,
+        max_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if _hparams_come_from_config():
+            self.save_hyperparameters()
+        else:
+            self.save_hyperparameters(ignore=list(COMPONENT_ARGUMENTS))
+        _check_optimizer_settings(lr, betas, weight_decay, warmup_steps, max_steps, min_lr_ratio)
+        self.lr = float(lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.weight_decay = float(weight_decay)
+        self.warmup_steps = int(warmup_steps)
+        self.max_steps = None if max_steps is None else int(max_steps)
+        self.min_lr_ratio = float(min_lr_ratio)
+
+        self.encoder_3d = encoder_3d
+        self.encoder_2d = encoder_2d
+        self.encoder_blend = encoder_blend
+        self.objectives = nn.ModuleList(_checked_objectives(objectives))
+        self.required_roles = self._check_encoders()
+        self.module_views = list(views or [])
+        # Building the pipeline once here reports conflicting views before any data is loaded.
+        self.pipeline_views()
+
+    # -- construction checks ---------------------------------------------------------------
+
+    def encoder(self, role: str) -> nn.Module | None:
+        """The encoder playing ``role`` (one of ``"3d"``, ``"2d"``, ``"blend"``), or ``None``."""
+        if role not in ENCODER_ROLES:
+            raise ValueError(f"unknown encoder role {role!r}; roles are {ENCODER_ROLES}")
+        return getattr(self, encoder_argument(role))
+
+    def _check_encoders(self) -> tuple[str, ...]:
+        """The roles some objective reads, in :data:`ENCODER_ROLES` order; errors for gaps."""
+        required: set[str] = set()
+        for objective in self.objectives:
+            for role in objective.requires:
+                if role not in ENCODER_ROLES:
+                    raise ValueError(
+                        f"objective {objective.name!r} ({type(objective).__name__}) requires "
+                        f"the unknown encoder role {role!r}; roles are {ENCODER_ROLES}"
+                    )
+                if self.encoder(role) is None:
+                    raise ValueError(
+                        f"objective {objective.name!r} ({type(objective).__name__}) requires "
+                        f"the {role!r} encoder, but {encoder_argument(role)} is not set; give "
+                        f"one (model.init_args.{encoder_argument(role)} in a config)"
+                    )
+                required.add(role)
+        for role in ENCODER_ROLES:
+            encoder = self.encoder(role)
+            if encoder is not None and not isinstance(encoder, nn.Module):
+                raise TypeError(
+                    f"{encoder_argument(role)} must be a torch.nn.Module, got "
+                    f"{type(encoder).__name__}"
+                )
+            if encoder is not None and role not in required:
+                rank_zero_warn(
+                    f"{encoder_argument(role)} is set but no objective reads the {role!r} "
+                    "encoder: it will not be trained; remove it to save memory",
+                    category=UserWarning,
+                )
+        return tuple(role for role in ENCODER_ROLES if role in required)
+
+    def pipeline_views(self) -> list[View]:
+        """The per-sample views of the data pipeline: this module's and every objective's.
+
+        Equal views are kept once and the result is sorted by :attr:`View.order` (torsion
+        augmentation → coordinate noise → masks); see :func:`merge_views`.
+        """
+        sources = [("the module's views", view) for view in self.module_views]
+        for objective in self.objectives:
+            sources += [(f"objective {objective.name!r}", view) for view in objective.views()]
+        return merge_views(sources)
+
+    # -- forward and losses ----------------------------------------------------------------
+
+    def forward(self, batch: Batch) -> dict[str, EncoderOutput]:
+        """Runs every encoder that some objective reads, once, on ``batch``.
+
+        Returns:
+            Encoder outputs by role (``"3d"``, ``"2d"``, ``"blend"``).
+        """
+        outputs: dict[str, EncoderOutput] = {}
+        for role in self.required_roles:
+            encoder = self.encoder(role)
+            output = encoder(batch)
+            if not isinstance(output, EncoderOutput):
+                raise TypeError(
+                    f"{encoder_argument(role)} ({type(encoder).__name__}) returned a "
+                    f"{type(output).__name__}; encoders must return molssl EncoderOutput"
+                )
+            outputs[role] = output
+        return outputs
+
+    def objective_results(self, batch: Batch) -> tuple[Tensor, dict[str, ObjectiveResult]]:
+        """The weighted total loss and every objective's result on one batch.
+
+        Returns:
+            ``(sum(weight * loss), {objective name: ObjectiveResult})``.
+        """
+        outputs = self(batch)
+        results = {objective.name: objective.loss(batch, outputs) for objective in self.objectives}
+        total = torch.stack(
+            [objective.weight * results[objective.name].loss for objective in self.objectives]
+        ).sum()
+        return total, results
+
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        total, results = self.objective_results(batch)
+        num_graphs = int(batch.num_graphs)
+        # Epoch-level values of val/test are averaged across processes; per-step training
+        # values stay local, which saves a collective per metric and step.
+        sync = stage != "train"
+        for name, result in results.items():
+            batch_size = result.batch_size or num_graphs
+            self.log(
+                f"{stage}/{name}/loss", result.loss.detach(), batch_size=batch_size, sync_dist=sync
+            )
+            for key, value in result.metrics.items():
+                self.log(f"{stage}/{name}/{key}", value, batch_size=batch_size, sync_dist=sync)
+        self.log(
+            f"{stage}/loss", total.detach(), batch_size=num_graphs, prog_bar=True, sync_dist=sync
+        )
+        return total
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Weighted total loss of one training batch; logs it, its parts and the LR."""
+        loss = self._shared_step(batch, "train")
+        optimizers = self.trainer.optimizers
+        if optimizers:
+            self.log("train/lr", optimizers[0].param_groups[0]["lr"], batch_size=batch.num_graphs)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Logs the held-out losses and metrics (epoch averages)."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Logs the losses and metrics on the test loader (see the module docstring)."""
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, EncoderOutput]:
+        """The encoders' outputs on one batch."""
+        return self(batch)
+
+    # -- optimisation ----------------------------------------------------------------------
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if self.weight_decay == 0.0:
+            return [{"params": trainable, "weight_decay": 0.0}]
+        exempt: set[int] = set()
+        for module in self.modules():
+            for name, parameter in module.named_parameters(recurse=False):
+                if name.endswith("bias") or isinstance(module, _NO_DECAY_MODULES):
+                    exempt.add(id(parameter))
+        decay = [p for p in trainable if id(p) not in exempt]
+        no_decay = [p for p in trainable if id(p) in exempt]
+        return [
+            {"params": decay, "weight_decay": self.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def schedule_horizon(self) -> int:
+        """Step at which the cosine reaches its floor: ``max_steps`` or the run's length."""
+        if self.max_steps is not None:
+            return self.max_steps
+        estimated = self.trainer.estimated_stepping_batches
+        if not math.isfinite(estimated):
+            raise ValueError(
+                "the length of the run is unbounded, so the cosine decay has no horizon: set "
+                "trainer.max_steps (or max_epochs), or model.init_args.max_steps"
+            )
+        return int(estimated)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with a per-step linear warm-up + cosine schedule."""
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.lr, betas=self.betas)
+        horizon = self.schedule_horizon()
+        if horizon < self.warmup_steps and not self.trainer.fast_dev_run:
+            rank_zero_warn(
+                f"the run ({horizon} steps) is shorter than the warm-up ({self.warmup_steps} "
+                "steps): the learning rate never reaches its peak; lower model.init_args."
+                "warmup_steps",
+                category=UserWarning,
+            )
+        scheduler = warmup_cosine_scheduler(
+            optimizer, self.warmup_steps, max(horizon, self.warmup_steps), self.min_lr_ratio
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+
+def _checked_objectives(objectives: Sequence[Objective]) -> list[Objective]:
+    objectives = list(objectives)
+    if not objectives:
+        raise ValueError("PretrainModule needs at least one objective")
+    for objective in objectives:
+        if not isinstance(objective, Objective):
+            raise TypeError(
+                f"objectives must subclass molssl.objectives.Objective, got "
+                f"{type(objective).__name__}"
+            )
+    seen: dict[str, Objective] = {}
+    for objective in objectives:
+        if objective.name in seen:
+            first = type(seen[objective.name]).__name__
+            raise ValueError(
+                f"two objectives are named {objective.name!r} ({first} and "
+                f"{type(objective).__name__}); their metrics would collide, so give one of them "
+                "another `name`"
+            )
+        seen[objective.name] = objective
+    return objectives
+
+
+def _check_optimizer_settings(
+    lr: float,
+    betas: Sequence[float],
+    weight_decay: float,
+    warmup_steps: int,
+    max_steps: int | None,
+    min_lr_ratio: float,
+) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")

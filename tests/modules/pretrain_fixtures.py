@@ -1,0 +1,68 @@
+"""Small real data and tiny encoders shared by the pre-training module and config tests.
+
+Every test that pre-trains uses the same embedded-default settings, so one cache entry (RDKit's
+first NCI molecules, one seeded conformer each) is prepared once per test session and worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from molssl.datamodules import PretrainDataModule
+from molssl.encoders import EquivariantTransformer, Graphormer
+
+#: Molecules of the embedded default used by the tests (the first lines of the NCI file).
+NUM_MOLECULES = 24
+#: Tiny sizes per encoder class, applied to any config by overriding ``init_args``.
+TINY_ENCODER_ARGS: dict[str, dict[str, Any]] = {
+    "molssl.encoders.EquivariantTransformer": {
+        "hidden_channels": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "num_rbf": 8,
+    },
+    "molssl.encoders.Graphormer": {"hidden_channels": 16, "num_layers": 1, "num_heads": 2},
+    "molssl.encoders.MoleBlendTransformer": {
+        "hidden_channels": 16,
+        "ffn_channels": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "num_gaussians": 8,
+    },
+}
+
+
+def small_data_args(cache_dir: Path) -> dict[str, Any]:
+    """``PretrainDataModule`` arguments of the tests' small embedded default."""
+    return {
+        "num_molecules": NUM_MOLECULES,
+        "num_conformers": 1,
+        "batch_size": 4,
+        "num_workers": 0,
+        "val_fraction": 0.25,
+        "seed": 0,
+        "cache_dir": str(cache_dir),
+        "prepare_workers": 1,
+    }
+
+
+def prepare_small_cache(cache_dir: Path) -> Path:
+    """Prepares (or finds) the small embedded default under ``cache_dir``."""
+    PretrainDataModule(**small_data_args(cache_dir)).prepare_data()
+    return cache_dir
+
+
+def small_datamodule(cache_dir: Path, **overrides: Any) -> PretrainDataModule:
+    """A datamodule on the small embedded default, with overrides."""
+    return PretrainDataModule(**{**small_data_args(cache_dir), **overrides})
+
+
+def tiny_et() -> EquivariantTransformer:
+    """An equivariant transformer of the tests' tiny size."""
+    return EquivariantTransformer(**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"])
+
+
+def tiny_graphormer() -> Graphormer:
+    """A Graphormer of the tests' tiny size."""
+    return Graphormer(**TINY_ENCODER_ARGS["molssl.encoders.Graphormer"])
