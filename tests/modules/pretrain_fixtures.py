@@ -6,11 +6,16 @@ first NCI molecules, one seeded conformer each) is prepared once per test sessio
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch_geometric.data import Batch
+
 from molssl.datamodules import PretrainDataModule
 from molssl.encoders import EquivariantTransformer, Graphormer
+from molssl.modules import PretrainModule
 
 #: Molecules of the embedded default used by the tests (the first lines of the NCI file).
 NUM_MOLECULES = 24
@@ -66,3 +71,28 @@ def tiny_et() -> EquivariantTransformer:
 def tiny_graphormer() -> Graphormer:
     """A Graphormer of the tests' tiny size."""
     return Graphormer(**TINY_ENCODER_ARGS["molssl.encoders.Graphormer"])
+
+
+def weighted_epoch_metrics(
+    module: PretrainModule, batches: Iterable[Batch], stage: str = "val"
+) -> dict[str, float]:
+    """Epoch averages written out by hand: each value weighted by its objective's batch size.
+
+    The reference for what Lightning logs from ``validation_step``/``test_step``: ``<stage>/loss``
+    averaged over molecules, every objective's loss and metrics over its own ``batch_size``.
+    """
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    module.eval()
+    with torch.no_grad():
+        for batch in batches:
+            total, results = module.objective_results(batch)
+            entries = [(f"{stage}/loss", total, batch.num_graphs)]
+            for name, result in results.items():
+                size = result.batch_size or batch.num_graphs
+                entries.append((f"{stage}/{name}/loss", result.loss, size))
+                entries += [(f"{stage}/{name}/{k}", v, size) for k, v in result.metrics.items()]
+            for key, value, weight in entries:
+                sums[key] = sums.get(key, 0.0) + float(value) * weight
+                counts[key] = counts.get(key, 0.0) + weight
+    return {key: sums[key] / counts[key] for key in sums}

@@ -41,6 +41,7 @@ from tests.modules.pretrain_fixtures import (
     small_datamodule,
     tiny_et,
     tiny_graphormer,
+    weighted_epoch_metrics,
 )
 
 
@@ -267,26 +268,6 @@ def test_fit_logs_every_objective_and_follows_the_schedule(cache_dir: Path, tmp_
     assert [lr for _, lr in lrs] == pytest.approx([1e-3 * schedule(step) for step in range(6)])
 
 
-def reference_validation(module: PretrainModule, loader: object) -> dict[str, float]:
-    """Epoch averages written out by hand: each value weighted by its objective's batch size."""
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    module.eval()
-    with torch.no_grad():
-        for batch in loader:  # type: ignore[attr-defined]
-            total, results = module.objective_results(batch)
-            entries = [("val/loss", total, batch.num_graphs)]
-            for name, result in results.items():
-                entries.append((f"val/{name}/loss", result.loss, result.batch_size))
-                entries += [
-                    (f"val/{name}/{k}", v, result.batch_size) for k, v in result.metrics.items()
-                ]
-            for key, value, weight in entries:
-                sums[key] = sums.get(key, 0.0) + float(value) * weight
-                counts[key] = counts.get(key, 0.0) + weight
-    return {key: sums[key] / counts[key] for key in sums}
-
-
 def test_validation_averages_are_weighted_by_batch_size(cache_dir: Path, tmp_path: Path) -> None:
     # Batches of 2 molecules: masked-atom counts differ from batch to batch.
     data = small_datamodule(cache_dir, batch_size=2)
@@ -294,7 +275,7 @@ def test_validation_averages_are_weighted_by_batch_size(cache_dir: Path, tmp_pat
     trainer = quiet_trainer(tmp_path)
     trainer.validate(module, data)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    expected = reference_validation(module, data.val_dataloader())
+    expected = weighted_epoch_metrics(module, data.val_dataloader())
     assert set(logged) == set(expected)
     for key, value in expected.items():
         assert logged[key] == pytest.approx(value, rel=1e-5), key
