@@ -195,6 +195,10 @@ class BlendPredict(Objective):
         pairs = pairs & ~torch.eye(size, dtype=torch.bool, device=node_mask.device)
         if not self.hidden_pairs_only:
             return {relation: pairs for relation in RELATION_KEYS}
+        choice = self._blend_choice(extras)
+        return {relation: pairs & (choice != relation) for relation in RELATION_KEYS}
+
+    def _blend_choice(self, extras: Mapping[str, Tensor]) -> Tensor:
         choice = extras.get("blend_choice")
         if choice is None:
             raise ValueError(
@@ -202,7 +206,17 @@ class BlendPredict(Objective):
                 "but the blended encoder did not blend (relation_mode='all'?); set "
                 "relation_mode='blend' or hidden_pairs_only=False"
             )
-        return {relation: pairs & (choice != relation) for relation in RELATION_KEYS}
+        return choice
+
+    def _selected_pairs(
+        self, extras: Mapping[str, Tensor], graph_idx: Tensor, first: Tensor, second: Tensor
+    ) -> dict[int, Tensor]:
+        """:meth:`relation_pair_masks` read at the listed pairs only, as ``(M,)`` bool each."""
+        if not self.hidden_pairs_only:
+            every = torch.ones_like(graph_idx, dtype=torch.bool)
+            return {relation: every for relation in RELATION_KEYS}
+        shown = self._blend_choice(extras)[graph_idx, first, second]
+        return {relation: shown != relation for relation in RELATION_KEYS}
 
     # -- predictions -------------------------------------------------------------------------
 
@@ -236,10 +250,7 @@ class BlendPredict(Objective):
         noise_padded = self._padded(batch, "coord_noise", node_mask)
         graph_idx, first, second = self._unordered_pairs(node_mask)
         pair = self.pair_features(node, graph_idx, first, second)
-        selected = {
-            relation: mask[graph_idx, first, second]
-            for relation, mask in self.relation_pair_masks(extras).items()
-        }
+        selected = self._selected_pairs(extras, graph_idx, first, second)
 
         spd = extras["spd"][graph_idx, first, second]
         spd_target = self.spd_class(spd)

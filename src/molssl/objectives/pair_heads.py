@@ -45,8 +45,10 @@ class SymmetricPairFeatures(nn.Module):
 
         Only the listed pairs are read, so padded positions (whatever they hold) never enter.
         """
-        h_first, h_second = node[graph_idx, first], node[graph_idx, second]
-        mixed = self.row(h_first) * self.col(h_second) + self.row(h_second) * self.col(h_first)
+        # Project the B * Nmax atoms, then gather: a molecule has far more pairs than atoms.
+        row, col = self.row(node), self.col(node)
+        mixed = row[graph_idx, first] * col[graph_idx, second]
+        mixed = mixed + row[graph_idx, second] * col[graph_idx, first]
         return self.norm(mixed)
 
 
