@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers, rdMolTransforms
 
@@ -163,3 +164,24 @@ def test_options_are_validated() -> None:
 def test_conformer_positions_needs_a_conformer() -> None:
     with pytest.raises(ValueError, match="no conformer"):
         conformer_positions(Chem.MolFromSmiles("C"))
+
+
+def test_force_field_does_not_change_the_molecule_it_returns() -> None:
+    """MMFF94 re-perceives aromaticity; the features read after embedding must not change."""
+    from molssl.chem.features import mol_to_data
+
+    smiles = "[O-][N+](=O)C1=CNC(=N)S1"  # NCI molecule whose ring MMFF94 re-types
+    mol = mol_from_smiles(smiles)
+    before = mol_to_data(mol)
+    after = mol_to_data(embed_conformers(mol), conf_id=0)
+    assert after.smiles == before.smiles
+    assert torch.equal(after.x, before.x) and torch.equal(after.edge_attr, before.edge_attr)
+
+
+def test_seed_zero_gives_distinct_conformers() -> None:
+    positions = conformer_positions(
+        embed_conformers(mol_from_smiles("CCCCOCCCC"), ConformerOptions(num_conformers=3, seed=0))
+    )
+    assert not np.allclose(positions[0], positions[1])
+    with pytest.raises(ValueError, match="seed"):
+        ConformerOptions(seed=-1)

@@ -80,6 +80,8 @@ class ConformerOptions:
     def __post_init__(self) -> None:
         if self.num_conformers < 1:
             raise ValueError(f"num_conformers must be >= 1, got {self.num_conformers}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if not self.timeout_s > 0:
@@ -122,7 +124,8 @@ def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
         if remaining <= 0:  # reported below as a timeout: fewer attempts than allowed
             break
         params = rdDistGeom.ETKDGv3()
-        params.randomSeed = options.seed + attempt * _SEED_STRIDE
+        # ETKDG returns copies of one conformer for randomSeed 0, hence the + 1.
+        params.randomSeed = options.seed + 1 + attempt * _SEED_STRIDE
         params.timeout = max(1, int(remaining / (options.max_attempts - attempt)))
         params.numThreads = 1  # determinism and fairness with data-loader worker processes
         params.useRandomCoords = attempt > 0 and options.random_coords_fallback
@@ -156,18 +159,24 @@ def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
 
 
 def _optimize(mol: Chem.Mol, force_field: str, max_iters: int, label: str) -> None:
+    # MMFF94's set-up re-perceives aromaticity on the molecule it is given (e.g. some
+    # 2-iminothiazolines lose aromatic flags), which would change the features read from the
+    # returned molecule: relax a copy and take back only its coordinates.
+    work = Chem.Mol(mol)
     optimize = (
         rdForceFieldHelpers.MMFFOptimizeMoleculeConfs
         if force_field == "MMFF94"
         else rdForceFieldHelpers.UFFOptimizeMoleculeConfs
     )
     try:
-        optimize(mol, numThreads=1, maxIters=max_iters)
+        optimize(work, numThreads=1, maxIters=max_iters)
     except (RuntimeError, ValueError) as error:
         raise EmbeddingError(
             f"{force_field} optimisation failed on {label!r}: {error}",
             reason="force_field_failed",
         ) from None
+    for relaxed in work.GetConformers():
+        mol.GetConformer(relaxed.GetId()).SetPositions(relaxed.GetPositions())
 
 
 def embed_conformers(mol: Chem.Mol, options: ConformerOptions | None = None) -> Chem.Mol:
@@ -193,7 +202,7 @@ def embed_conformers(mol: Chem.Mol, options: ConformerOptions | None = None) -> 
     mol.RemoveAllConformers()
     label = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
     with quiet_rdkit() as log:
-        force_field = _force_field(mol)
+        force_field = _force_field(Chem.Mol(mol))  # typing re-perceives aromaticity
         if force_field is None and options.require_force_field:
             detail = log.summary()
             raise UnsupportedElementError(
