@@ -8,13 +8,15 @@ subclass in their own module works the same way, with no edit here.
   with their objectives (order 30).
 - Objectives: :class:`FragmentMask` (UniCorn's masked fragment modelling), :class:`AtomMask`
   (AttrMask baseline), :class:`CoordDenoise` (coordinate denoising, Coord/Frad/UniCorn),
-  :class:`CrossModalInfoNCE` (UniCorn's 2D->3D distillation).
+  :class:`CrossModalInfoNCE` (UniCorn's 2D->3D distillation), :class:`BlendPredict`
+  (MoleBLEND's blend-then-predict with its denoising regulariser).
 """
 
 from __future__ import annotations
 
 from molssl.objectives.atom_mask import AtomMask
 from molssl.objectives.base import Objective, ObjectiveResult, View
+from molssl.objectives.blend_predict import BlendPredict
 from molssl.objectives.denoise import CoordDenoise
 from molssl.objectives.fragment_mask import FragmentMask
 from molssl.objectives.infonce import CrossModalInfoNCE
@@ -22,6 +24,7 @@ from molssl.objectives.views import CoordNoise, TorsionAugment
 
 __all__ = [
     "AtomMask",
+    "BlendPredict",
     "CoordDenoise",
     "CoordNoise",
     "CrossModalInfoNCE",
