@@ -21,7 +21,7 @@ milliseconds per step, parameters and peak memory.
   step). All of it happens once, before any timing; consecutive molecules form the batches,
   and each step takes the next batch (cycling), so every configuration sees the same molecules.
 * Timing: ``--warmup`` untimed steps, then the timed steps (CUDA synchronised around them).
-  Defaults on CPU: 1 warm-up, 5 timed steps at small size and 2 at paper size (paper size at
+  Defaults on CPU: 1 warm-up, 3 timed steps at small size and 2 at paper size (paper size at
   batch 128 takes tens of seconds per step on a 2-core CPU); on CUDA 3 warm-up and 20 timed.
   ``x et`` is the step time relative to ET at the same size and batch in the same run.
 * Memory: every configuration runs in a fresh subprocess (this script re-invoked with a hidden
@@ -354,7 +354,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the step")
     parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps (default: CPU 5 small / 2 paper)"
+        "--steps", type=int, default=None, help="timed steps (default: CPU 3 small / 2 paper)"
     )
     parser.add_argument("--warmup", type=int, default=None, help="default: CPU 1, CUDA 3")
     parser.add_argument("--sizes", default="small,paper")
@@ -455,7 +455,7 @@ def main() -> None:
                     if args.steps is not None:
                         steps = args.steps
                     else:
-                        steps = 20 if on_cuda else (5 if size == "small" else 2)
+                        steps = 20 if on_cuda else (3 if size == "small" else 2)
                     config = Config(
                         encoder=encoder,
                         size=size,
