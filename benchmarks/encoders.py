@@ -24,6 +24,9 @@ milliseconds per step, parameters and peak memory.
   Defaults on CPU: 1 warm-up, 3 timed steps at small size and 2 at paper size (paper size at
   batch 128 takes tens of seconds per step on a 2-core CPU); on CUDA 3 warm-up and 20 timed.
   ``x et`` is the step time relative to ET at the same size and batch in the same run.
+  On a shared CPU also try ``--threads 1``: torch's multi-threaded ``index_add_`` /
+  ``scatter_add_`` (ET's message passing) slows down many times over when its threads compete
+  with other processes, which makes ET's figures swing far more than the dense encoders'.
 * Memory: every configuration runs in a fresh subprocess (this script re-invoked with a hidden
   ``--one``), so configurations do not pollute each other. ``step peak`` is what the training
   step adds over the model and the batches: on CUDA ``torch.cuda.max_memory_allocated`` minus
@@ -44,8 +47,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -62,6 +63,14 @@ from rdkit import RDConfig
 from torch import nn
 from torch_geometric.data import Batch, Data
 
+from machine_info import (
+    available_bytes,
+    device_name,
+    is_out_of_memory,
+    load_average,
+    peak_resident_bytes,
+    resident_bytes,
+)
 from molssl.chem.conformers import ConformerOptions, embed_conformers
 from molssl.chem.errors import MoleculeError
 from molssl.chem.features import mol_from_smiles, mol_to_data
@@ -119,7 +128,6 @@ class Result:
     parameters: int = 0
     seconds: float = 0.0
     molecules: int = 0
-    atoms: int = 0
     step_peak_bytes: int = 0
     total_peak_bytes: int = 0
     error: str | None = None
@@ -173,48 +181,6 @@ def step_batches(molecules: list[Data], batch_size: int, count: int) -> list[Bat
     return out
 
 
-def resident_bytes() -> int:
-    """Current resident set size (Linux ``/proc``; elsewhere the peak so far)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_resident_bytes()
-
-
-def peak_resident_bytes() -> int:
-    """``ru_maxrss`` of this process in bytes (kilobytes on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def available_bytes() -> int | None:
-    """``MemAvailable`` from ``/proc/meminfo``, or ``None`` where there is none."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def load_average() -> str:
-    """1/5/15-minute load averages, or ``n/a`` where the platform has none."""
-    try:
-        return " / ".join(f"{load:.1f}" for load in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    message = str(error)
-    return "can't allocate memory" in message or "out of memory" in message
-
-
 def measure(config: Config) -> Result:
     """Build one encoder and its batches, then time the training steps (in this process)."""
     if config.memory_limit_bytes is not None:
@@ -222,6 +188,7 @@ def measure(config: Config) -> Result:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     torch.set_num_threads(config.threads)
     device = torch.device(config.device)
+    # A pickle of Data objects, written by the parent into its own private temporary directory.
     molecules = torch.load(config.data_path, weights_only=False)
     batches = [
         batch.to(device)
@@ -269,7 +236,6 @@ def measure(config: Config) -> Result:
         result.error = "out of memory" + (f" (cap {cap / 2**30:.1f} GB)" if cap else "")
         return result
     result.molecules = sum(batch.num_graphs for batch in timed)
-    result.atoms = sum(batch.num_nodes for batch in timed)
     if device.type == "cuda":
         result.total_peak_bytes = torch.cuda.max_memory_allocated(device)
     else:
@@ -305,21 +271,6 @@ def run_in_subprocess(config: Config, timeout_s: float) -> Result:
         return Result(config, error=f"killed by signal {-done.returncode}")
     last = done.stderr.strip().splitlines()
     return Result(config, error=f"exit {done.returncode}: {last[-1] if last else 'no output'}")
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    processor = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    processor = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"cpu ({processor}, {os.cpu_count()} logical cores)"
 
 
 def print_table(results: list[Result]) -> None:
