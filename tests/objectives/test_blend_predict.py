@@ -187,7 +187,8 @@ def test_relation_losses_match_rdkit_targets(samples: list[Data], batch: Batch) 
             centres = (torch.arange(24, dtype=torch.float64) + 0.5) * 0.25
             expected = logits.softmax(dim=-1) @ centres
             mae = (expected - torch.tensor(distances)).abs().mean()
-            assert result.metrics["dist_mae"].item() == pytest.approx(mae.item(), rel=1e-9)
+            # Targets pass through float32 coordinates (pos - coord_noise): agree to float32.
+            assert result.metrics["dist_mae"].item() == pytest.approx(mae.item(), rel=1e-6)
         else:
             accuracy = (logits.argmax(dim=-1) == target).double().mean()
             assert result.metrics[f"{key}_acc"].item() == pytest.approx(accuracy.item())
