@@ -436,3 +436,21 @@ def test_zero_weight_objective_is_logged_but_adds_nothing(cache_dir: Path) -> No
     assert total.item() == 0.0
     assert results["coord_denoise"].loss.item() > 0
     assert results["zero_loss"].batch_size is None  # the module then averages over molecules
+
+
+def test_heads_are_built_at_construction_from_encoder_widths() -> None:
+    """No head waits for a first batch: DDP wrapping and model summaries see real shapes."""
+    from torch.nn.parameter import UninitializedParameter
+
+    from molssl.encoders import EquivariantTransformer, Graphormer
+    from molssl.objectives import CoordDenoise, CrossModalInfoNCE, FragmentMask
+
+    module = PretrainModule(
+        objectives=[FragmentMask(), CoordDenoise(), CrossModalInfoNCE(proj_dim=8)],
+        encoder_3d=EquivariantTransformer(hidden_channels=16, num_layers=1, num_heads=2),
+        encoder_2d=Graphormer(hidden_channels=24, num_layers=1, num_heads=2),
+    )
+    assert not any(isinstance(p, UninitializedParameter) for p in module.parameters())
+    infonce = module.objectives[2]
+    assert infonce.head_3d.width == 16 and infonce.head_2d.width == 24
+    assert module.objectives[0].head.width == 24 and module.objectives[1].head.width == 16

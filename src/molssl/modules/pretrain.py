@@ -168,6 +168,13 @@ class PretrainModule(LightningModule):
         self.encoder_blend = encoder_blend
         self.objectives = nn.ModuleList(_checked_objectives(objectives))
         self.required_roles = self._check_encoders()
+        widths = {
+            role: int(self.encoder(role).out_dim)
+            for role in self.required_roles
+            if isinstance(getattr(self.encoder(role), "out_dim", None), int)
+        }
+        for objective in self.objectives:
+            objective.bind_encoders(widths)
         self.module_views = list(views or [])
         # Building the pipeline once here reports conflicting views before any data is loaded.
         self.pipeline_views()

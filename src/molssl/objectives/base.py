@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from molssl.encoders.base import EncoderOutput
+from molssl.objectives.lazy_head import LazyHead
 
 __all__ = ["ENCODER_ROLES", "Objective", "ObjectiveResult", "View", "snake_case"]
 
@@ -98,6 +99,22 @@ class Objective(nn.Module, ABC):
     def views(self) -> list[View]:
         """Per-sample views this objective needs in the data pipeline (none by default)."""
         return []
+
+    def bind_encoders(self, widths: Mapping[str, int]) -> None:
+        """Builds the heads that read an encoder, now that its width is known.
+
+        The module calls this once at construction with ``{role: encoder.out_dim}``, so heads
+        exist with their real shapes before any batch: model summaries count them, and
+        distributed wrappers (DDP) see no uninitialised parameter. By default every
+        :class:`~molssl.objectives.lazy_head.LazyHead` of an objective that reads a single
+        encoder is built at that encoder's width; objectives reading several override this.
+        Heads without a known width are still built from the first batch.
+        """
+        if len(self.requires) != 1 or self.requires[0] not in widths:
+            return
+        for module in self.modules():
+            if isinstance(module, LazyHead):
+                module.materialize(int(widths[self.requires[0]]))
 
     @abstractmethod
     def loss(self, batch: Batch, outputs: Mapping[str, EncoderOutput]) -> ObjectiveResult:

@@ -166,6 +166,12 @@ class CrossModalInfoNCE(Objective):
         self.head_2d = LazyHead(factory, in_dim=in_dim_2d)
         self._warned_no_negatives = False
 
+    def bind_encoders(self, widths: Mapping[str, int]) -> None:
+        """Builds each projection head at the width of the encoder it reads."""
+        for role, head in (("3d", self.head_3d), ("2d", self.head_2d)):
+            if role in widths:
+                head.materialize(int(widths[role]))
+
     def project(self, outputs: Mapping[str, EncoderOutput]) -> tuple[Tensor, Tensor]:
         """The projected ``(3D, 2D)`` molecule embeddings, each ``(B, proj_dim)``.
 
