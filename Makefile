@@ -35,11 +35,14 @@ lint: $(STAMP)
 # warm-up + cosine schedule and validation every DEMO_VAL_EVERY steps. ValidationSummary
 # validates once before the first step and prints, per objective, the held-out loss at step 0
 # against the end, then where the TensorBoard logs and the checkpoint are.
+# One torch thread: at this model width an op is too small to gain from a second thread, and on
+# a busy 2-core machine OpenMP threads waiting for each other made the run 5x slower.
 DEMO_STEPS     ?= 300
 DEMO_VAL_EVERY ?= 100
+DEMO_THREADS   ?= 1
 DEMO_ARGS      ?=
 demo: $(STAMP)
-	$(BIN)/molssl fit --config configs/unicorn.yaml \
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/molssl fit --config configs/unicorn.yaml \
 	  --model.init_args.encoder_3d.init_args.hidden_channels=64 \
 	  --model.init_args.encoder_3d.init_args.num_layers=3 \
 	  --model.init_args.encoder_3d.init_args.num_heads=4 \
