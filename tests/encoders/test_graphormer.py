@@ -12,6 +12,7 @@ from torch_geometric.data import Batch, Data
 from molssl.chem.features import mol_from_smiles, mol_to_data
 from molssl.chem.graph import AddGraphRelations, dense_graph_relations
 from molssl.encoders.base import EncoderOutput
+from molssl.encoders.blend_relations import EdgeRelationBias, ShortestPathBias
 from molssl.encoders.graphormer import Graphormer
 from tests.conftest import read_nci_smiles
 
@@ -67,7 +68,7 @@ def reference_bias(model: Graphormer, mol: Chem.Mol, data: Data) -> torch.Tensor
     n = data.num_nodes
     rdkit_spd = Chem.GetDistanceMatrix(mol).astype(np.int64)
     paths = dense_graph_relations(data, max_hops=bias_module.max_hops).path_edges[0]
-    bond_emb = bias_module.bond(data.edge_attr)
+    bond_emb = bias_module.edge_bias.bond_embedding(data.edge_attr)
     out = torch.zeros(bias_module.num_heads, n + 1, n + 1, dtype=bond_emb.dtype)
     out[:, 0, :] = bias_module.virtual_distance[:, None]
     out[:, 1:, 0] = bias_module.virtual_distance[:, None]
@@ -76,12 +77,12 @@ def reference_bias(model: Graphormer, mol: Chem.Mol, data: Data) -> torch.Tensor
             distance = int(rdkit_spd[i, j])
             reachable = distance < n  # RDKit's distance between fragments is a large number
             bucket = min(distance, bias_module.max_spd) if reachable else bias_module.max_spd + 1
-            value = bias_module.spatial.weight[bucket].clone()
+            value = bias_module.spd_bias.embedding.weight[bucket].clone()
             hops = [int(e) for e in paths[i, j] if e >= 0]
             assert len(hops) == (min(distance, bias_module.max_hops) if reachable else 0)
             if hops:
                 value += sum(
-                    bond_emb[e] @ bias_module.hop_weights[h] for h, e in enumerate(hops)
+                    bond_emb[e] @ bias_module.edge_bias.hop_weights[h] for h, e in enumerate(hops)
                 ) / len(hops)
             out[:, i + 1, j + 1] = value
     return out
@@ -277,7 +278,12 @@ def test_constructible_from_class_path() -> None:
     encoder = parser.instantiate(config).encoder
     assert isinstance(encoder, Graphormer)
     assert encoder.out_dim == 32 and len(encoder.transformer.layers) == 2
-    assert encoder.attention_bias.hop_weights.shape == (3, 4, 4)
+    assert encoder.attention_bias.edge_bias.hop_weights.shape == (3, 4, 4)
+    # One implementation of both encodings, shared with MoleBLEND.
+    assert isinstance(encoder.attention_bias.spd_bias, ShortestPathBias)
+    assert encoder.attention_bias.spd_bias.max_spd == TINY["max_spd"]
+    assert isinstance(encoder.attention_bias.edge_bias, EdgeRelationBias)
+    assert encoder.attention_bias.edge_bias.encoding == "multi_hop"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,9 @@
     ``molssl.chem.graph`` returns depends on atom order, so this encoding is direction-aware
     and only as permutation-invariant as the tie-breaking.
 
+Graphormer's attention bias (:class:`molssl.encoders.graphormer.GraphormerAttentionBias`) is
+built from these two modules plus its graph-token bias, so each encoding exists once.
+
 Both take the dense relations of :func:`molssl.chem.graph.dense_graph_relations` and return
 ``(B, N, N, H)`` (pair rows, pair columns, heads); the encoder decides which pairs use them.
 """
@@ -48,6 +51,10 @@ class ShortestPathBias(nn.Module):
         self.max_spd = max_spd
         # Buckets 0..max_spd are distances; max_spd + 1 is "unreachable".
         self.embedding = nn.Embedding(max_spd + 2, num_heads)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """N(0, 0.02) for the distance table, as Graphormer initialises its biases."""
         nn.init.normal_(self.embedding.weight, mean=0.0, std=0.02)
 
     def spd_bucket(self, spd: Tensor) -> Tensor:

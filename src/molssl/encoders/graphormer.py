@@ -40,7 +40,8 @@ from torch_geometric.utils import degree
 
 from molssl.chem.graph import dense_graph_relations
 from molssl.encoders.base import EncoderOutput
-from molssl.encoders.embeddings import AtomFeatureEmbedding, BondFeatureEmbedding
+from molssl.encoders.blend_relations import EdgeRelationBias, ShortestPathBias
+from molssl.encoders.embeddings import AtomFeatureEmbedding
 from molssl.encoders.padding import from_padded, to_padded
 from molssl.encoders.transformer import TransformerEncoder
 
@@ -58,6 +59,12 @@ def init_graphormer_params(module: nn.Module) -> None:
 class GraphormerAttentionBias(nn.Module):
     """Per-head attention bias from shortest-path distances, bond paths and the graph token.
 
+    The spatial and the edge encoding are MoleBLEND's relation biases
+    (:class:`~molssl.encoders.blend_relations.ShortestPathBias` and
+    :class:`~molssl.encoders.blend_relations.EdgeRelationBias` with ``encoding="multi_hop"``),
+    so that both encoders share one implementation; only the graph-token bias is Graphormer's
+    own (MoleBLEND keeps its token bias elsewhere).
+
     Args:
         num_heads: Number of attention heads ``H``.
         max_spd: Distances ``>= max_spd`` share one bucket.
@@ -69,51 +76,28 @@ class GraphormerAttentionBias(nn.Module):
         self.num_heads = num_heads
         self.max_spd = max_spd
         self.max_hops = max_hops
-        # Buckets 0..max_spd are distances, max_spd + 1 is "unreachable".
-        self.spatial = nn.Embedding(max_spd + 2, num_heads)
-        self.bond = BondFeatureEmbedding(num_heads)
-        self.hop_weights = nn.Parameter(torch.empty(max_hops, num_heads, num_heads))
+        self.spd_bias = ShortestPathBias(num_heads, max_spd)
+        self.edge_bias = EdgeRelationBias(num_heads, encoding="multi_hop", max_hops=max_hops)
         self.virtual_distance = nn.Parameter(torch.empty(num_heads))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Graphormer's N(0, 0.02) for every table and weight."""
-        for tensor in (self.spatial.weight, self.bond.embedding.weight, self.hop_weights):
-            nn.init.normal_(tensor, mean=0.0, std=0.02)
+        self.spd_bias.reset_parameters()
+        self.edge_bias.reset_parameters()
         nn.init.normal_(self.virtual_distance, mean=0.0, std=0.02)
 
-    def spatial_bias(self, spd: Tensor) -> Tensor:
-        """``(B, N, N)`` distances (``-1`` unreachable or padding) to ``(B, H, N, N)``."""
-        buckets = torch.where(spd < 0, self.max_spd + 1, spd.clamp(max=self.max_spd))
-        return self.spatial(buckets).permute(0, 3, 1, 2)
-
-    def edge_bias(self, edge_attr: Tensor, path_edges: Tensor) -> Tensor:
-        """Multi-hop edge encoding.
+    def forward(self, spd: Tensor, path_edges: Tensor, edge_attr: Tensor) -> Tensor:
+        """The bias over ``[graph token, atoms]``: ``(B, H, 1 + N, 1 + N)``.
 
         Args:
+            spd: ``(B, N, N)`` long shortest-path distances, ``-1`` = unreachable or padding.
+            path_edges: ``(B, N, N, K)`` global edge ids along a shortest path, ``-1`` padded,
+                ``K >= max_hops``.
             edge_attr: Bond features of the batch ``(E, C)``.
-            path_edges: ``(B, N, N, max_hops)`` global edge ids along a shortest path, ``-1`` pad.
-
-        Returns:
-            ``(B, H, N, N)``; zero for pairs without a path (self, unreachable, padding).
         """
-        num_edges = edge_attr.size(0)
-        edge_emb = self.bond(edge_attr)
-        # One (E, H) table per hop, plus a zero row that the -1 padding points at.
-        per_hop = torch.einsum("ek,nkh->neh", edge_emb, self.hop_weights)
-        per_hop = torch.cat([per_hop, per_hop.new_zeros(self.max_hops, 1, self.num_heads)], dim=1)
-        valid = path_edges >= 0
-        ids = torch.where(valid, path_edges, num_edges)
-        # Accumulate hop by hop: memory stays at (B, N, N, H) instead of (B, N, N, hops, H).
-        total = per_hop[0][ids[..., 0]]
-        for hop in range(1, min(self.max_hops, path_edges.size(-1))):
-            total = total + per_hop[hop][ids[..., hop]]
-        length = valid.sum(dim=-1, keepdim=True).clamp(min=1).to(total.dtype)
-        return (total / length).permute(0, 3, 1, 2)
-
-    def forward(self, spd: Tensor, path_edges: Tensor, edge_attr: Tensor) -> Tensor:
-        """The bias over ``[graph token, atoms]``: ``(B, H, 1 + N, 1 + N)``."""
-        atom_bias = self.spatial_bias(spd) + self.edge_bias(edge_attr, path_edges)
+        pair_bias = self.spd_bias(spd) + self.edge_bias(edge_attr, spd, path_edges)
+        atom_bias = pair_bias.permute(0, 3, 1, 2)
         batch_size, _, num_nodes, _ = atom_bias.shape
         bias = atom_bias.new_zeros(batch_size, self.num_heads, num_nodes + 1, num_nodes + 1)
         bias[:, :, 1:, 1:] = atom_bias
