@@ -195,3 +195,15 @@ def test_bad_arguments(tmp_path: Path) -> None:
         prepare_smiles_file(tmp_path / "absent.smi", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="n must be"):
         embedded_default(0, cache_dir=tmp_path)
+
+
+def test_cache_key_follows_the_chemistry_code(monkeypatch, tmp_path) -> None:
+    """A change to the code that prepares records must miss the cache."""
+    from molssl.chem.conformers import ConformerOptions
+    from molssl.datamodules import embedded
+
+    source = tmp_path / "mols.smi"
+    source.write_text("CCO\n")
+    before = embedded.cache_key(source, 1, ConformerOptions())
+    monkeypatch.setattr(embedded, "chemistry_code_sha256", lambda: "edited")
+    assert embedded.cache_key(source, 1, ConformerOptions()) != before

@@ -242,10 +242,28 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def chemistry_code_sha256() -> str:
+    """Hash of the source of every module that shapes a prepared record.
+
+    A change to featurization, conformers, fragments or torsions changes what preparation
+    produces, so it must miss the cache even when the record format and molssl's version stay.
+    """
+    import molssl.chem as chem
+    import molssl.datamodules.records as records
+
+    digest = hashlib.sha256()
+    modules = [*sorted(Path(chem.__file__).parent.glob("*.py")), Path(records.__file__)]
+    for path in modules:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _key_fields(
     source: Path, n: int | None, options: ConformerOptions, max_heavy_atoms: int | None
 ) -> dict[str, Any]:
     return {
+        "chemistry_code_sha256": chemistry_code_sha256(),
         "source_sha256": _file_sha256(source),
         "n": n,
         "options": asdict(options),
