@@ -14,6 +14,19 @@ from tests.conftest import read_nci_smiles
 
 # NCI molecules with 12-21 atoms once hydrogens are added: a quinone (nearly planar), a
 # nitro-thiazoline, a dioxime, an N-bromo imide and a flexible thioether.
+#: A MoleBLEND transformer of test size, deterministic (no dropout); shared by the encoder's and
+#: the blend-then-predict objective's tests.
+TINY_BLEND = {
+    "num_layers": 2,
+    "num_heads": 4,
+    "hidden_channels": 32,
+    "num_gaussians": 16,
+    "max_spd": 8,
+    "dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+}
+
 NCI_INDICES = (0, 3, 8, 15, 18)
 # The N-bromo imide: 12 atoms, small enough for a finite-difference force check.
 SMALL_INDEX = 15

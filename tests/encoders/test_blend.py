@@ -21,17 +21,9 @@ from molssl.encoders.blend_choice import (
     sample_blend_choice,
 )
 from tests.conftest import read_nci_smiles
+from tests.encoders.molecules_3d import TINY_BLEND
 
-TINY = {
-    "num_layers": 2,
-    "num_heads": 4,
-    "hidden_channels": 32,
-    "num_gaussians": 16,
-    "max_spd": 8,
-    "dropout": 0.0,
-    "attention_dropout": 0.0,
-    "activation_dropout": 0.0,
-}
+TINY = TINY_BLEND
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
 

@@ -26,22 +26,13 @@ from molssl.objectives.blend_predict import NO_BOND_CLASS, RELATION_KEYS, BlendP
 from molssl.objectives.denoise import CoordDenoise
 from molssl.objectives.views import CoordNoise
 from tests.conftest import read_nci_smiles
-from tests.encoders.molecules_3d import fixed_rotation
+from tests.encoders.molecules_3d import TINY_BLEND, fixed_rotation
 from tests.objectives.samples import collate, pretrain_sample
 
 # NCI molecules with conformers: a quinone without rotatable bonds (0), a nitro-thiazoline
 # (3), a dioxime (8) and a flexible thioether (18); plus the first salt of the set.
 INDICES = (0, 3, 8, 18)
-TINY = {
-    "num_layers": 2,
-    "num_heads": 4,
-    "hidden_channels": 32,
-    "num_gaussians": 16,
-    "max_spd": 8,
-    "dropout": 0.0,
-    "attention_dropout": 0.0,
-    "activation_dropout": 0.0,
-}
+TINY = TINY_BLEND
 RDKIT_BOND_TYPES = (
     Chem.BondType.SINGLE,
     Chem.BondType.DOUBLE,
