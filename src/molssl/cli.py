@@ -46,6 +46,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+import molssl.commands  # noqa: F401  (registers prepare, ...)
 from molssl import __version__
 from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
 

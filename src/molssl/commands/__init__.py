@@ -1,0 +1,6 @@
+"""``molssl`` subcommands that do not drive a Lightning Trainer.
+
+Importing this package imports each command module, which registers itself with
+:func:`molssl.cli.register_subcommand`; :mod:`molssl.cli` imports it so that the console
+script lists them.
+"""
