@@ -37,8 +37,13 @@ milliseconds per step, parameters and peak memory.
   configuration that does not fit is reported as out of memory instead of pushing a shared
   machine into the OOM killer.
 
-Run: ``.venv/bin/python benchmarks/encoders.py [--device cuda] [--bf16] [--steps N]
-[--sizes small,paper] [--batches 32,128] [--encoders et,graphormer,blend] [--threads T]``
+* Precision: float32 (``fp32``) or bfloat16 autocast (``bf16``; ``--bf16`` for bf16 alone,
+  ``--precisions fp32,bf16`` for both in one run, sharing the prepared molecules). ``x et`` and
+  ``x fp32`` compare configurations of the same run.
+
+Run: ``.venv/bin/python benchmarks/encoders.py [--device cuda] [--bf16 | --precisions fp32,bf16]
+[--steps N]
+    [--sizes small,paper] [--batches 32,128] [--encoders et,graphormer,blend] [--threads T]``
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import itertools
 import json
 import resource
 import shutil
@@ -275,28 +281,37 @@ def run_in_subprocess(config: Config, timeout_s: float) -> Result:
 
 def print_table(results: list[Result]) -> None:
     header = (
-        f"{'encoder':<11}{'size':<7}{'batch':>6}{'params':>9}{'steps':>6}{'ms/step':>10}"
-        f"{'mol/s':>9}{'x et':>7}{'step peak':>11}{'total peak':>12}"
+        f"{'encoder':<11}{'size':<7}{'batch':>6}{'dtype':>6}{'params':>9}{'steps':>6}"
+        f"{'ms/step':>10}{'mol/s':>9}{'x et':>7}{'x fp32':>7}{'step peak':>11}{'total peak':>12}"
     )
     print(header)
     print("-" * len(header))
-    et_seconds = {
-        (r.config.size, r.config.batch_size): r.ms_per_step
-        for r in results
-        if r.config.encoder == "et" and r.error is None
+    ok = [r for r in results if r.error is None]
+    et_ms = {
+        (r.config.size, r.config.batch_size, r.config.bf16): r.ms_per_step
+        for r in ok
+        if r.config.encoder == "et"
+    }
+    fp32_ms = {
+        (r.config.encoder, r.config.size, r.config.batch_size): r.ms_per_step
+        for r in ok
+        if not r.config.bf16
     }
     for r in results:
         c = r.config
-        start = f"{c.encoder:<11}{c.size:<7}{c.batch_size:>6}"
+        dtype = "bf16" if c.bf16 else "fp32"
+        start = f"{c.encoder:<11}{c.size:<7}{c.batch_size:>6}{dtype:>6}"
         params = f"{r.parameters / 1e6:>8.2f}M" if r.parameters else f"{'':>9}"
         if r.error is not None:
             print(f"{start}{params}{c.steps:>6}  {r.error}")
             continue
-        baseline = et_seconds.get((c.size, c.batch_size))
-        ratio = f"{r.ms_per_step / baseline:>7.2f}" if baseline else f"{'-':>7}"
+        et = et_ms.get((c.size, c.batch_size, c.bf16))
+        fp32 = fp32_ms.get((c.encoder, c.size, c.batch_size))
+        x_et = f"{r.ms_per_step / et:>7.2f}" if et else f"{'-':>7}"
+        x_fp32 = f"{r.ms_per_step / fp32:>7.2f}" if fp32 and c.bf16 else f"{'-':>7}"
         print(
-            f"{start}{params}{c.steps:>6}{r.ms_per_step:>10.0f}{r.molecules_per_s:>9.1f}{ratio}"
-            f"{r.step_peak_bytes / 2**20:>8.0f} MB{r.total_peak_bytes / 2**20:>9.0f} MB"
+            f"{start}{params}{c.steps:>6}{r.ms_per_step:>10.1f}{r.molecules_per_s:>9.1f}{x_et}"
+            f"{x_fp32}{r.step_peak_bytes / 2**20:>8.0f} MB{r.total_peak_bytes / 2**20:>9.0f} MB"
         )
 
 
@@ -304,6 +319,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the step")
+    parser.add_argument(
+        "--precisions", default=None, help="comma-separated fp32,bf16 (default: --bf16 or fp32)"
+    )
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps (default: CPU 3 small / 2 paper)"
     )
@@ -334,6 +352,15 @@ def parse_args() -> argparse.Namespace:
     args.encoders = [name.strip() for name in args.encoders.split(",") if name.strip()]
     args.sizes = [name.strip() for name in args.sizes.split(",") if name.strip()]
     args.batches = [int(size) for size in args.batches.split(",") if size.strip()]
+    if args.precisions is None:
+        args.precisions = ["bf16" if args.bf16 else "fp32"]
+    else:
+        if args.bf16:
+            parser.error("give either --bf16 or --precisions")
+        args.precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+        for name in args.precisions:
+            if name not in ("fp32", "bf16"):
+                parser.error(f"unknown precision {name!r}; choose from fp32, bf16")
     for name in args.encoders:
         if name not in ENCODERS:
             parser.error(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
@@ -375,10 +402,11 @@ def main() -> None:
     torch.save(molecules, data_path)
     prep_seconds = time.perf_counter() - wall_start
 
-    dtype = "bfloat16 autocast" if args.bf16 else "float32"
+    names = {"fp32": "float32", "bf16": "bfloat16 autocast"}
+    dtype = ", ".join(names[name] for name in args.precisions)
     print(f"device: {device_name(device)}, torch {torch.__version__}, {args.threads} threads")
     if not on_cuda:
-        print("note: CPU figures; for GPU figures run with --device cuda [--bf16]")
+        print("note: CPU figures; for GPU figures run with --device cuda [--precisions fp32,bf16]")
     print(
         f"dtype: {dtype}; step: forward + backward of node.sum() + graph.sum(), train mode, "
         "no optimiser"
@@ -400,30 +428,31 @@ def main() -> None:
 
     results: list[Result] = []
     try:
-        for size in args.sizes:
-            for batch_size in args.batches:
-                for encoder in args.encoders:
-                    if args.steps is not None:
-                        steps = args.steps
-                    else:
-                        steps = 20 if on_cuda else (3 if size == "small" else 2)
-                    config = Config(
-                        encoder=encoder,
-                        size=size,
-                        batch_size=batch_size,
-                        device=args.device,
-                        bf16=args.bf16,
-                        threads=args.threads,
-                        warmup=warmup,
-                        steps=steps,
-                        data_path=str(data_path),
-                        memory_limit_bytes=memory_limit,
-                        blend_relation_mode=args.blend_relation_mode,
-                    )
-                    result = run_in_subprocess(config, args.timeout_s)
-                    results.append(result)
-                    outcome = result.error or f"{result.ms_per_step:.0f} ms/step"
-                    print(f"  {encoder} {size} batch {batch_size}: {outcome}", file=sys.stderr)
+        for precision, size, batch_size, encoder in itertools.product(
+            args.precisions, args.sizes, args.batches, args.encoders
+        ):
+            if args.steps is not None:
+                steps = args.steps
+            else:
+                steps = 20 if on_cuda else (3 if size == "small" else 2)
+            config = Config(
+                encoder=encoder,
+                size=size,
+                batch_size=batch_size,
+                device=args.device,
+                bf16=precision == "bf16",
+                threads=args.threads,
+                warmup=warmup,
+                steps=steps,
+                data_path=str(data_path),
+                memory_limit_bytes=memory_limit,
+                blend_relation_mode=args.blend_relation_mode,
+            )
+            result = run_in_subprocess(config, args.timeout_s)
+            results.append(result)
+            outcome = result.error or f"{result.ms_per_step:.0f} ms/step"
+            label = f"{encoder} {size} batch {batch_size} {precision}"
+            print(f"  {label}: {outcome}", file=sys.stderr)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results)

@@ -19,6 +19,12 @@ Usage::
 
     .venv/bin/python benchmarks/pretrain_step.py                 # CPU, batch 32, both sizes
     .venv/bin/python benchmarks/pretrain_step.py --device cuda --batch 256 --paper-steps 10
+    .venv/bin/python benchmarks/pretrain_step.py --device cuda --precision bf16-mixed ...
+
+``--precision bf16-mixed`` runs forward and losses under bfloat16 autocast with float32 weights,
+gradients and optimiser state, as Lightning's ``precision="bf16-mixed"`` does. On CUDA the table
+also gives the peak GPU memory of the training steps (``torch.cuda.max_memory_allocated``:
+weights, AdamW state, activations and batches).
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch_geometric.data import Batch
 
+from machine_info import device_name
 from molssl.datamodules import PretrainDataModule
 from molssl.datamodules.pretrain import PretrainDataset
 from molssl.encoders import EquivariantTransformer, Graphormer
@@ -58,6 +66,7 @@ class ModelTiming:
     steps: int
     seconds: float
     molecules: int
+    peak_gpu_bytes: int | None = None
 
     @property
     def steps_per_s(self) -> float:
@@ -96,7 +105,12 @@ def training_batches(
 
 
 def time_model(
-    size: str, datamodule: PretrainDataModule, warmup: int, steps: int, device: torch.device
+    size: str,
+    datamodule: PretrainDataModule,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    precision: str = "32",
 ) -> ModelTiming:
     """Warm-up steps, then ``steps`` timed training steps on pre-built batches."""
     torch.manual_seed(0)
@@ -108,13 +122,21 @@ def time_model(
         module.objective_results(batches[0])
     optimizer = torch.optim.AdamW(module.parameters(), lr=4e-4, betas=(0.9, 0.999))
 
+    def autocast() -> torch.autocast | nullcontext:
+        if precision == "bf16-mixed":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     def step(batch: Batch) -> None:
-        total, _ = module.objective_results(batch)
+        with autocast():
+            total, _ = module.objective_results(batch)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
         optimizer.step()
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for batch in batches[:warmup]:
         step(batch)
     synchronize(device)
@@ -125,7 +147,8 @@ def time_model(
     seconds = time.perf_counter() - start
     molecules = sum(int(b.num_graphs) for b in batches[warmup:])
     parameters = sum(p.numel() for p in module.parameters())
-    return ModelTiming(size, parameters, steps, seconds, molecules)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return ModelTiming(size, parameters, steps, seconds, molecules, peak)
 
 
 def synchronize(device: torch.device) -> None:
@@ -156,12 +179,20 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=3, help="timed steps, paper size")
     parser.add_argument("--workers", type=int, default=4, help="loader workers to judge with")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
+    parser.add_argument(
+        "--precision",
+        choices=("32", "bf16-mixed"),
+        default="32",
+        help="float32, or bfloat16 autocast with float32 weights (as Lightning's bf16-mixed)",
+    )
     parser.add_argument("--cache-dir", default=None, help="embedded-default cache root")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
 
     datamodule = PretrainDataModule(
         num_molecules=args.molecules,
@@ -175,9 +206,11 @@ def main() -> None:
     train = datamodule.train_dataset
     assert train is not None
     atoms = [train.records[int(i)].z.shape[0] for i in train.indices]
+    dtype = "float32" if args.precision == "32" else "bfloat16 autocast (bf16-mixed)"
     print(
-        f"device {device} ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores), "
-        f"float32, batch {args.batch}; {len(train)} training molecules of RDKit's NCI set, "
+        f"device {device_name(device)}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} torch threads, {os.cpu_count()} cores), "
+        f"{dtype}, batch {args.batch}; {len(train)} training molecules of RDKit's NCI set, "
         f"{sum(atoms) / len(atoms):.1f} atoms per molecule with H"
     )
 
@@ -194,7 +227,7 @@ def main() -> None:
 
     steps = {"small": args.small_steps, "paper": args.paper_steps}
     timings = [
-        time_model(size, datamodule, args.warmup, steps[size], device)
+        time_model(size, datamodule, args.warmup, steps[size], device, args.precision)
         for size in args.sizes.split(",")
     ]
     print(
@@ -202,15 +235,17 @@ def main() -> None:
     )
     print(
         f"  {'size':<6} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8} {'mol/s':>8}"
-        f"  {'workers needed':>14}  bottleneck ({args.workers} workers)"
+        f" {'peak GPU':>9}  {'workers needed':>14}  bottleneck ({args.workers} workers)"
     )
     for t in timings:
         needed = t.molecules_per_s / view_rate
         supply = args.workers * view_rate
         verdict = "loader" if supply < t.molecules_per_s else "model"
+        peak = f"{t.peak_gpu_bytes / 2**30:6.2f} GB" if t.peak_gpu_bytes is not None else "-"
         print(
             f"  {t.size:<6} {t.parameters / 1e6:9.2f}M {t.steps:>5} "
             f"{1000 * t.seconds / t.steps:9.1f} {t.steps_per_s:8.2f} {t.molecules_per_s:8.1f}"
+            f" {peak:>9}"
             f"  {needed:14.2f}  {verdict} (loader {supply:.0f} vs model "
             f"{t.molecules_per_s:.0f} mol/s, {supply / t.molecules_per_s:.1f}x)"
         )
