@@ -1,0 +1,104 @@
+"""Choosing the reader of each input file by its suffix; directories of inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from molssl.datamodules.sources.entry import SourceEntry, SourceError
+from molssl.datamodules.sources.smiles import iter_smiles_file
+from molssl.datamodules.sources.table import csv_columns, iter_csv_file
+from molssl.datamodules.sources.textio import check_gzip
+
+__all__ = ["SUPPORTED_SUFFIXES", "iter_source", "source_files"]
+
+_KINDS = {".smi": "smiles", ".txt": "smiles", ".csv": "csv"}
+
+#: File suffixes :func:`iter_source` reads (each also with ``.gz`` appended).
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(_KINDS))
+
+
+def _kind(path: Path) -> str | None:
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return _KINDS.get(suffixes[-1]) if suffixes else None
+
+
+def source_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files ``path`` stands for: itself, or a directory's supported files.
+
+    A directory is walked recursively; its files with a supported suffix (hidden ones aside)
+    come in sorted order of their path relative to it, and other files are ignored.
+
+    Raises:
+        SourceError: ``missing_file``, ``unknown_suffix`` (for a file named directly), or
+            ``no_supported_files`` (a directory without any).
+    """
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(
+            (
+                file
+                for file in root.rglob("*")
+                if file.is_file()
+                and _kind(file) is not None
+                and not any(part.startswith(".") for part in file.relative_to(root).parts)
+            ),
+            key=lambda file: file.relative_to(root).as_posix(),
+        )
+        if not files:
+            raise SourceError(
+                f"{root}: no file with a supported suffix ({', '.join(SUPPORTED_SUFFIXES)}, "
+                "optionally .gz)",
+                reason="no_supported_files",
+            )
+        return files
+    if not root.exists():
+        raise SourceError(f"{root}: no such file or directory", reason="missing_file")
+    if _kind(root) is None:
+        raise SourceError(
+            f"{root}: unknown input type {''.join(root.suffixes) or '(no suffix)'}; supported: "
+            f"{', '.join(SUPPORTED_SUFFIXES)}, each optionally .gz, or a directory of those",
+            reason="unknown_suffix",
+        )
+    return [root]
+
+
+def iter_source(
+    path: str | os.PathLike[str], smiles_column: str | None = None
+) -> Iterator[SourceEntry]:
+    """Stream the entries of an input file or directory, in file order.
+
+    Whole-file problems (missing file, unknown suffix, a ``.gz`` that is not gzip, a CSV without
+    its SMILES column) are found here, before the first entry, for every file of a directory.
+
+    Args:
+        path: A ``.smi``/``.txt``/``.csv`` file (each optionally ``.gz``) or a directory.
+        smiles_column: Name of the SMILES column of CSV files (default: ``smiles``, any case).
+
+    Returns:
+        A lazy iterator of :class:`SourceEntry`; ``index`` and ``line`` count per file.
+
+    Raises:
+        SourceError: With a ``reason``, see :func:`source_files`; ``no_smiles_column``,
+            ``invalid_gzip``.
+    """
+    readers: list[Callable[[], Iterator[SourceEntry]]] = []
+    for file in source_files(path):
+        check_gzip(file)
+        kind = _kind(file)
+        # When `path` is a file, report it as given, else as listed from its directory.
+        name = os.fspath(path) if Path(path) == file else str(file)
+        if kind == "csv":
+            columns = csv_columns(file, smiles_column)
+            readers.append(lambda name=name, columns=columns: iter_csv_file(name, columns))
+        else:
+            readers.append(lambda name=name: iter_smiles_file(name))
+    return _chain(readers)
+
+
+def _chain(readers: list[Callable[[], Iterator[SourceEntry]]]) -> Iterator[SourceEntry]:
+    for reader in readers:
+        yield from reader()
