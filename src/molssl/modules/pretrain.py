@@ -24,6 +24,20 @@ has no such description of its components: they are left out of its hyper-parame
 pickled into the checkpoint) and must be passed again,
 ``PretrainModule.load_from_checkpoint(path, objectives=[...], encoder_3d=...)``.
 
+The checkpoint also carries ``checkpoint["molssl"]`` (molssl's version, the module class, the
+objective names in order and the encoder classes by role; see
+:mod:`molssl.modules.checkpoint_metadata`), checked before the weights are loaded: a
+checkpoint of another objective list or other encoders fails with a
+:class:`~molssl.checkpoints.CheckpointError` naming both, one from another molssl version
+loads with a warning. Everything stored is a plain value, so checkpoints load with
+``torch.load(weights_only=True)``.
+
+**Numerical faults.** A training batch whose total loss or some objective's loss is not finite
+on any process is skipped on every process, with a warning naming the objective and the
+counter ``train/nonfinite_skipped``; ``max_consecutive_nonfinite`` in a row stop the run with a
+:class:`~molssl.modules.guards.NonFiniteLossError`. Optimiser steps whose gradients are not
+finite are dropped too. See :mod:`molssl.modules.guards`.
+
 **Test stage.** Pre-training has no labelled test set: ``molssl test`` reports the same losses
 on the datamodule's ``test_dataloader`` (for :class:`~molssl.datamodules.PretrainDataModule`,
 the held-out validation split with its fixed views) under ``test/...``.
@@ -42,6 +56,12 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from molssl.encoders.base import EncoderOutput
+from molssl.modules.checkpoint_metadata import (
+    check_checkpoint_metadata,
+    class_path,
+    write_checkpoint_metadata,
+)
+from molssl.modules.guards import NonFiniteLossGuard
 from molssl.modules.schedules import warmup_cosine_scheduler
 from molssl.objectives.base import ENCODER_ROLES, Objective, ObjectiveResult, View
 
@@ -129,6 +149,8 @@ class PretrainModule(LightningModule):
         max_steps: Step at which the cosine decay reaches its floor; ``None`` takes the run's
             length (``trainer.estimated_stepping_batches``).
         min_lr_ratio: Floor of the learning rate after the decay, as a fraction of ``lr``.
+        max_consecutive_nonfinite: Training batches in a row with a non-finite loss (each one
+            skipped) after which training stops with an error naming the objective.
 
     Raises:
         ValueError: No objective, a required encoder missing, duplicate objective names,
@@ -149,6 +171,7 @@ class PretrainModule(LightningModule):
         warmup_steps: int = 10_000,
         max_steps: int | None = None,
         min_lr_ratio: float = 0.0,
+        max_consecutive_nonfinite: int = 10,
     ) -> None:
         super().__init__()
         if _hparams_come_from_config():
@@ -162,6 +185,7 @@ class PretrainModule(LightningModule):
         self.warmup_steps = int(warmup_steps)
         self.max_steps = None if max_steps is None else int(max_steps)
         self.min_lr_ratio = float(min_lr_ratio)
+        self.nonfinite_guard = NonFiniteLossGuard(max_consecutive_nonfinite)
 
         self.encoder_3d = encoder_3d
         self.encoder_2d = encoder_2d
@@ -265,6 +289,12 @@ class PretrainModule(LightningModule):
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         total, results = self.objective_results(batch)
+        self._log_results(batch, stage, total, results)
+        return total
+
+    def _log_results(
+        self, batch: Batch, stage: str, total: Tensor, results: dict[str, ObjectiveResult]
+    ) -> None:
         num_graphs = int(batch.num_graphs)
         # Epoch-level values of val/test are averaged across processes; per-step training
         # values stay local, which saves a collective per metric and step.
@@ -279,15 +309,27 @@ class PretrainModule(LightningModule):
         self.log(
             f"{stage}/loss", total.detach(), batch_size=num_graphs, prog_bar=True, sync_dist=sync
         )
-        return total
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Weighted total loss of one training batch; logs it, its parts and the LR."""
-        loss = self._shared_step(batch, "train")
+        """Weighted total loss of one training batch; logs it, its parts and the LR.
+
+        A batch with a non-finite loss on any process is skipped on all of them (see
+        :mod:`molssl.modules.guards`): its losses are not logged and the returned loss has
+        zero gradients, which :meth:`on_before_optimizer_step` then drops.
+        """
+        total, results = self.objective_results(batch)
         optimizers = self.trainer.optimizers
         if optimizers:
             self.log("train/lr", optimizers[0].param_groups[0]["lr"], batch_size=batch.num_graphs)
-        return loss
+        parts = {name: result.loss for name, result in results.items()}
+        if not self.nonfinite_guard.check(self, total, parts):
+            return self.nonfinite_guard.skip_loss(self)
+        self._log_results(batch, "train", total, results)
+        return total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drops the gradients of a step with no finite batch or non-finite gradients."""
+        self.nonfinite_guard.check_gradients(self)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Logs the held-out losses and metrics (epoch averages)."""
@@ -300,6 +342,40 @@ class PretrainModule(LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, EncoderOutput]:
         """The encoders' outputs on one batch."""
         return self(batch)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint_description(self) -> dict[str, Any]:
+        """What a checkpoint of this module must match: objective names, encoder classes."""
+        return {
+            "objectives": [objective.name for objective in self.objectives],
+            "encoders": {
+                role: class_path(self.encoder(role))
+                for role in ENCODER_ROLES
+                if self.encoder(role) is not None
+            },
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Records molssl's metadata and the non-finite counters in the checkpoint."""
+        write_checkpoint_metadata(
+            checkpoint,
+            self,
+            **self.checkpoint_description(),
+            objective_classes=[class_path(objective) for objective in self.objectives],
+            nonfinite=self.nonfinite_guard.state_dict(),
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checks the checkpoint's objectives and encoders before its weights are loaded.
+
+        Raises:
+            CheckpointError: If they differ from this module's, or the checkpoint's format is
+                newer than this molssl reads.
+        """
+        entry = check_checkpoint_metadata(checkpoint, self, self.checkpoint_description())
+        if entry is not None and isinstance(entry.get("nonfinite"), dict):
+            self.nonfinite_guard.load_state_dict(entry["nonfinite"])
 
     # -- optimisation ----------------------------------------------------------------------
 
