@@ -1,22 +1,30 @@
-"""molssl.datamodules: pre-training data (records, the embedded default, the datamodule).
+"""molssl.datamodules: pre-training and fine-tuning data.
 
-``PretrainDataModule`` is imported on first access, so ``import molssl.datamodules.splits``
+The data modules are imported on first access, so ``import molssl.datamodules.splits``
 stays light (no Lightning, no RDKit featurization).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
     from molssl.datamodules.pretrain import PretrainDataModule
 
-__all__ = ["PretrainDataModule"]
+__all__ = ["FinetuneDataModule", "LoadedDataset", "PretrainDataModule"]
+
+#: Public name -> module defining it, imported on first access.
+_LAZY = {
+    "PretrainDataModule": "molssl.datamodules.pretrain",
+    "FinetuneDataModule": "molssl.datamodules.finetune_base",
+    "LoadedDataset": "molssl.datamodules.finetune_base",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PretrainDataModule":
-        from molssl.datamodules.pretrain import PretrainDataModule
-
-        return PretrainDataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)
