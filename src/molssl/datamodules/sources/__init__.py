@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from molssl.datamodules.sources.dispatch import SUPPORTED_SUFFIXES, iter_source, source_files
 from molssl.datamodules.sources.entry import SourceEntry, SourceError, SourceRecordError
+from molssl.datamodules.sources.to_record import InvalidStructureError, entry_to_record
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "InvalidStructureError",
     "SourceEntry",
     "SourceError",
     "SourceRecordError",
+    "entry_to_record",
     "iter_source",
     "source_files",
 ]

@@ -7,13 +7,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from molssl.datamodules.sources.entry import SourceEntry, SourceError
+from molssl.datamodules.sources.pubchemqc import iter_pubchemqc_file
+from molssl.datamodules.sources.sdf import iter_sdf_file
 from molssl.datamodules.sources.smiles import iter_smiles_file
 from molssl.datamodules.sources.table import csv_columns, iter_csv_file
 from molssl.datamodules.sources.textio import check_gzip
 
 __all__ = ["SUPPORTED_SUFFIXES", "iter_source", "source_files"]
 
-_KINDS = {".smi": "smiles", ".txt": "smiles", ".csv": "csv"}
+_KINDS = {".smi": "smiles", ".txt": "smiles", ".csv": "csv", ".sdf": "sdf", ".json": "json"}
+_READERS: dict[str, Callable[[str], Iterator[SourceEntry]]] = {
+    "smiles": iter_smiles_file,
+    "sdf": iter_sdf_file,
+    "json": iter_pubchemqc_file,
+}
 
 #: File suffixes :func:`iter_source` reads (each also with ``.gz`` appended).
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(_KINDS))
@@ -75,7 +82,9 @@ def iter_source(
     its SMILES column) are found here, before the first entry, for every file of a directory.
 
     Args:
-        path: A ``.smi``/``.txt``/``.csv`` file (each optionally ``.gz``) or a directory.
+        path: A ``.smi``/``.txt`` (SMILES per line), ``.csv`` (SMILES column), ``.sdf`` (3D
+            records) or ``.json`` (PubChemQC B3LYP@PM6) file, each optionally ``.gz``, or a
+            directory of those.
         smiles_column: Name of the SMILES column of CSV files (default: ``smiles``, any case).
 
     Returns:
@@ -95,7 +104,7 @@ def iter_source(
             columns = csv_columns(file, smiles_column)
             readers.append(lambda name=name, columns=columns: iter_csv_file(name, columns))
         else:
-            readers.append(lambda name=name: iter_smiles_file(name))
+            readers.append(lambda name=name, read=_READERS[kind]: read(name))
     return _chain(readers)
 
 
