@@ -1,0 +1,301 @@
+"""QM9 fine-tuning data: the raw gdb9 files → PyG ``Data`` with the paper's 12 targets.
+
+Files (see :mod:`molssl.datamodules.qm9_raw` for their layout): ``root/gdb9.sdf``,
+``root/gdb9.sdf.csv``, ``root/uncharacterized.txt``, or each path given on its own.
+
+* Targets (``targets``, default all 12, in the paper's order): mu (D), alpha (a0³), homo,
+  lumo, gap (meV), r2 (a0²), zpve, U0, U, H, G (meV), Cv (cal/(mol K)). Energies are
+  converted from Hartree with 1 Ha = 27,211.386 meV. ``y`` is float32 ``(1, T)``: at the
+  magnitude of U0 (about 1.1e7 meV) float32 resolves 1 meV; the statistics are computed in
+  float64.
+* The 3,054 uncharacterized molecules are excluded (failure reason ``uncharacterized``);
+  molecules RDKit cannot sanitise are kept with relaxed sanitisation by default (see
+  :mod:`molssl.datamodules.qm9_parse`), counted under ``relaxed`` in :meth:`stats`.
+* Split: seeded random 110,000 / 10,000 / rest on the full set (130,000 molecules or more,
+  so the paper's sizes hold whether or not a few hundred unsanitisable molecules are
+  dropped); on a smaller file the same proportions (110/130.831 and 10/130.831, at least one
+  validation and one test molecule). ``train_size`` / ``val_size`` override (count or fraction).
+* ``atomref=True``: per-element reference values fitted by least squares on the TRAIN split
+  for the extensive energies (U0, U, H, G; zero for the other targets), exposed as
+  ``target_statistics()["atomref"]`` ``(max_z + 1, T)`` indexed by atomic number; ``"mean"``
+  and ``"std"`` are then those of the residual ``y - sum_i atomref[z_i]``, which is what a head
+  computing ``sum_i (std * s_i + atomref[z_i]) + mean`` needs.
+* The parse is cached (npz + JSON, :mod:`molssl.datamodules.qm9_cache`).
+
+Each ``Data``: ``z``, ``x``, ``edge_index``, ``edge_attr`` (:mod:`molssl.chem.features`),
+``pos`` (Å, DFT geometry), ``y`` (1, T), ``mol_id`` (``k - 1`` for ``gdb_k``), ``smiles``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
+from molssl.datamodules.qm9_cache import load_or_parse_qm9
+from molssl.datamodules.qm9_raw import QM9_TARGET_UNITS, QM9_TARGETS, resolve_targets
+from molssl.datamodules.sized_splits import sized_random_split
+from molssl.datamodules.splits import SplitIndices
+
+__all__ = [
+    "ATOMREF_TARGETS",
+    "QM9_FULL_SIZE",
+    "QM9_SPLIT_SIZES",
+    "PackedQM9",
+    "QM9DataModule",
+    "element_counts",
+    "fit_atomref",
+]
+
+#: Characterized molecules of the full QM9 (133,885 - 3,054).
+QM9_FULL_SIZE = 130_831
+#: The paper's train and validation sizes (the test split is the rest).
+QM9_SPLIT_SIZES = (110_000, 10_000)
+#: Targets that get a fitted per-element reference with ``atomref=True``.
+ATOMREF_TARGETS = ("U0", "U", "H", "G")
+# At or above this many molecules the paper's absolute sizes are used.
+_FULL_SET_THRESHOLD = 130_000
+
+
+class PackedQM9(Sequence[Data]):
+    """The molecules of a parsed QM9 as a sequence of ``Data`` built on access.
+
+    Args:
+        arrays: The arrays of :class:`~molssl.datamodules.qm9_parse.QM9Parsed`.
+        columns: Columns of ``arrays["y"]`` that become ``y``, in this order.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], columns: Sequence[int]) -> None:
+        self.arrays = arrays
+        self.columns = np.asarray(columns, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.arrays["mol_id"])
+
+    @overload
+    def __getitem__(self, index: int) -> Data: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Data]: ...
+
+    def __getitem__(self, index: int | slice) -> Data | list[Data]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"molecule {index} out of range for {len(self)} molecules")
+        i = int(index) % len(self)
+        a = self.arrays
+        a0, a1 = a["atom_ptr"][i], a["atom_ptr"][i + 1]
+        e0, e1 = a["edge_ptr"][i], a["edge_ptr"][i + 1]
+        return Data(
+            z=torch.from_numpy(a["z"][a0:a1].astype(np.int64)),
+            x=torch.from_numpy(a["x"][a0:a1].astype(np.int64)),
+            edge_index=torch.from_numpy(a["edge_index"][:, e0:e1].astype(np.int64)),
+            edge_attr=torch.from_numpy(a["edge_attr"][e0:e1].astype(np.int64)),
+            pos=torch.from_numpy(a["pos"][a0:a1].copy()),
+            y=torch.from_numpy(a["y"][i, self.columns].astype(np.float32)).reshape(1, -1),
+            mol_id=torch.tensor(int(a["mol_id"][i]), dtype=torch.long),
+            smiles=str(a["smiles"][i]),
+            num_nodes=int(a1 - a0),
+        )
+
+    def targets(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(M, T)`` float64 selected targets of ``rows`` (all molecules when ``None``)."""
+        y = self.arrays["y"][:, self.columns]
+        return y if rows is None else y[np.asarray(rows, dtype=np.int64)]
+
+
+def element_counts(z: np.ndarray, atom_ptr: np.ndarray, num_z: int) -> np.ndarray:
+    """``(M, num_z)`` float64: how many atoms of each atomic number every molecule has."""
+    molecule = np.repeat(np.arange(len(atom_ptr) - 1), np.diff(atom_ptr))
+    counts = np.zeros((len(atom_ptr) - 1, num_z), dtype=np.float64)
+    np.add.at(counts, (molecule, z.astype(np.int64)), 1.0)
+    return counts
+
+
+def fit_atomref(counts: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares per-element values ``ref`` with ``y ≈ counts @ ref`` (no intercept).
+
+    Args:
+        counts: ``(M, Z)`` element counts of the fitting molecules.
+        y: ``(M, T)`` targets.
+
+    Returns:
+        ``(Z, T)`` float64; rows of elements absent from ``counts`` are 0.
+    """
+    present = counts.sum(0) > 0
+    ref = np.zeros((counts.shape[1], y.shape[1]), dtype=np.float64)
+    if present.any() and len(y):
+        solution, *_ = np.linalg.lstsq(counts[:, present], y, rcond=None)
+        ref[present] = solution
+    return ref
+
+
+class QM9DataModule(FinetuneDataModule):
+    """QM9 from its raw files (see the module docstring).
+
+    Args:
+        root: Directory holding ``gdb9.sdf``, ``gdb9.sdf.csv`` and ``uncharacterized.txt``.
+        sdf_path, labels_path, uncharacterized_path: Override one file's path.
+        exclude_uncharacterized: Drop the molecules listed in ``uncharacterized.txt``.
+        targets: Paper names of the targets (default: all 12), e.g. ``["homo"]``.
+        on_sanitize_error: ``"relax"`` (keep, default) or ``"drop"``.
+        atomref: Fit per-element reference energies on the train split.
+        train_size, val_size: Override the split sizes (int count or float fraction).
+        cache_dir: Cache root (default ``$MOLSSL_CACHE`` or ``~/.cache/molssl``).
+        use_cache: Read/write the parse cache.
+        prepare_workers: Processes for the first parse.
+        batch_size, num_workers, seed, split, eval_batch_size, transform: See
+            :class:`~molssl.datamodules.finetune_base.FinetuneDataModule` (split: ``"random"``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = "data/qm9",
+        sdf_path: str | os.PathLike[str] | None = None,
+        labels_path: str | os.PathLike[str] | None = None,
+        uncharacterized_path: str | os.PathLike[str] | None = None,
+        exclude_uncharacterized: bool = True,
+        targets: Sequence[str] | None = None,
+        on_sanitize_error: str = "relax",
+        atomref: bool = False,
+        train_size: int | float | None = None,
+        val_size: int | float | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        use_cache: bool = True,
+        prepare_workers: int = 1,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        split: str = "random",
+        eval_batch_size: int | None = None,
+        transform: Callable[[Data], Data] | None = None,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            split=split,
+            eval_batch_size=eval_batch_size,
+            transform=transform,
+        )
+        if split != "random":
+            raise ValueError(f"QM9DataModule supports split='random' only, got {split!r}")
+        if on_sanitize_error not in ("relax", "drop"):
+            raise ValueError(
+                f"on_sanitize_error must be 'relax' or 'drop', got {on_sanitize_error!r}"
+            )
+        base = Path(root) if root is not None else None
+
+        def resolve(given: str | os.PathLike[str] | None, name: str) -> Path:
+            if given is not None:
+                return Path(given)
+            if base is None:
+                raise ValueError(f"QM9DataModule: pass root or the path of {name}")
+            return base / name
+
+        self.sdf_path = resolve(sdf_path, "gdb9.sdf")
+        self.labels_path = resolve(labels_path, "gdb9.sdf.csv")
+        self.uncharacterized_path = (
+            resolve(uncharacterized_path, "uncharacterized.txt")
+            if exclude_uncharacterized
+            else None
+        )
+        self.targets = resolve_targets(targets)
+        self.on_sanitize_error = on_sanitize_error
+        self.atomref = bool(atomref)
+        self.train_size = train_size
+        self.val_size = val_size
+        self.cache_dir = cache_dir
+        self.use_cache = bool(use_cache)
+        self.prepare_workers = int(prepare_workers)
+        self.packed: PackedQM9 | None = None
+
+    def _load(self) -> LoadedDataset:
+        parsed, directory, from_cache = load_or_parse_qm9(
+            self.sdf_path,
+            self.labels_path,
+            self.uncharacterized_path,
+            self.on_sanitize_error,
+            workers=self.prepare_workers,
+            cache_dir=self.cache_dir,
+            use_cache=self.use_cache,
+        )
+        self.packed = PackedQM9(parsed.arrays, [QM9_TARGETS.index(t) for t in self.targets])
+        reasons = Counter(f.reason for f in parsed.relaxed)
+        info: dict[str, Any] = {
+            "targets": list(self.targets),
+            "units": {name: QM9_TARGET_UNITS[name] for name in self.targets},
+            "relaxed": len(parsed.relaxed),
+            "relaxed_by_reason": dict(reasons.most_common()),
+            "relaxed_molecules": [asdict(f) for f in parsed.relaxed],
+            "on_sanitize_error": self.on_sanitize_error,
+            "cache": None if directory is None else str(directory),
+            "from_cache": from_cache,
+        }
+        return LoadedDataset(
+            data=self.packed,  # type: ignore[arg-type]  # a lazy Sequence[Data]
+            task_names=list(self.targets),
+            task_type="regression",
+            read=parsed.read,
+            failures=parsed.failures,
+            origin=str(self.sdf_path),
+            info=info,
+        )
+
+    def _split(self, n: int) -> SplitIndices:
+        if self.train_size is not None or self.val_size is not None:
+            n_train_default, n_val_default = self._default_sizes(n)
+            train = self.train_size if self.train_size is not None else n_train_default
+            val = self.val_size if self.val_size is not None else n_val_default
+            return sized_random_split(n, train, val, self.seed)
+        return sized_random_split(n, *self._default_sizes(n), seed=self.seed)
+
+    @staticmethod
+    def _default_sizes(n: int) -> tuple[int, int]:
+        if n >= _FULL_SET_THRESHOLD:
+            return QM9_SPLIT_SIZES
+        if n < 3:
+            raise ValueError(f"QM9DataModule: {n} molecule(s) cannot make three splits")
+        n_val = max(1, n * QM9_SPLIT_SIZES[1] // QM9_FULL_SIZE)
+        n_train = min(n * QM9_SPLIT_SIZES[0] // QM9_FULL_SIZE, n - n_val - 1)
+        return n_train, n_val
+
+    def train_targets(self) -> torch.Tensor:
+        """``(n_train, T)`` float64 train labels, read from the packed arrays."""
+        self._require_setup()
+        assert self.packed is not None and self.split_indices is not None
+        return torch.from_numpy(self.packed.targets(self.split_indices.train).copy())
+
+    def target_statistics(self) -> dict[str, torch.Tensor]:
+        """Train-split ``"mean"``, ``"std"``, ``"count"`` ``(T,)`` (float32), in the targets'
+        units; with ``atomref=True`` also ``"atomref"`` ``(max_z + 1, T)``, and mean/std are
+        those of the residual after the reference (see the module docstring)."""
+        statistics = super().target_statistics()
+        if not self.atomref:
+            return statistics
+        assert self.packed is not None and self.split_indices is not None
+        arrays = self.packed.arrays
+        counts = element_counts(arrays["z"], arrays["atom_ptr"], int(arrays["z"].max()) + 1)
+        train = self.split_indices.train
+        y = self.packed.targets(train)
+        columns = [t for t, name in enumerate(self.targets) if name in ATOMREF_TARGETS]
+        reference = np.zeros((counts.shape[1], len(self.targets)), dtype=np.float64)
+        if columns:
+            reference[:, columns] = fit_atomref(counts[train], y[:, columns])
+        residual = y - counts[train] @ reference
+        mean = residual.mean(0)
+        std = residual.std(0)
+        std = np.where((len(train) > 1) & (std > 0), std, 1.0)
+        statistics["mean"] = torch.from_numpy(mean).float()
+        statistics["std"] = torch.from_numpy(std).float()
+        statistics["atomref"] = torch.from_numpy(reference).float()
+        return statistics
