@@ -98,12 +98,13 @@ def _pubchem_object(document: Any) -> Any:
     return document.get("pubchem") if isinstance(document, dict) else None
 
 
-def _get(obj: Any, path: tuple[str, ...], label: str) -> Any:
+def _get(record: Any, path: tuple[str, ...], label: str) -> Any:
+    # `record` is the "pubchem" object; missing keys are named by their full path.
+    obj = record
     for depth, key in enumerate(path):
         if not isinstance(obj, dict) or key not in obj:
-            raise SourceRecordError(
-                f"{label}: missing key {'/'.join(path[: depth + 1])!r}", reason="invalid_record"
-            )
+            named = "/".join(("pubchem", *path[: depth + 1]))
+            raise SourceRecordError(f"{label}: missing key {named!r}", reason="invalid_record")
         obj = obj[key]
     return obj
 
@@ -129,15 +130,18 @@ def mol_from_pubchemqc(document: dict[str, Any], label: str = "<json>") -> Chem.
     record = _pubchem_object(document)
     if record is None:
         raise SourceRecordError(f"{label}: missing key 'pubchem'")
-    method = _get(record, (_METHOD,), label)
     numbers = _int_list(
-        _get(method, ("atoms", "elements", "number"), label), "atoms/elements/number", label
+        _get(record, (_METHOD, "atoms", "elements", "number"), label),
+        "atoms/elements/number",
+        label,
     )
-    coords = _get(method, ("atoms", "coords", "3d"), label)
+    coords = _get(record, (_METHOD, "atoms", "coords", "3d"), label)
     pairs = _int_list(
-        _get(method, ("bonds", "connections", "index"), label), "bonds/connections/index", label
+        _get(record, (_METHOD, "bonds", "connections", "index"), label),
+        "bonds/connections/index",
+        label,
     )
-    orders = _get(method, ("bonds", "order"), label)
+    orders = _get(record, (_METHOD, "bonds", "order"), label)
     charge = record.get("charge", 0)
     multiplicity = record.get("multiplicity", 1)
     n = len(numbers)

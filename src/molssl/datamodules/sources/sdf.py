@@ -78,7 +78,9 @@ def iter_sdf_file(path: str | Path) -> Iterator[SourceEntry]:
             f"{source}:{start}: last record has no '$$$$' terminator (file cut?)",
             reason="truncated_record",
         )
-        yield SourceEntry(source, index, start, default_source_id(source, index), failure=failure)
+        title = block[0].strip()
+        source_id = title or default_source_id(source, index)
+        yield SourceEntry(source, index, start, source_id, failure=failure)
 
 
 def _data_fields(lines: list[str]) -> dict[str, str]:
