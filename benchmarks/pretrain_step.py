@@ -1,16 +1,22 @@
 """Pre-training throughput of the UniCorn module, and whether the loader or the model limits it.
 
-Measures, on real molecules (RDKit's bundled NCI set through the embedded default, one seeded
-conformer each):
+Measures, on real molecules (RDKit's bundled NCI set as pre-training records: explicit H, one
+seeded ETKDGv3 + MMFF94 conformer each, ``record_from_smiles``), with samples built as a loader
+worker builds them (``record.to_data()``, the module's views in order, per-sample torsion keys
+dropped, PyG collation) -- independent of the data module's loader classes:
 
 * the model: full training steps of ``PretrainModule`` with UniCorn's objectives (fragment
   masking, torsion-augmented denoising, cross-modal InfoNCE) -- forward of both encoders, every
   loss, backward, gradient clipping at 5, AdamW step -- at the paper size (ET 256/8 layers/8
   heads, Graphormer 512/12/32) and at the demo's small size (64 wide, 3 layers, 4 heads), in
   steps/s and molecules/s after warm-up steps;
-* the data pipeline: samples/s of one loader worker (``PretrainDataset.__getitem__`` with all
-  views on: torsion augmentation, coordinate noise, fragment mask, plus PyG collation), against
-  the same without views as the in-run baseline.
+* the data pipeline: samples/s of one loader worker (sample building with all views on:
+  torsion augmentation, coordinate noise, fragment mask, plus PyG collation), against the same
+  without views as the in-run baseline, and with ``AddGraphRelations`` added per sample.
+
+Records carry ``spd`` but not ``path_edges``, so by default Graphormer's 2D relations are
+searched per molecule on the CPU inside every step (``dense_graph_relations``), as in training
+today; ``--precompute-relations`` adds them per sample in the loader instead.
 
 It then prints, per size, how many loader workers the model's rate needs and whether the loader
 (with ``--workers`` workers) or the model is the bottleneck.
@@ -32,18 +38,29 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from torch_geometric.data import Batch
+from rdkit import RDConfig
+from torch_geometric.data import Batch, Data
 
 from machine_info import device_name
-from molssl.datamodules import PretrainDataModule
-from molssl.datamodules.pretrain import PretrainDataset
+from molssl.chem.conformers import ConformerOptions
+from molssl.chem.errors import MoleculeError
+from molssl.chem.graph import AddGraphRelations
+from molssl.datamodules.records import MoleculeRecord, record_from_smiles
 from molssl.encoders import EquivariantTransformer, Graphormer
 from molssl.modules import PretrainModule
 from molssl.objectives import CoordDenoise, CrossModalInfoNCE, FragmentMask, TorsionAugment
+from molssl.objectives.base import View
+
+NCI_SMILES_PATH = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+# Per-sample torsion arrays that the pipeline drops before collation (their sizes differ).
+_DROPPED_KEYS = ("torsion_atoms", "torsion_moving")
 
 SIZES = {
     "paper": {
@@ -90,36 +107,75 @@ def unicorn_module(size: str) -> PretrainModule:
     )
 
 
-def training_batches(
-    datamodule: PretrainDataModule, module: PretrainModule, count: int
-) -> list[Batch]:
-    """``count`` training batches with all of the module's views applied (cycled if short)."""
-    datamodule.set_views(module.pipeline_views())
-    batches: list[Batch] = []
-    while len(batches) < count:
-        for batch in datamodule.train_dataloader():
-            batches.append(batch)
-            if len(batches) == count:
+def prepare_records(num_molecules: int, seed: int) -> tuple[list[MoleculeRecord], Counter[str]]:
+    """The first ``num_molecules`` NCI molecules as pre-training records (one seeded conformer
+    each, as the embedded default prepares them); failures counted by reason."""
+    options = ConformerOptions(num_conformers=1, seed=seed)
+    records: list[MoleculeRecord] = []
+    failures: Counter[str] = Counter()
+    with open(NCI_SMILES_PATH) as handle:
+        for line in handle:
+            if len(records) == num_molecules:
                 break
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                records.append(record_from_smiles(fields[0], len(records), options))
+            except MoleculeError as error:
+                failures[error.reason] += 1
+    return records, failures
+
+
+def make_sample(
+    record: MoleculeRecord, views: list[View], relations: AddGraphRelations | None
+) -> Data:
+    """One training sample as a loader worker builds it: ``to_data``, the views in order, the
+    per-sample torsion keys dropped; ``relations`` adds ``spd``/``path_edges`` when given."""
+    data = record.to_data(0)
+    for view in views:
+        data = view(data)
+    for key in _DROPPED_KEYS:
+        if key in data:
+            del data[key]
+    return relations(data) if relations is not None else data
+
+
+def training_batches(
+    records: list[MoleculeRecord],
+    views: list[View],
+    relations: AddGraphRelations | None,
+    batch_size: int,
+    count: int,
+) -> list[Batch]:
+    """``count`` batches of consecutive records (cycling), each sample with fresh views."""
+    batches = []
+    for step in range(count):
+        first = step * batch_size
+        chosen = [records[(first + k) % len(records)] for k in range(batch_size)]
+        batches.append(Batch.from_data_list([make_sample(r, views, relations) for r in chosen]))
     return batches
 
 
 def time_model(
     size: str,
-    datamodule: PretrainDataModule,
+    records: list[MoleculeRecord],
+    batch_size: int,
+    relations: bool,
     warmup: int,
     steps: int,
     device: torch.device,
     precision: str = "32",
+    profile_rows: int = 0,
 ) -> ModelTiming:
     """Warm-up steps, then ``steps`` timed training steps on pre-built batches."""
     torch.manual_seed(0)
     module = unicorn_module(size).to(device)
     module.train()
-    batches = [b.to(device) for b in training_batches(datamodule, module, warmup + steps)]
-    # The heads are lazy: the first batch builds them, then the optimiser may see every weight.
-    with torch.no_grad():
-        module.objective_results(batches[0])
+    views = sorted(module.pipeline_views(), key=lambda view: view.order)
+    relation_transform = graph_relations(module) if relations else None
+    batches = training_batches(records, views, relation_transform, batch_size, warmup + steps)
+    batches = [b.to(device) for b in batches]
     optimizer = torch.optim.AdamW(module.parameters(), lr=4e-4, betas=(0.9, 0.999))
 
     def autocast() -> torch.autocast | nullcontext:
@@ -146,9 +202,34 @@ def time_model(
     synchronize(device)
     seconds = time.perf_counter() - start
     molecules = sum(int(b.num_graphs) for b in batches[warmup:])
+    if profile_rows:
+        print_profile(step, batches[warmup], device, profile_rows)
     parameters = sum(p.numel() for p in module.parameters())
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return ModelTiming(size, parameters, steps, seconds, molecules, peak)
+
+
+def print_profile(
+    step: Callable[[Batch], None], batch: Batch, device: torch.device, rows: int
+) -> None:
+    """One more step under ``torch.profiler``: the operators that take the most host time and,
+    on CUDA, the most device time (where a slow step spends it)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        step(batch)
+        synchronize(device)
+    averages = profiler.key_averages()
+    print(f"\nprofile of one step, top {rows} by host time (self):")
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
+    if device.type == "cuda":
+        print(f"\nprofile of one step, top {rows} by device time (self):")
+        print(
+            averages.table(
+                sort_by="self_device_time_total", row_limit=rows, max_name_column_width=60
+            )
+        )
 
 
 def synchronize(device: torch.device) -> None:
@@ -156,22 +237,39 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_samples_per_s(dataset: PretrainDataset, batch_size: int, repeats: int) -> float:
-    """Samples/s of one worker: ``__getitem__`` (conformer draw, Data, views) and collation."""
+def graph_relations(module: PretrainModule) -> AddGraphRelations:
+    """The per-sample 2D relations transform matching the module's Graphormer."""
+    return AddGraphRelations(max_hops=module.encoder_2d.attention_bias.max_hops)
+
+
+def loader_samples_per_s(
+    records: list[MoleculeRecord],
+    views: list[View],
+    relations: AddGraphRelations | None,
+    batch_size: int,
+    repeats: int,
+) -> float:
+    """Samples/s of one worker: sample building (``to_data``, views) and collation."""
     torch.manual_seed(0)
     count = 0
     start = time.perf_counter()
     for _ in range(repeats):
-        for first in range(0, len(dataset), batch_size):
-            samples = [dataset[i] for i in range(first, min(first + batch_size, len(dataset)))]
-            Batch.from_data_list(samples)
-            count += len(samples)
+        for first in range(0, len(records), batch_size):
+            chosen = records[first : first + batch_size]
+            Batch.from_data_list([make_sample(r, views, relations) for r in chosen])
+            count += len(chosen)
     return count / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--molecules", type=int, default=300, help="embedded-default size")
+    parser.add_argument("--molecules", type=int, default=300, help="NCI molecules prepared")
+    parser.add_argument("--seed", type=int, default=0, help="conformer seed")
+    parser.add_argument(
+        "--precompute-relations",
+        action="store_true",
+        help="add spd/path_edges per sample (loader) instead of computing them in the step",
+    )
     parser.add_argument("--batch", type=int, default=32, help="molecules per batch")
     parser.add_argument("--sizes", default="small,paper", help="comma-separated: small,paper")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per size")
@@ -186,7 +284,9 @@ def main() -> None:
         default="32",
         help="float32, or bfloat16 autocast with float32 weights (as Lightning's bf16-mixed)",
     )
-    parser.add_argument("--cache-dir", default=None, help="embedded-default cache root")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="print this many profiler rows of one step"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -194,52 +294,67 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
 
-    datamodule = PretrainDataModule(
-        num_molecules=args.molecules,
-        batch_size=args.batch,
-        num_workers=0,
-        val_fraction=0.05,
-        cache_dir=args.cache_dir,
-    )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    train = datamodule.train_dataset
-    assert train is not None
-    atoms = [train.records[int(i)].z.shape[0] for i in train.indices]
+    prep_start = time.perf_counter()
+    records, failures = prepare_records(args.molecules, args.seed)
+    prep_seconds = time.perf_counter() - prep_start
+    atoms = [record.num_atoms for record in records]
     dtype = "float32" if args.precision == "32" else "bfloat16 autocast (bf16-mixed)"
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(failures.items())) or "none"
     print(
         f"device {device_name(device)}, torch {torch.__version__} "
         f"({torch.get_num_threads()} torch threads, {os.cpu_count()} cores), "
-        f"{dtype}, batch {args.batch}; {len(train)} training molecules of RDKit's NCI set, "
+        f"{dtype}, batch {args.batch}; {len(records)} molecules of RDKit's NCI set "
+        f"(skipped: {skipped}; prepared in {prep_seconds:.0f} s), "
         f"{sum(atoms) / len(atoms):.1f} atoms per molecule with H"
     )
 
-    # Data pipeline: one worker, all UniCorn views vs none.
-    views = unicorn_module("small").pipeline_views()
-    bare = PretrainDataset(train.records, train.indices)
-    viewed = PretrainDataset(train.records, train.indices, views=views)
-    bare_rate = loader_samples_per_s(bare, args.batch, repeats=2)
-    view_rate = loader_samples_per_s(viewed, args.batch, repeats=2)
+    # Data pipeline: one worker, all UniCorn views vs none (baseline), and with the 2D
+    # relations precomputed per sample (what --precompute-relations moves into the workers).
+    module = unicorn_module("small")
+    views = sorted(module.pipeline_views(), key=lambda view: view.order)
+    bare_rate = loader_samples_per_s(records, [], None, args.batch, repeats=2)
+    view_rate = loader_samples_per_s(records, views, None, args.batch, repeats=2)
+    relations = graph_relations(module)
+    relation_rate = loader_samples_per_s(records, views, relations, args.batch, repeats=2)
     names = ", ".join(type(view).__name__ for view in views)
-    print("\ndata pipeline, one worker (getitem + collate):")
-    print(f"  no views   {bare_rate:9.0f} samples/s")
-    print(f"  all views  {view_rate:9.0f} samples/s  ({view_rate / bare_rate:.2f}x; {names})")
+    print("\ndata pipeline, one worker (sample + collate):")
+    print(f"  no views           {bare_rate:9.0f} samples/s")
+    print(
+        f"  all views          {view_rate:9.0f} samples/s  ({view_rate / bare_rate:.2f}x; {names})"
+    )
+    print(
+        f"  + 2D relations     {relation_rate:9.0f} samples/s  ({relation_rate / bare_rate:.2f}x; "
+        f"AddGraphRelations(max_hops={relations.max_hops}))"
+    )
+    supply_rate = relation_rate if args.precompute_relations else view_rate
 
     steps = {"small": args.small_steps, "paper": args.paper_steps}
     timings = [
-        time_model(size, datamodule, args.warmup, steps[size], device, args.precision)
+        time_model(
+            size,
+            records,
+            args.batch,
+            args.precompute_relations,
+            args.warmup,
+            steps[size],
+            device,
+            args.precision,
+            args.profile,
+        )
         for size in args.sizes.split(",")
     ]
+    where = "in the loader" if args.precompute_relations else "in the step (on the CPU)"
     print(
-        f"\nUniCorn training step (forward, 3 losses, backward, clip, AdamW), batch {args.batch}:"
+        f"\nUniCorn training step (forward, 3 losses, backward, clip, AdamW), batch {args.batch}, "
+        f"2D relations {where}:"
     )
     print(
         f"  {'size':<6} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8} {'mol/s':>8}"
         f" {'peak GPU':>9}  {'workers needed':>14}  bottleneck ({args.workers} workers)"
     )
     for t in timings:
-        needed = t.molecules_per_s / view_rate
-        supply = args.workers * view_rate
+        needed = t.molecules_per_s / supply_rate
+        supply = args.workers * supply_rate
         verdict = "loader" if supply < t.molecules_per_s else "model"
         peak = f"{t.peak_gpu_bytes / 2**30:6.2f} GB" if t.peak_gpu_bytes is not None else "-"
         print(
