@@ -1,0 +1,196 @@
+"""sGDML ``.npz`` trajectories (MD17, MD22) → arrays in Å and kcal/mol, bad frames recorded.
+
+File layout (sGDML, Chmiela et al.; the files of quantum-machine.org/gdml): ``z`` ``(N,)``
+atomic numbers, ``R`` ``(F, N, 3)`` positions in Å, ``E`` ``(F,)`` or ``(F, 1)`` energies in
+kcal/mol, ``F`` ``(F, N, 3)`` forces in kcal/mol/Å, plus metadata such as ``name``,
+``theory``, ``md5``, ``type`` and, in newer files, ``r_unit`` / ``e_unit``. The revised MD17
+files use ``nuclear_charges``, ``coords``, ``energies``, ``forces`` for the same arrays
+(same units); both layouts are read. A file that declares other units (``e_unit`` eV or
+Hartree, ``r_unit`` bohr) is converted to Å and kcal/mol.
+
+A frame with a non-finite position, energy or force is dropped with its labels and recorded
+(reason ``non_finite_frame``); a missing key or inconsistent shapes fail the whole file with
+:class:`MDFormatError`.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from molssl.datamodules.embedded import Failure
+
+__all__ = ["MD_UNITS", "MDFormatError", "MDTrajectory", "read_sgdml"]
+
+#: Units of the arrays this module returns.
+MD_UNITS = {"positions": "Å", "energy": "kcal/mol", "forces": "kcal/mol/Å"}
+
+# Our name -> accepted keys (sGDML first, then the revised-MD17 spelling).
+_KEYS = {
+    "z": ("z", "nuclear_charges"),
+    "R": ("R", "coords"),
+    "E": ("E", "energies"),
+    "F": ("F", "forces"),
+}
+# Unit spellings -> factor to kcal/mol or Å.
+_ENERGY_UNITS = {
+    "kcal/mol": 1.0,
+    "kcal mol-1": 1.0,
+    "ev": 23.060547830619,
+    "ha": 627.509474,
+    "hartree": 627.509474,
+    "kj/mol": 1 / 4.184,
+}
+_LENGTH_UNITS = {"ang": 1.0, "angstrom": 1.0, "å": 1.0, "a": 1.0, "bohr": 0.529177210903}
+_MAX_Z = 118
+
+
+class MDFormatError(ValueError):
+    """An sGDML file that cannot be used as a whole.
+
+    Attributes:
+        reason: ``missing_file``, ``not_npz``, ``missing_key``, ``shape_mismatch``,
+            ``invalid_atomic_number``, ``unknown_unit`` or ``empty_file``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (str(self), self.reason))
+
+
+@dataclass
+class MDTrajectory:
+    """The usable frames of one trajectory.
+
+    Attributes:
+        z: ``(N,)`` int64 atomic numbers.
+        positions: ``(F', N, 3)`` float32, Å.
+        energy: ``(F',)`` float64, kcal/mol (float64: MD energies are around -1e5 kcal/mol).
+        forces: ``(F', N, 3)`` float32, kcal/mol/Å.
+        frame: ``(F',)`` int64 index of each kept frame in the file.
+        read: Frames in the file (``len(frame) + len(failures) == read``).
+        failures: Dropped frames (``mol_id`` = frame index, ``line`` = frame index + 1).
+        metadata: ``name``, ``theory``, ``md5``, ... as strings, when the file has them.
+        source: The file read.
+    """
+
+    z: np.ndarray
+    positions: np.ndarray
+    energy: np.ndarray
+    forces: np.ndarray
+    frame: np.ndarray
+    read: int
+    failures: list[Failure] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def num_atoms(self) -> int:
+        """Atoms per frame."""
+        return len(self.z)
+
+
+def _first_key(archive: dict[str, np.ndarray], ours: str, path: Path) -> np.ndarray:
+    for key in _KEYS[ours]:
+        if key in archive:
+            return archive[key]
+    raise MDFormatError(
+        f"{path}: no {' / '.join(repr(k) for k in _KEYS[ours])} array; keys present: "
+        f"{sorted(archive)} (an sGDML file has z, R, E, F)",
+        reason="missing_key",
+    )
+
+
+def _unit_factor(archive: dict[str, np.ndarray], key: str, table: dict[str, float]) -> float:
+    if key not in archive:
+        return 1.0
+    unit = str(archive[key]).strip()
+    factor = table.get(unit.lower())
+    if factor is None:
+        raise MDFormatError(f"unknown {key} {unit!r}; known: {sorted(table)}", "unknown_unit")
+    return factor
+
+
+def read_sgdml(path: str | os.PathLike[str]) -> MDTrajectory:
+    """Read an sGDML ``.npz`` (see the module docstring for layout, units and failures).
+
+    Raises:
+        MDFormatError: Missing file, not an npz, a missing key, shapes that disagree,
+            an atomic number outside 1..118, an unknown declared unit, or no frame at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MDFormatError(f"MD trajectory not found: {path}", reason="missing_file")
+    archive: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for key in npz.files:
+                try:
+                    archive[key] = npz[key]
+                except ValueError:
+                    continue  # an object (pickled) metadata entry: never unpickled, skipped
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise MDFormatError(f"{path}: not a readable .npz file ({error})", "not_npz") from None
+    z = np.asarray(_first_key(archive, "z", path)).reshape(-1)
+    positions = np.asarray(_first_key(archive, "R", path), dtype=np.float64)
+    energy = np.asarray(_first_key(archive, "E", path), dtype=np.float64)
+    forces = np.asarray(_first_key(archive, "F", path), dtype=np.float64)
+    n = len(z)
+    frames = positions.shape[0] if positions.ndim == 3 else -1
+    if energy.ndim == 2 and energy.shape[1:] == (1,):
+        energy = energy[:, 0]
+    expected = {"R": (frames, n, 3), "E": (frames,), "F": (frames, n, 3)}
+    actual = {"R": positions.shape, "E": energy.shape, "F": forces.shape}
+    if frames < 0 or any(actual[key] != shape for key, shape in expected.items()):
+        raise MDFormatError(
+            f"{path}: shapes disagree for {n} atoms: R {positions.shape}, E {energy.shape}, "
+            f"F {forces.shape} (expected R (F, {n}, 3), E (F,) or (F, 1), F (F, {n}, 3))",
+            reason="shape_mismatch",
+        )
+    if frames == 0 or n == 0:
+        raise MDFormatError(f"{path}: {frames} frames of {n} atoms", reason="empty_file")
+    if not np.issubdtype(z.dtype, np.integer) or z.min() < 1 or z.max() > _MAX_Z:
+        raise MDFormatError(
+            f"{path}: atomic numbers must be integers in 1..{_MAX_Z}, got {z.tolist()[:10]}",
+            reason="invalid_atomic_number",
+        )
+    try:
+        energy_factor = _unit_factor(archive, "e_unit", _ENERGY_UNITS)
+        length_factor = _unit_factor(archive, "r_unit", _LENGTH_UNITS)
+    except MDFormatError as error:
+        raise MDFormatError(f"{path}: {error}", error.reason) from None
+    bad_r = ~np.isfinite(positions).all(axis=(1, 2))
+    bad_e = ~np.isfinite(energy)
+    bad_f = ~np.isfinite(forces).all(axis=(1, 2))
+    failures = []
+    for f in np.flatnonzero(bad_r | bad_e | bad_f):
+        which = [name for name, bad in (("R", bad_r), ("E", bad_e), ("F", bad_f)) if bad[f]]
+        failures.append(
+            Failure(int(f), int(f) + 1, "", "non_finite_frame", f"frame {f}: non-finite {which}")
+        )
+    keep = np.flatnonzero(~(bad_r | bad_e | bad_f))
+    if len(keep) == 0:
+        raise MDFormatError(f"{path}: no frame with finite R, E and F", reason="empty_file")
+    metadata = {
+        key: str(value)
+        for key, value in archive.items()
+        if key not in {k for keys in _KEYS.values() for k in keys} and value.ndim == 0
+    }
+    return MDTrajectory(
+        z=z.astype(np.int64),
+        positions=(positions[keep] * length_factor).astype(np.float32),
+        energy=energy[keep] * energy_factor,
+        forces=(forces[keep] * (energy_factor / length_factor)).astype(np.float32),
+        frame=keep.astype(np.int64),
+        read=frames,
+        failures=failures,
+        metadata=metadata,
+        source=str(path),
+    )
