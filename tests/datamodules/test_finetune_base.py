@@ -223,3 +223,9 @@ def test_bad_constructor_arguments() -> None:
         ToyModule(batch_size=0)
     with pytest.raises(ValueError, match="split_fractions"):
         ToyModule(split_fractions=(0.5, 0.1, 0.1))
+
+
+def test_empty_split_is_an_error_naming_it() -> None:
+    module = ToyModule(split_fractions=(0.9, 0.0, 0.1))
+    with pytest.raises(ValueError, match="leaves val empty"):
+        module.setup()

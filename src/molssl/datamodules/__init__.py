@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
+    from molssl.datamodules.moleculenet import MoleculeNetDataModule
     from molssl.datamodules.pretrain import PretrainDataModule
 
-__all__ = ["FinetuneDataModule", "LoadedDataset", "PretrainDataModule"]
+__all__ = ["FinetuneDataModule", "LoadedDataset", "MoleculeNetDataModule", "PretrainDataModule"]
 
 #: Public name -> module defining it, imported on first access.
 _LAZY = {
     "PretrainDataModule": "molssl.datamodules.pretrain",
     "FinetuneDataModule": "molssl.datamodules.finetune_base",
     "LoadedDataset": "molssl.datamodules.finetune_base",
+    "MoleculeNetDataModule": "molssl.datamodules.moleculenet",
 }
 
 

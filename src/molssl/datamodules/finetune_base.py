@@ -220,6 +220,14 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
         self.data = loaded.data
         self.loaded = loaded
         split = check_split(self._split(len(self.data)), len(self.data))
+        empty = [name for name, part in zip(split._fields, split, strict=True) if len(part) == 0]
+        if empty:
+            # An empty validation split leaves nothing to pick the checkpoint with.
+            raise ValueError(
+                f"{type(self).__name__}: the {self.split} split of {len(self.data)} molecules "
+                f"(fractions {self.split_fractions}) leaves {' and '.join(empty)} empty; use "
+                "more molecules, other fractions or another split"
+            )
         self.split_indices = split
         self.train_dataset = FinetuneDataset(self.data, split.train, self.transform)
         self.val_dataset = FinetuneDataset(self.data, split.val, self.transform)
