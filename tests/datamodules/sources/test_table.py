@@ -1,0 +1,77 @@
+"""CSV sources: the shared real-molecule CSVs, RFC 4180 quoting, column choice, broken rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from molssl.datamodules.sources import SourceError, iter_source
+from tests.datamodules.sources.helpers import (
+    assert_accounted,
+    reasons,
+    truncate_gzip,
+    write_gzip,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "column"), [("freesolv.csv", "smiles"), ("micro_ZINC.csv", "SMILES")]
+)
+def test_shared_csvs_read_like_the_csv_module(shared_data: Path, name: str, column: str) -> None:
+    path = shared_data / name
+    with open(path, newline="") as handle:
+        expected = [row[column] for row in csv.DictReader(handle)]
+    entries = list(iter_source(path))
+    assert [e.smiles for e in entries] == expected
+    assert [e.source_id for e in entries] == [f"{name}:{i}" for i in range(len(expected))]
+    assert_accounted(entries)
+
+
+def test_quoted_fields_names_and_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text(
+        "Name,Note,SMILES\n"
+        'ethanol,"plain",CCO\n'
+        '"acid, acetic","two\nlines",CC(=O)O\n'
+        '"say ""hi""",x,"c1ccccc1"\n'
+    )
+    entries = list(iter_source(path))
+    assert [e.smiles for e in entries] == ["CCO", "CC(=O)O", "c1ccccc1"]
+    assert [e.source_id for e in entries] == ["ethanol", "acid, acetic", 'say "hi"']
+    assert [e.line for e in entries] == [2, 3, 5]  # the quoted line break spans lines 3-4
+
+
+def test_named_column_and_id_column(tmp_path: Path) -> None:
+    path = tmp_path / "n.csv"
+    path.write_text("CID,canonical_smiles,smiles_note\n2244,CC(=O)Oc1ccccc1C(=O)O,x\n")
+    with pytest.raises(SourceError) as info:
+        iter_source(path)
+    assert info.value.reason == "no_smiles_column" and "smiles_column" in str(info.value)
+    entries = list(iter_source(path, smiles_column="Canonical_SMILES"))
+    assert [(e.source_id, e.smiles) for e in entries] == [("2244", "CC(=O)Oc1ccccc1C(=O)O")]
+
+
+def test_blank_short_and_empty_rows_fail_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("id,smiles,y\n1,CCO,0.5\n\n2,,1.0\n3\n4,[Xx],2.0\n5,c1ccccc1,3.0\n")
+    entries = list(iter_source(path))
+    assert reasons(entries) == [None, "empty_input", "empty_input", "invalid_record", None, None]
+    assert [e.line for e in entries] == [2, 3, 4, 5, 6, 7]
+    assert [e.source_id for e in entries] == ["1", "bad.csv:1", "2", "3", "4", "5"]
+    assert_accounted(entries)
+
+
+def test_gzip_and_truncated_gzip(tmp_path: Path, nci_smiles: list[str]) -> None:
+    text = "smiles,id\n" + "".join(f"{s},{i}\n" for i, s in enumerate(nci_smiles * 5))
+    plain = tmp_path / "a.csv"
+    plain.write_text(text)
+    gz = write_gzip(tmp_path / "a.csv.gz", text)
+    fields = [(e.line, e.source_id, e.smiles) for e in iter_source(plain)]
+    assert [(e.line, e.source_id, e.smiles) for e in iter_source(gz)] == fields
+    cut = list(iter_source(truncate_gzip(gz, tmp_path / "cut.csv.gz", 0.5)))
+    assert reasons(cut)[-1] == "truncated_file"
+    assert [(e.line, e.source_id, e.smiles) for e in cut[:-1]] == fields[: len(cut) - 1]
+    assert 0 < len(cut) - 1 < len(fields)
+    assert_accounted(cut)
