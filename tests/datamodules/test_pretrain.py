@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from molssl.objectives.views import CoordNoise, TorsionAugment
 
 N = 40
 BATCH_KEYS = {"z", "x", "edge_index", "edge_attr", "pos", "fragment", "smiles", "mol_id"}
+BATCH_KEYS |= {"spd", "source_id"}
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +63,29 @@ class RecordingView(View):
         return data
 
 
+def mol_ids(stream: Iterable[Data]) -> list[int]:
+    return [int(sample.mol_id) for sample in stream]
+
+
 def test_split_is_disjoint_covering_and_seeded(
     dm: PretrainDataModule, make_dm: Callable[..., PretrainDataModule]
 ) -> None:
     assert dm.records is not None and dm.train_dataset and dm.val_dataset
-    train, val = dm.train_dataset.indices, dm.val_dataset.indices
-    assert set(train.tolist()).isdisjoint(val.tolist())
-    assert sorted([*train.tolist(), *val.tolist()]) == list(range(len(dm.records)))
-    assert len(val) == round(0.25 * len(set(dm.records.smiles)))
+    train, val = mol_ids(dm.train_dataset), mol_ids(dm.val_dataset)
+    assert set(train).isdisjoint(val)
+    assert sorted([*train, *val]) == sorted(dm.records.mol_ids.tolist())
+    # In memory a shard is one distinct molecule: the hold-out is ceil(25%) of the molecules.
+    assert len(val) == math.ceil(0.25 * len(set(dm.records.smiles)))
     stats = dm.stats()
     assert stats["molecules"] == len(dm.records) == stats["read"] - stats["failed"]
     assert (stats["train"], stats["val"]) == (len(train), len(val))
+    assert (len(dm.train_dataset), len(dm.val_dataset)) == (len(train), len(val))
     same = make_dm(val_fraction=0.25)
     same.setup()
-    np.testing.assert_array_equal(same.val_dataset.indices, val)
+    assert mol_ids(same.val_dataset) == val
     other = make_dm(val_fraction=0.25, seed=1)
     other.setup()
-    assert not np.array_equal(other.val_dataset.indices, val)
+    assert sorted(mol_ids(other.val_dataset)) != sorted(val)
 
 
 def test_split_keeps_duplicate_molecules_together() -> None:
@@ -130,11 +138,11 @@ def test_batches_have_the_views_keys_and_no_torsions(dm: PretrainDataModule) -> 
 def test_views_run_in_order_then_torsion_keys_go(dm: PretrainDataModule) -> None:
     log: list[int] = []
     dm.set_views([RecordingView(30, log), RecordingView(10, log), RecordingView(20, log)])
-    sample = dm.train_dataset[0]
+    sample = next(iter(dm.train_dataset))
     assert log == [10, 20, 30]
     assert "torsion_atoms" not in sample and "torsion_moving" not in sample
     log.clear()
-    dm.val_dataset[0]
+    next(iter(dm.val_dataset))
     assert log == [10, 20, 30]
 
 
@@ -150,11 +158,13 @@ def test_validation_views_are_fixed_training_views_fresh(dm: PretrainDataModule)
     for a, b in zip(one_pass(), one_pass(), strict=True):
         assert torch.equal(a, b)
     state = torch.get_rng_state()
-    dm.val_dataset[0]
-    assert torch.equal(state, torch.get_rng_state())  # validation leaves training RNG alone
-    train_a = dm.train_dataset[0]
-    train_b = dm.train_dataset[0]
-    assert not torch.equal(train_a.coord_noise, train_b.coord_noise)
+    list(dm.val_dataset)
+    epoch_a = {int(d.mol_id): d.coord_noise for d in dm.train_dataset}
+    epoch_b = {int(d.mol_id): d.coord_noise for d in dm.train_dataset}
+    # Neither stream touches the caller's generator: views draw from their own seeded state.
+    assert torch.equal(state, torch.get_rng_state())
+    assert epoch_a.keys() == epoch_b.keys()
+    assert not any(torch.equal(epoch_a[k], epoch_b[k]) for k in epoch_a)  # fresh every epoch
 
 
 def test_validation_views_do_not_depend_on_workers(
@@ -242,7 +252,7 @@ def test_root_file_or_directory(
     from_dir = PretrainDataModule(root=str(entry), val_fraction=0.25)
     from_dir.setup()
     assert from_dir.stats()["read"] == N and len(from_dir.records) == len(dm.records)
-    with pytest.raises(FileNotFoundError, match=r"expected a records \.npz"):
+    with pytest.raises(FileNotFoundError, match=r"expected a `molssl prepare` directory"):
         PretrainDataModule(root=str(tmp_path / "absent.npz")).setup()
 
 

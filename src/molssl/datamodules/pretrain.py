@@ -1,17 +1,21 @@
-"""``PretrainDataModule``: prepared molecules → per-sample views → PyG batches.
+"""``PretrainDataModule``: shards of prepared molecules → per-sample views → PyG batches.
 
-Each access to a training sample draws one of the molecule's stored conformers, builds its
-``Data`` (:meth:`~molssl.datamodules.records.MoleculeRecord.to_data`), runs the pipeline's
-views in ``order`` (torsion augmentation → coordinate noise → masks), then drops
-``torsion_atoms`` / ``torsion_moving``, which only the torsion view reads and which cannot be
-batched. Samples are collated by PyG into a ``Batch``.
+The data are streamed (:class:`~molssl.datamodules.stream.ShardedStream`): from the shards
+of a ``molssl prepare`` directory, or from records in memory (the embedded default, a
+records ``.npz``) presented as one virtual shard per distinct molecule. Validation is held out
+by shard (:func:`~molssl.datamodules.partition.holdout_shards`), so never a training
+molecule. Under DDP each rank streams its own block of every epoch, each loader worker its
+own part of it; every rank yields the same number of training batches.
 
-Randomness comes from torch's global generator, which PyTorch reseeds per data-loader worker
-and per epoch, so training samples get fresh views every time. Validation samples run the
-same views (the denoising and masking losses need them) inside a forked generator seeded by
+Each training sample draws one of the molecule's stored conformers, builds its ``Data``
+(:meth:`~molssl.datamodules.records.MoleculeRecord.to_data`), runs the pipeline's views in
+``order`` (torsion augmentation → coordinate noise → masks), then drops ``torsion_atoms`` /
+``torsion_moving``, which only the torsion view reads and which cannot be batched. The
+randomness is a function of ``(seed, epoch, rank, worker)``: fresh every epoch, reproducible
+for a seed. Validation samples run the same views inside a generator seeded by
 ``(seed, mol_id)``: every validation pass sees exactly the same conformers, noise and masks,
 and validation losses are comparable across epochs. Pre-training has no separate test set:
-``test_dataloader`` serves the same held-out split.
+``test_dataloader`` serves the held-out shards.
 
 The views come from the attached module (``trainer.lightning_module.pipeline_views()``) when
 a trainer is attached, else from :meth:`PretrainDataModule.set_views` (scripts and tests).
@@ -20,6 +24,7 @@ a trainer is attached, else from :meth:`PretrainDataModule.set_views` (scripts a
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,40 +39,45 @@ from torch_geometric.loader import DataLoader
 
 from molssl.chem.conformers import ConformerOptions
 from molssl.datamodules.embedded import (
-    MANIFEST_FILE,
     RECORDS_FILE,
     PreparedDataset,
     embedded_default,
     molecule_seed,
 )
+from molssl.datamodules.partition import holdout_shards
 from molssl.datamodules.records import MoleculeRecord, PackedRecords, load_records
 from molssl.datamodules.splits import random_split
+from molssl.datamodules.stream import (
+    DROPPED_KEYS,
+    DiskShards,
+    MemoryShards,
+    ShardedStream,
+    ShardSet,
+    ordered_views,
+    view_sample,
+)
 from molssl.objectives.base import View
 
-__all__ = ["PretrainDataModule", "PretrainDataset", "split_by_molecule"]
+__all__ = ["DROPPED_KEYS", "PretrainDataModule", "PretrainDataset", "split_by_molecule"]
 
-#: Keys the torsion view reads; (T, N) per molecule cannot be batched, so they go after views.
-DROPPED_KEYS = ("torsion_atoms", "torsion_moving")
-
-
-def _ordered(views: Sequence[View]) -> list[View]:
-    for view in views:
-        if not callable(view):
-            raise TypeError(f"a view must be callable on a Data, got {type(view).__name__}")
-    # Stable: views of equal order keep the order they were given in.
-    return sorted(views, key=lambda view: getattr(view, "order", View.order))
+# Lightning warns that an IterableDataset's __len__ "could be inaccurate" with several
+# workers. ShardedStream splits its epoch by worker itself, and its length is exact.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 class PretrainDataset(Dataset[Data]):
-    """Samples of prepared molecules with the pipeline's views applied.
+    """Map-style samples of records in memory with the pipeline's views applied.
+
+    The data module streams (:class:`~molssl.datamodules.stream.ShardedStream`); this
+    indexable form serves scripts that want sample ``i`` (benchmarks, inspection).
 
     Args:
         records: Prepared molecules (a list or :class:`~molssl.datamodules.records.PackedRecords`).
         indices: Positions in ``records`` that form this split.
         views: Per-sample views, applied in their ``order``.
-        fixed_seed: ``None`` for fresh randomness on every access (training); an integer to
-            make each sample's conformer choice and views a function of
-            ``(fixed_seed, mol_id)`` (validation).
+        fixed_seed: ``None`` for fresh randomness on every access (torch's global generator);
+            an integer to make each sample's conformer choice and views a function of
+            ``(fixed_seed, mol_id)``.
     """
 
     def __init__(
@@ -79,7 +89,7 @@ class PretrainDataset(Dataset[Data]):
     ) -> None:
         self.records = records
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.views = _ordered(views)
+        self.views = ordered_views(views)
         self.fixed_seed = fixed_seed
 
     def __len__(self) -> int:
@@ -88,24 +98,12 @@ class PretrainDataset(Dataset[Data]):
     def __getitem__(self, index: int) -> Data:
         record = self.records[int(self.indices[index])]
         if self.fixed_seed is None:
-            return self._sample(record)
+            return view_sample(record, self.views)
         # fork_rng restores the global generator afterwards, so training randomness in the
-        # same process is untouched by validation.
+        # same process is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(molecule_seed(self.fixed_seed, record.mol_id))
-            return self._sample(record)
-
-    def _sample(self, record: MoleculeRecord) -> Data:
-        conformer = 0
-        if record.num_conformers > 1:
-            conformer = int(torch.randint(record.num_conformers, ()))
-        data = record.to_data(conformer)
-        for view in self.views:
-            data = view(data)
-        for key in DROPPED_KEYS:
-            if key in data:
-                del data[key]
-        return data
+            return view_sample(record, self.views)
 
 
 def split_by_molecule(
@@ -113,14 +111,11 @@ def split_by_molecule(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train/validation split of record positions, by molecule.
 
-    Records with the same canonical SMILES (a molecule listed twice in the source) go to the
-    same side, so validation never scores a molecule the model trained on. The distinct
-    molecules are split by :func:`~molssl.datamodules.splits.random_split`.
+    Records with the same canonical SMILES go to the same side. (The data module holds out
+    by shard instead; in memory a shard is one distinct molecule, so the effect is the same.)
 
     Returns:
         Sorted ``(train, val)`` position arrays, disjoint and together covering every record.
-        ``val`` holds about ``val_fraction`` of the distinct molecules, at least one when
-        ``val_fraction > 0``.
 
     Raises:
         ValueError: ``val_fraction`` outside ``[0, 1)``, or too few molecules for both sides.
@@ -141,25 +136,28 @@ def split_by_molecule(
 
 
 class PretrainDataModule(LightningDataModule):
-    """Pre-training data: the embedded NCI default or a prepared records file.
+    """Pre-training data: a ``molssl prepare`` directory, or the embedded NCI default.
 
     Args:
         root: ``None`` for the embedded default (RDKit's bundled NCI molecules, prepared on
-            first use and cached); else a ``.npz`` written by
-            :func:`~molssl.datamodules.records.save_records`, or a directory holding
-            ``records.npz`` (and optionally ``manifest.json``), such as a cache entry.
+            first use and cached); a ``molssl prepare`` output directory (``manifest.json``
+            and shards), streamed; or a records ``.npz`` (or a directory holding
+            ``records.npz``, such as a cache entry), loaded into memory.
         num_molecules: Size of the embedded default (lines of the NCI file read; unused
             with ``root``).
         num_conformers: Conformers prepared per molecule of the embedded default; each
-            training access draws one.
+            training sample draws one.
         batch_size: Molecules per batch.
-        num_workers: Data-loader worker processes (views run in them).
-        val_fraction: Share of molecules held out for validation (and ``test``).
-        seed: Seed of the split and of the fixed validation views.
+        num_workers: Data-loader worker processes per rank (views run in them).
+        val_fraction: Share of shards held out for validation (and ``test``): at least one
+            when positive. In memory a shard is one distinct molecule.
+        seed: Seed of the hold-out, the epoch orders, the shuffle buffers and the views.
         cache_dir: Cache root of the embedded default (default ``$MOLSSL_CACHE`` or
             ``~/.cache/molssl``).
         prepare_workers: Processes for the first-use preparation (default: one per core for
             large sets).
+        shuffle_buffer: Records in each training worker's shuffle buffer (on top of the
+            per-epoch shard shuffle); 0 or 1 turns it off.
     """
 
     def __init__(
@@ -173,6 +171,7 @@ class PretrainDataModule(LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         prepare_workers: int | None = None,
+        shuffle_buffer: int = 10_000,
     ) -> None:
         super().__init__()
         if num_molecules < 1:
@@ -185,30 +184,35 @@ class PretrainDataModule(LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.save_hyperparameters()
         self._explicit_views: list[View] = []
+        self.shards: ShardSet | None = None
+        #: The records when they are in memory (embedded default, ``.npz``); ``None`` when
+        #: streamed from disk.
         self.records: Sequence[MoleculeRecord] | None = None
         self.manifest: dict[str, Any] = {}
-        self.train_dataset: PretrainDataset | None = None
-        self.val_dataset: PretrainDataset | None = None
+        self.train_dataset: ShardedStream | None = None
+        self.val_dataset: ShardedStream | None = None
 
     # -- views ---------------------------------------------------------------------------
 
     def set_views(self, views: Sequence[View]) -> None:
         """Views to apply when no trainer with a ``pipeline_views()`` module is attached."""
-        self._explicit_views = _ordered(views)
+        self._explicit_views = ordered_views(views)
         for dataset in (self.train_dataset, self.val_dataset):
             if dataset is not None:
                 dataset.views = list(self._explicit_views)
 
     @property
     def views(self) -> list[View]:
-        """The ordered views the datasets apply: the attached module's, else ``set_views``."""
+        """The ordered views the streams apply: the attached module's, else ``set_views``."""
         trainer = self.trainer
         module = getattr(trainer, "lightning_module", None) if trainer is not None else None
         pipeline_views = getattr(module, "pipeline_views", None)
         if callable(pipeline_views):
-            return _ordered(pipeline_views())
+            return ordered_views(pipeline_views())
         return list(self._explicit_views)
 
     # -- data ----------------------------------------------------------------------------
@@ -222,29 +226,38 @@ class PretrainDataModule(LightningDataModule):
             workers=self.hparams.prepare_workers,
         )
 
-    def _load(self) -> tuple[Sequence[MoleculeRecord], dict[str, Any], str]:
-        """Records, manifest and a description of where they came from."""
+    def _load(self) -> tuple[ShardSet, PackedRecords | None, dict[str, Any], str]:
+        """Shards, the records if in memory, the manifest, and where they came from."""
         root = self.hparams.root
         if root is None:
             prepared = self._embedded()
             origin = "cache" if prepared.from_cache else "prepared into"
+            records = prepared.records
             return (
-                prepared.records,
+                MemoryShards(records, records.smiles),
+                records,
                 prepared.manifest,
                 f"embedded NCI ({origin} {prepared.directory})",
             )
         path = Path(root).expanduser()
+        if path.is_dir() and not (path / RECORDS_FILE).is_file():
+            from molssl.datamodules.shards import load_manifest
+
+            return DiskShards.from_manifest(path), None, load_manifest(path), str(path)
         if path.is_dir():
             path = path / RECORDS_FILE
         if path.suffix != ".npz" or not path.is_file():
             raise FileNotFoundError(
-                f"PretrainDataModule root {root!r}: expected a records .npz written by "
+                f"PretrainDataModule root {root!r}: expected a `molssl prepare` directory "
+                f"(manifest.json and shards), a records .npz written by "
                 f"molssl.datamodules.records.save_records, or a directory holding {RECORDS_FILE}"
             )
         records = load_records(path)
-        manifest_path = path.parent / MANIFEST_FILE
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        return records, manifest, str(path)
+        manifest_path = path.parent / "manifest.json"
+        manifest: dict[str, Any] = {}
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+        return MemoryShards(records, records.smiles), records, manifest, str(path)
 
     def prepare_data(self) -> None:
         """Prepare the embedded default into the cache (once, on the main process)."""
@@ -252,20 +265,19 @@ class PretrainDataModule(LightningDataModule):
             self._embedded()
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the records, split them by molecule, and give both splits the views."""
-        if self.records is None:
-            records, manifest, origin = self._load()
-            if len(records) == 0:
+        """Find the shards, hold out validation shards, and give both streams the views."""
+        if self.shards is None:
+            shards, records, manifest, origin = self._load()
+            if sum(shards.counts) == 0:
                 raise ValueError(f"no usable molecule in {origin}; see its manifest")
-            smiles = (
-                records.smiles
-                if isinstance(records, PackedRecords)
-                else [r.smiles for r in records]
+            hp = self.hparams
+            train, val = holdout_shards(len(shards.counts), hp.val_fraction, hp.seed)
+            common = {"seed": hp.seed, "batch_size": hp.batch_size}
+            self.train_dataset = ShardedStream(
+                shards, train, training=True, shuffle_buffer=hp.shuffle_buffer, **common
             )
-            train, val = split_by_molecule(smiles, self.hparams.val_fraction, self.hparams.seed)
-            self.records, self.manifest = records, manifest
-            self.train_dataset = PretrainDataset(records, train)
-            self.val_dataset = PretrainDataset(records, val, fixed_seed=self.hparams.seed)
+            self.val_dataset = ShardedStream(shards, val, training=False, **common)
+            self.shards, self.records, self.manifest = shards, records, manifest
             rank_zero_info(self._describe(origin))
         views = self.views
         for dataset in (self.train_dataset, self.val_dataset):
@@ -274,23 +286,33 @@ class PretrainDataModule(LightningDataModule):
 
     def _describe(self, origin: str) -> str:
         manifest = self.manifest
-        text = f"molssl pre-training data: {origin}: {len(self.records or ())} molecules"
+        text = f"molssl pre-training data: {origin}: {self._count('molecules')} molecules"
         if "read" in manifest:
             text += f" of {manifest['read']} read"
         reasons = manifest.get("failures_by_reason") or {}
         if manifest.get("failed"):
             detail = ", ".join(f"{reason} {count}" for reason, count in reasons.items())
             text += f", {manifest['failed']} failed ({detail})"
-        train = len(self.train_dataset or ())
-        val = len(self.val_dataset or ())
-        return text + f"; split {train} train / {val} validation"
+        shards = "" if isinstance(self.shards, MemoryShards) else " (by shard)"
+        return (
+            text + f"; split {self._count('train')} train / {self._count('val')} "
+            f"validation{shards}, shuffle buffer {self.hparams.shuffle_buffer}"
+        )
+
+    def _count(self, what: str) -> int:
+        if what == "molecules":
+            return int(sum(self.shards.counts)) if self.shards is not None else 0
+        dataset = self.train_dataset if what == "train" else self.val_dataset
+        return dataset.num_records if dataset is not None else 0
 
     def stats(self) -> dict[str, Any]:
-        """Counts after :meth:`setup`: molecules, split sizes, failures by reason."""
+        """Counts after :meth:`setup`: molecules, split sizes, shards, failures by reason."""
         return {
-            "molecules": len(self.records or ()),
-            "train": len(self.train_dataset or ()),
-            "val": len(self.val_dataset or ()),
+            "molecules": self._count("molecules"),
+            "train": self._count("train"),
+            "val": self._count("val"),
+            "shards": len(self.shards.counts) if self.shards is not None else 0,
+            "val_shards": len(self.val_dataset.shard_ids) if self.val_dataset is not None else 0,
             "read": self.manifest.get("read"),
             "failed": self.manifest.get("failed"),
             "failures_by_reason": dict(self.manifest.get("failures_by_reason") or {}),
@@ -298,28 +320,41 @@ class PretrainDataModule(LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------
 
-    def _loader(self, dataset: PretrainDataset | None, shuffle: bool) -> DataLoader:
+    def _distribute(self) -> None:
+        # The trainer's strategy knows the rank and world size once it is set up; without a
+        # trainer this process is the whole world.
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        for dataset in (self.train_dataset, self.val_dataset):
+            if dataset is not None:
+                dataset.set_distributed(rank, world)
+
+    def _loader(self, dataset: ShardedStream | None) -> DataLoader:
         if dataset is None:
             raise RuntimeError("PretrainDataModule: call setup() before asking for a loader")
+        self._distribute()
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
             num_workers=workers,
+            # Persistent workers keep their copy of the stream, whose epoch counts up.
             persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches with fresh views."""
-        return self._loader(self.train_dataset, shuffle=True)
+        """This rank's training batches; the epoch follows the trainer's (resume included)."""
+        loader = self._loader(self.train_dataset)
+        if self.trainer is not None and self.train_dataset is not None:
+            self.train_dataset.set_epoch(self.trainer.current_epoch)
+        return loader
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Held-out batches with fixed views; none when ``val_fraction`` is 0."""
-        if self.val_dataset is not None and len(self.val_dataset) == 0:
+        if self.val_dataset is not None and self.val_dataset.num_records == 0:
             return []
-        return self._loader(self.val_dataset, shuffle=False)
+        return self._loader(self.val_dataset)
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        """Pre-training has no test set: the held-out validation split, fixed views."""
+        """Pre-training has no test set: the held-out validation shards, fixed views."""
         return self.val_dataloader()
