@@ -120,3 +120,60 @@ def test_unreadable_checkpoint_is_an_error(tmp_path: Path, kind: str) -> None:
         load_checkpoint_hparams(path)
     assert info.value.reason == "checkpoint_unreadable"
     assert isinstance(info.value, ValueError)
+
+
+class RunsCodeWhenUnpickled:
+    """A pickled object whose unpickling creates ``marker``: what a hostile checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def hostile_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "code_ran"
+    path = save_checkpoint(
+        tmp_path / "hostile.ckpt",
+        hyper_parameters=dict(MODEL_HPARAMS),
+        payload=RunsCodeWhenUnpickled(marker),
+    )
+    assert not marker.exists()
+    return path, marker
+
+
+def test_a_hostile_checkpoint_runs_no_code_when_read_for_its_config(tmp_path: Path) -> None:
+    path, marker = hostile_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="Weights only load failed") as info:
+        load_checkpoint_hparams(path)
+    assert info.value.reason == "checkpoint_unreadable"
+    assert not marker.exists()
+
+
+def test_a_hostile_checkpoint_runs_no_code_when_resuming_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``molssl fit --ckpt_path`` goes through Lightning's loader, which leaves
+    ``weights_only`` to torch: its default (True since torch 2.6) must hold."""
+    import sys
+
+    from molssl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    path, marker = hostile_checkpoint(tmp_path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        main(
+            [
+                "fit",
+                "--model=tests.toy_modules.ToyRegressor",
+                "--data=tests.toy_modules.ToyRegressionData",
+                "--trainer.max_epochs=1",
+                "--trainer.enable_progress_bar=false",
+                "--ckpt_path",
+                str(path),
+            ]
+        )
+    assert not marker.exists()
