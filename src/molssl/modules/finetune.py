@@ -1,0 +1,494 @@
+"""``FinetuneModule``: one encoder + a task head, trained on labelled molecules.
+
+UniCorn's fine-tuning protocol (paper Section 4 and Appendix C.3): keep the pre-trained 3D
+encoder, put a head on it, and train everything on the downstream task.
+
+* ``task="classification"`` (MoleculeNet BBBP, Tox21, ...): a 2-layer MLP on the pooled molecule
+  embedding gives one logit per task; binary cross-entropy over the labelled entries only (NaN
+  labels are masked); metric ROC-AUC averaged over the tasks with both classes in the split.
+* ``task="regression"`` (ESOL, FreeSolv, Lipophilicity with the MLP head; QM9 with
+  ``head="equivariant"``, TorchMD-NET's output network): MSE on standardised targets
+  ``(y - mean) / std``; predictions and metrics (RMSE, MAE per target) in the targets' units.
+* ``task="energy_forces"`` (MD17, MD22): an equivariant energy head, forces
+  ``F = -dE/dpos`` (with ``create_graph`` in training so the force loss trains the weights);
+  loss ``energy_weight * MSE(E) + force_weight * MSE(F)`` in the data's units (0.2 / 0.8 in
+  the paper); metrics energy MAE and force MAE.
+
+**Target statistics** come from ``trainer.datamodule.target_statistics()`` (train split only) in
+``setup("fit")`` and are stored as buffers, so a checkpoint carries them and ``molssl test
+--ckpt`` de-standardises with the training statistics. For ``energy_forces`` they are the mean
+and std of the energy per atom: ``E = sum_i (std * s_i + mean)``. With ``atomref=True`` the
+datamodule's per-element reference values (``"atomref"``) are added per atom, and mean and std
+are recomputed here over the training split after subtracting them.
+
+**Initialisation** from pre-training: ``init_from: PATH`` loads the encoder's tensors from a
+:class:`~molssl.modules.PretrainModule` checkpoint (prefix ``init_from_prefix``, default
+``encoder_3d.``) at the start of fitting, and logs what was loaded, what is new and what was
+unused (:mod:`molssl.modules.init_from`). It is not re-read by ``validate``/``test``, so a
+fine-tuned checkpoint evaluates without the pre-training file.
+
+**Model selection**: :attr:`FinetuneModule.monitor` names the validation metric and its mode
+(``val/auroc`` max; ``val/rmse`` or ``val/mae`` min; ``val/force_mae`` min); configs set
+``checkpoint.monitor``/``checkpoint.mode`` to it, and fitting stops at once with a clear error
+when a ``ModelCheckpoint`` monitors a metric this module does not log or uses the wrong mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.utils import scatter
+
+from molssl.encoders.base import EncoderOutput
+from molssl.modules.checkpoint_metadata import (
+    check_checkpoint_metadata,
+    class_path,
+    write_checkpoint_metadata,
+)
+from molssl.modules.finetune_losses import masked_bce, masked_mse
+from molssl.modules.finetune_metrics import TaskMetrics, check_checkpoint_monitors
+from molssl.modules.finetune_optim import FinetuneOptimization, Schedule
+from molssl.modules.finetune_stats import read_task_statistics
+from molssl.modules.guards import NonFiniteLossGuard
+from molssl.modules.init_from import DEFAULT_PREFIX, InitReport, load_encoder_weights
+from molssl.modules.pretrain import _hparams_come_from_config
+from molssl.modules.task_heads import build_task_head
+
+__all__ = ["TASKS", "FinetuneModule"]
+
+Task = Literal["classification", "regression", "energy_forces"]
+#: The task types of fine-tuning (the datamodules' ``task_type``).
+TASKS: tuple[str, ...] = ("classification", "regression", "energy_forces")
+_DEFAULT_MAX_Z = 100
+
+
+class FinetuneModule(FinetuneOptimization):
+    """Fine-tuning of an encoder on a labelled task (see the module docstring).
+
+    Args:
+        encoder: Any molssl encoder (UniCorn: :class:`~molssl.encoders.EquivariantTransformer`).
+        task: ``"classification"``, ``"regression"`` or ``"energy_forces"``; must match the
+            datamodule's ``task_type``.
+        num_tasks: Number of targets ``T``; must match the datamodule's ``task_names``
+            (1 for ``energy_forces``).
+        init_from: Pre-training checkpoint to initialise the encoder from (``None``: scratch).
+        init_from_prefix: Where the encoder's tensors sit in that checkpoint.
+        head: ``"mlp"`` (2-layer MLP on the pooled embedding) or ``"equivariant"``
+            (TorchMD-NET's output network); default ``"mlp"``, and ``"equivariant"`` (the only
+            choice) for ``energy_forces``.
+        pool: Pooling of atom features: ``"sum"``, ``"mean"`` or ``"encoder"`` (the encoder's
+            own ``graph``; MLP head only); default ``"mean"`` for the MLP head, ``"sum"`` for
+            the equivariant one.
+        head_hidden_dim: Hidden width of the MLP head (default the encoder's ``out_dim``).
+        head_dropout: Dropout of the MLP head.
+        head_activation: Activation of the head.
+        standardize: Use the training targets' mean and std (regression, energy_forces).
+        atomref: Add per-element reference values from the datamodule's statistics.
+        energy_weight: Weight of the energy MSE (``energy_forces``; paper 0.2).
+        force_weight: Weight of the force MSE (``energy_forces``; paper 0.8).
+        regression_metric: ``"rmse"`` (MoleculeNet) or ``"mae"`` (QM9): the regression metric
+            that :attr:`monitor` selects checkpoints by.
+        lr, betas, weight_decay, schedule, warmup_steps, max_steps, min_lr, plateau_factor,
+            plateau_patience: The optimiser and its schedule; see
+            :class:`~molssl.modules.finetune_optim.FinetuneOptimization`.
+        max_consecutive_nonfinite: Non-finite training losses in a row that stop the run
+            (:class:`~molssl.modules.guards.NonFiniteLossGuard`).
+
+    Raises:
+        ValueError: An unknown task, head or pool, a head the task cannot use, ``num_tasks``
+            out of range, or bad optimiser settings.
+    """
+
+    target_mean: Tensor
+    target_std: Tensor
+    atomref_table: Tensor
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        task: Task = "regression",
+        num_tasks: int = 1,
+        init_from: str | None = None,
+        init_from_prefix: str = DEFAULT_PREFIX,
+        head: Literal["mlp", "equivariant"] | None = None,
+        pool: Literal["sum", "mean", "encoder"] | None = None,
+        head_hidden_dim: int | None = None,
+        head_dropout: float = 0.0,
+        head_activation: str = "silu",
+        standardize: bool = True,
+        atomref: bool = False,
+        energy_weight: float = 0.2,
+        force_weight: float = 0.8,
+        regression_metric: Literal["rmse", "mae"] = "rmse",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        schedule: Schedule = "cosine",
+        warmup_steps: int = 0,
+        max_steps: int | None = None,
+        min_lr: float = 0.0,
+        plateau_factor: float = 0.8,
+        plateau_patience: int = 30,
+        max_consecutive_nonfinite: int = 10,
+    ) -> None:
+        super().__init__()
+        if _hparams_come_from_config():
+            self.save_hyperparameters()
+        else:
+            self.save_hyperparameters(ignore=["encoder"])
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if not isinstance(encoder, nn.Module) or not isinstance(
+            getattr(encoder, "out_dim", None), int
+        ):
+            raise TypeError("encoder must be a molssl encoder (an nn.Module with an int out_dim)")
+        if num_tasks < 1 or (task == "energy_forces" and num_tasks != 1):
+            raise ValueError(
+                f"num_tasks must be >= 1 (exactly 1 for energy_forces), got {num_tasks}"
+            )
+        head = head or ("equivariant" if task == "energy_forces" else "mlp")
+        if task == "energy_forces" and head != "equivariant":
+            raise ValueError("energy_forces needs head='equivariant' (forces are -dE/dpos)")
+        if task == "classification" and atomref:
+            raise ValueError("atomref applies to regression and energy_forces, not classification")
+        if regression_metric not in ("rmse", "mae"):
+            raise ValueError(
+                f"regression_metric must be 'rmse' or 'mae', got {regression_metric!r}"
+            )
+        if energy_weight < 0 or force_weight < 0 or energy_weight + force_weight == 0:
+            raise ValueError("energy_weight and force_weight must be >= 0, not both 0")
+        self.configure_optimization(
+            lr, betas, weight_decay, schedule, warmup_steps, max_steps, min_lr,
+            plateau_factor, plateau_patience,
+        )  # fmt: skip
+        self.task: str = task
+        self.num_tasks = int(num_tasks)
+        self.head_kind = head
+        self.init_from = init_from
+        self.init_from_prefix = init_from_prefix
+        self.standardize = bool(standardize)
+        self.use_atomref = bool(atomref)
+        self.energy_weight = float(energy_weight)
+        self.force_weight = float(force_weight)
+        self.regression_metric = regression_metric
+        self.encoder = encoder
+        self.head = build_task_head(
+            head,
+            encoder.out_dim,
+            self.num_tasks,
+            pool or ("sum" if head == "equivariant" else "mean"),
+            head_hidden_dim,
+            head_dropout,
+            head_activation,
+        )
+        self.register_buffer("target_mean", torch.zeros(self.num_tasks))
+        self.register_buffer("target_std", torch.ones(self.num_tasks))
+        max_z = int(getattr(encoder, "max_z", _DEFAULT_MAX_Z))
+        self.register_buffer("atomref_table", torch.zeros(self.num_tasks, max_z))
+        self.task_names = [f"task{i}" for i in range(self.num_tasks)]
+        self.metrics = TaskMetrics(task, self.num_tasks)
+        self.nonfinite_guard = NonFiniteLossGuard(max_consecutive_nonfinite)
+        self.init_report: InitReport | None = None
+
+    # -- set-up from the data ----------------------------------------------------------------
+
+    @property
+    def monitor(self) -> tuple[str, Literal["min", "max"]]:
+        """The validation metric that selects checkpoints, and whether higher is better."""
+        if self.task == "classification":
+            return "val/auroc", "max"
+        if self.task == "regression":
+            return f"val/{self.regression_metric}", "min"
+        return "val/force_mae", "min"
+
+    def setup(self, stage: str) -> None:
+        """Reads task names (every stage); statistics and ``init_from`` weights (fit only).
+
+        Raises:
+            ValueError: The datamodule's task type or number of tasks differs from this
+                module's, or it lacks the fine-tuning interface.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "task_names"):
+            self._check_datamodule(datamodule)
+            self.task_names = [str(name) for name in datamodule.task_names]
+        if stage != "fit":
+            return
+        if datamodule is None or not hasattr(datamodule, "target_statistics"):
+            raise ValueError(
+                "FinetuneModule needs a fine-tuning datamodule (task_type, task_names, "
+                "target_statistics()) to fit; pass one as `data` (e.g. "
+                "molssl.datamodules.moleculenet.MoleculeNetDataModule)"
+            )
+        self._set_statistics(datamodule)
+        if self.init_from is not None:
+            self.load_init_weights()
+
+    def _check_datamodule(self, datamodule: Any) -> None:
+        task_type = getattr(datamodule, "task_type", None)
+        if task_type is not None and task_type != self.task:
+            raise ValueError(
+                f"the datamodule's task type is {task_type!r} but the model was built for "
+                f"{self.task!r}: set model.init_args.task to {task_type!r}"
+            )
+        names = list(datamodule.task_names)
+        if len(names) != self.num_tasks:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ValueError(
+                f"the datamodule has {len(names)} task(s) ({shown}) but the model was built "
+                f"with num_tasks={self.num_tasks}: set model.init_args.num_tasks to {len(names)}"
+            )
+
+    def _set_statistics(self, datamodule: Any) -> None:
+        stats = read_task_statistics(
+            datamodule, self.task, self.num_tasks, self.standardize, self.use_atomref,
+            self.atomref_table.size(1),
+        )  # fmt: skip
+        device = self.target_mean.device
+        self.atomref_table.copy_(stats.atomref.to(device))
+        self.target_mean.copy_(stats.mean.to(device))
+        self.target_std.copy_(stats.std.to(device))
+
+    def load_init_weights(self) -> InitReport:
+        """Loads ``init_from`` into the encoder now and logs what was loaded (rank zero).
+
+        Raises:
+            InitFromError: Unreadable file, no encoder tensors, or shapes that differ.
+        """
+        if self.init_from is None:
+            raise ValueError("init_from is not set")
+        report = load_encoder_weights(self.encoder, self.init_from, self.init_from_prefix)
+        head = [f"head.{name}" for name, _ in self.head.named_parameters()]
+        rank_zero_info(report.summary(head_tensors=head))
+        self.init_report = report
+        return report
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def encode(self, batch: Batch) -> EncoderOutput:
+        """The encoder's output, checked to be an :class:`EncoderOutput`."""
+        output = self.encoder(batch)
+        if not isinstance(output, EncoderOutput):
+            raise TypeError(
+                f"the encoder ({type(self.encoder).__name__}) returned a "
+                f"{type(output).__name__}; encoders must return molssl EncoderOutput"
+            )
+        return output
+
+    def atom_reference(self, batch: Batch, num_graphs: int) -> Tensor:
+        """Sum of the atoms' reference values per molecule and task, ``(B, T)`` (0 without)."""
+        z = batch.z
+        if not self.use_atomref:
+            return self.target_mean.new_zeros(num_graphs, self.num_tasks)
+        index = getattr(batch, "batch", None)
+        if index is None:
+            index = torch.zeros_like(z)
+        per_atom = self.atomref_table[:, z].transpose(0, 1)
+        return scatter(per_atom, index, dim=0, dim_size=num_graphs, reduce="sum")
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Predictions ``(B, T)``: logits (classification), values in target units
+        (regression), energies (energy_forces; use :meth:`energy_and_forces` for forces)."""
+        if self.task == "energy_forces":
+            return self._energy(batch, self.encode(batch))
+        output = self.encode(batch)
+        raw = self.head(output, batch)
+        if self.task == "classification":
+            return raw
+        return raw * self.target_std + self.target_mean + self.atom_reference(batch, raw.size(0))
+
+    def _energy(self, batch: Batch, output: EncoderOutput) -> Tensor:
+        raw = self.head(output, batch)
+        counts = torch.bincount(
+            batch.batch if getattr(batch, "batch", None) is not None else torch.zeros_like(batch.z),
+            minlength=raw.size(0),
+        ).to(raw.dtype)
+        per_atom_mean = self.target_mean * counts.unsqueeze(-1)
+        return raw * self.target_std + per_atom_mean + self.atom_reference(batch, raw.size(0))
+
+    def energy_and_forces(self, batch: Batch, create_graph: bool = False) -> tuple[Tensor, Tensor]:
+        """Energies ``(B, 1)`` and forces ``(N, 3)`` = ``-dE/dpos``.
+
+        Works under ``torch.no_grad`` and inside Lightning's inference mode too (evaluation):
+        the batch is then copied into ordinary tensors and gradients are switched back on for
+        the force computation only.
+
+        Args:
+            batch: Molecules with ``z``, ``pos`` and ``batch``.
+            create_graph: Keep the graph of the forces, so that a force loss can be
+                differentiated (training).
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            if batch.pos.is_inference():
+                batch = batch.clone()
+            pos = batch.pos.detach().requires_grad_(True)
+            batch.pos = pos
+            energy = self._energy(batch, self.encode(batch))
+            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
+        forces = -grad
+        if not create_graph:
+            energy, forces = energy.detach(), forces.detach()
+        return energy, forces
+
+    # -- losses and steps ----------------------------------------------------------------------
+
+    def compute_loss(
+        self, batch: Batch, train: bool
+    ) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, ...]]:
+        """Total loss, its parts (for logging) and what the metrics need.
+
+        Returns:
+            ``(loss, parts, metric inputs)`` where the metric inputs are ``(preds, targets)``
+            (classification, regression) or ``(energy, energy target, forces, force target)``.
+        """
+        if self.task == "energy_forces":
+            energy, forces = self.energy_and_forces(batch, create_graph=train)
+            target_energy = batch.energy.reshape(-1, 1).to(energy.dtype)
+            target_forces = batch.forces.to(forces.dtype)
+            parts = {
+                "energy_loss": F.mse_loss(energy, target_energy),
+                "force_loss": F.mse_loss(forces, target_forces),
+            }
+            loss = (
+                self.energy_weight * parts["energy_loss"] + self.force_weight * parts["force_loss"]
+            )
+            return loss, parts, (energy, target_energy, forces, target_forces)
+        output = self.encode(batch)
+        raw = self.head(output, batch)
+        target = batch.y.reshape(raw.size(0), -1).to(raw.dtype)
+        if target.size(1) != self.num_tasks:
+            raise ValueError(
+                f"the batch has {target.size(1)} target column(s), the model {self.num_tasks}"
+            )
+        if self.task == "classification":
+            return masked_bce(raw, target), {}, (raw, target)
+        offset = self.target_mean + self.atom_reference(batch, raw.size(0))
+        loss = masked_mse(raw, (target - offset) / self.target_std)
+        return loss, {}, (raw.detach() * self.target_std + offset, target)
+
+    def _num_graphs(self, batch: Batch) -> int:
+        return int(getattr(batch, "num_graphs", 1))
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Loss of one training batch (skipped on every process when not finite)."""
+        loss, parts, metric_inputs = self.compute_loss(batch, train=True)
+        size = self._num_graphs(batch)
+        optimizers = self.trainer.optimizers
+        if optimizers:
+            self.log("train/lr", optimizers[0].param_groups[0]["lr"], batch_size=size)
+        if not self.nonfinite_guard.check(self, loss, parts):
+            return self.nonfinite_guard.skip_loss(self)
+        self._log_losses("train", loss, parts, size)
+        self.metrics.update("train", *metric_inputs)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drops the gradients of a step whose batches were all skipped, or not finite."""
+        self.nonfinite_guard.check_gradients(self)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Validation loss and metric states."""
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Test loss and metric states."""
+        self._evaluation_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """``{"pred": (B, T)}`` in target units (probabilities for classification), plus
+        ``"forces"`` for ``energy_forces``; ``"mol_id"`` when the batch has it."""
+        result: dict[str, Tensor] = {}
+        if self.task == "energy_forces":
+            result["pred"], result["forces"] = self.energy_and_forces(batch)
+        else:
+            pred = self(batch)
+            result["pred"] = torch.sigmoid(pred) if self.task == "classification" else pred
+        if getattr(batch, "mol_id", None) is not None:
+            result["mol_id"] = batch.mol_id
+        return result
+
+    def _evaluation_step(self, batch: Batch, stage: str) -> None:
+        loss, parts, metric_inputs = self.compute_loss(batch, train=False)
+        self._log_losses(stage, loss, parts, self._num_graphs(batch))
+        self.metrics.update(stage, *metric_inputs)
+
+    def _log_losses(self, stage: str, loss: Tensor, parts: dict[str, Tensor], size: int) -> None:
+        sync = stage != "train"
+        self.log(f"{stage}/loss", loss.detach(), batch_size=size, prog_bar=True, sync_dist=sync)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value.detach(), batch_size=size, sync_dist=sync)
+
+    def on_train_epoch_end(self) -> None:
+        """Logs the epoch's training metrics."""
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Logs the validation metrics (``val/auroc``, ``val/rmse``, ...)."""
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Logs the test metrics."""
+        self._log_metrics("test")
+
+    def _log_metrics(self, stage: str) -> None:
+        values = self.metrics.compute(stage, self.task_names)
+        if self.task == "classification" and not torch.isfinite(values[f"{stage}/auroc"]):
+            rank_zero_warn(
+                f"{stage}/auroc is NaN: no task has both classes among the {stage} molecules",
+                category=UserWarning,
+            )
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name == self.monitor[0])
+
+    def metric_names(self, stage: str) -> list[str]:
+        """Names logged under ``stage`` (losses and metrics)."""
+        names = [f"{stage}/loss", *self.metrics.names(stage, self.task_names)]
+        if self.task == "energy_forces":
+            names += [f"{stage}/energy_loss", f"{stage}/force_loss"]
+        return names
+
+    def on_fit_start(self) -> None:
+        """Checks that every ``ModelCheckpoint`` monitors a metric logged here, the right way."""
+        logged = set(self.metric_names("val")) | set(self.metric_names("train"))
+        check_checkpoint_monitors(self.trainer.checkpoint_callbacks, logged, self.monitor)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint_description(self) -> dict[str, Any]:
+        """What a checkpoint of this module must match: task, tasks, head and encoder class."""
+        return {
+            "task": self.task,
+            "num_tasks": self.num_tasks,
+            "head": self.head_kind,
+            "encoder": class_path(self.encoder),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Records molssl's metadata, the task names, ``init_from`` and the guard's counters."""
+        write_checkpoint_metadata(
+            checkpoint,
+            self,
+            **self.checkpoint_description(),
+            task_names=list(self.task_names),
+            init_from=None if self.init_report is None else self.init_report.as_dict(),
+            nonfinite=self.nonfinite_guard.state_dict(),
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checks the checkpoint was written for this task and encoder, before the weights load.
+
+        Raises:
+            CheckpointError: Another task, number of tasks, head or encoder class.
+        """
+        entry = check_checkpoint_metadata(checkpoint, self, self.checkpoint_description())
+        if entry is None:
+            return
+        if isinstance(entry.get("task_names"), list):
+            self.task_names = [str(name) for name in entry["task_names"]]
+        if isinstance(entry.get("nonfinite"), dict):
+            self.nonfinite_guard.load_state_dict(entry["nonfinite"])

@@ -1,0 +1,181 @@
+"""Optimiser and learning-rate schedules of fine-tuning (paper Appendix C.3, Tables 9-12).
+
+The paper's fine-tuning tables use three schedules, all after a linear warm-up counted in
+optimiser steps:
+
+- ``"cosine"``: decay to ``min_lr`` over ``max_steps`` (QM9: 10k warm-up, cosine cycle 300k;
+  MD22: cosine over 50 epochs);
+- ``"plateau"``: ``ReduceLROnPlateau`` on ``val/loss`` per validation epoch, factor 0.8,
+  patience 30, floor 1e-7 (MD17, as TorchMD-NET);
+- ``"constant"``: the peak learning rate after warm-up (a MoleculeNet grid point without a
+  schedule).
+
+AdamW's weight decay skips biases and normalisation layers, as in pre-training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from molssl.modules.schedules import warmup_cosine_scheduler
+
+__all__ = ["SCHEDULES", "FinetuneOptimization", "Schedule"]
+
+Schedule = Literal["cosine", "plateau", "constant"]
+#: Learning-rate schedules of fine-tuning.
+SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
+#: The metric ``ReduceLROnPlateau`` watches.
+PLATEAU_MONITOR = "val/loss"
+_NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+class FinetuneOptimization(LightningModule):
+    """A LightningModule base owning AdamW and the fine-tuning schedules.
+
+    Subclasses call :meth:`configure_optimization` in ``__init__``. Settings:
+
+    Args (of :meth:`configure_optimization`):
+        lr: Peak learning rate.
+        betas: AdamW's betas.
+        weight_decay: Decoupled weight decay (not on biases and normalisation layers).
+        schedule: ``"cosine"``, ``"plateau"`` or ``"constant"`` (see the module docstring).
+        warmup_steps: Optimiser steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        max_steps: Cosine horizon in optimiser steps; ``None`` takes the run's length.
+        min_lr: Floor of the cosine and of the plateau reductions.
+        plateau_factor: Multiplier of each plateau reduction.
+        plateau_patience: Validation epochs without improvement before a reduction.
+    """
+
+    def configure_optimization(
+        self,
+        lr: float,
+        betas: Sequence[float],
+        weight_decay: float,
+        schedule: str,
+        warmup_steps: int,
+        max_steps: int | None,
+        min_lr: float,
+        plateau_factor: float,
+        plateau_patience: int,
+    ) -> None:
+        """Checks and stores the optimiser settings.
+
+        Raises:
+            ValueError: Naming the first setting out of range.
+        """
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+        if not 0.0 <= min_lr <= lr:
+            raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr}")
+        if not 0.0 < plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor must be in (0, 1), got {plateau_factor}")
+        if plateau_patience < 0:
+            raise ValueError(f"plateau_patience must be >= 0, got {plateau_patience}")
+        self.lr = float(lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.weight_decay = float(weight_decay)
+        self.schedule = schedule
+        self.warmup_steps = int(warmup_steps)
+        self.max_steps = None if max_steps is None else int(max_steps)
+        self.min_lr = float(min_lr)
+        self.plateau_factor = float(plateau_factor)
+        self.plateau_patience = int(plateau_patience)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if self.weight_decay == 0.0:
+            return [{"params": trainable, "weight_decay": 0.0}]
+        exempt: set[int] = set()
+        for module in self.modules():
+            for name, parameter in module.named_parameters(recurse=False):
+                if name.endswith("bias") or isinstance(module, _NO_DECAY_MODULES):
+                    exempt.add(id(parameter))
+        return [
+            {
+                "params": [p for p in trainable if id(p) not in exempt],
+                "weight_decay": self.weight_decay,
+            },
+            {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0},
+        ]
+
+    def schedule_horizon(self) -> int:
+        """Optimiser steps of the cosine decay: ``max_steps``, else the run's length."""
+        if self.max_steps is not None:
+            return self.max_steps
+        estimated = self.trainer.estimated_stepping_batches
+        if not math.isfinite(estimated):
+            raise ValueError(
+                "the run's length is unbounded, so the cosine decay has no horizon: set "
+                "trainer.max_epochs or trainer.max_steps, or model.init_args.max_steps"
+            )
+        return int(estimated)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW and the per-step (cosine, constant) or per-epoch (plateau) schedule."""
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.lr, betas=self.betas)
+        if self.schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=self.plateau_factor,
+                patience=self.plateau_patience,
+                min_lr=self.min_lr,
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": PLATEAU_MONITOR,
+                    "interval": "epoch",
+                    "frequency": 1,
+                },
+            }
+        if self.schedule == "constant":
+            total, floor = self.warmup_steps, 1.0
+        else:
+            total, floor = self.schedule_horizon(), self.min_lr / self.lr
+            if total < self.warmup_steps and not self.trainer.fast_dev_run:
+                rank_zero_warn(
+                    f"the run ({total} steps) is shorter than the warm-up ({self.warmup_steps} "
+                    "steps): the learning rate never reaches its peak; lower "
+                    "model.init_args.warmup_steps",
+                    category=UserWarning,
+                )
+        scheduler = warmup_cosine_scheduler(
+            optimizer, self.warmup_steps, max(total, self.warmup_steps), floor
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """The plateau schedule's linear warm-up, set per step (as TorchMD-NET does).
+
+        ``ReduceLROnPlateau`` owns the learning rate after the warm-up; during it, each step's
+        learning rate is ``lr * (step + 1) / warmup_steps``.
+        """
+        if self.schedule != "plateau" or self.trainer.global_step >= self.warmup_steps:
+            return
+        factor = (self.trainer.global_step + 1) / self.warmup_steps
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr * factor

@@ -1,0 +1,144 @@
+"""Task heads of fine-tuning: one output per task and molecule, before de-standardisation.
+
+UniCorn (Section 4, "Fine-tuning") keeps the pre-trained 3D encoder and swaps the head per task
+family:
+
+- MoleculeNet: a 2-layer MLP on the pooled molecule embedding (:class:`PooledMLPHead`);
+- QM9, MD17, MD22: TorchMD-NET's equivariant output network, one scalar per atom summed over
+  the molecule (:class:`EquivariantScalarsHead`; energies for MD, with forces = -dE/dpos taken by
+  :class:`~molssl.modules.finetune.FinetuneModule`).
+
+Heads return raw outputs of shape ``(B, T)``: logits for classification, standardised values for
+regression (the module multiplies by the training targets' std and adds their mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.utils import scatter
+
+from molssl.encoders.base import EncoderOutput
+from molssl.encoders.heads import EquivariantScalarHead, MLPHead
+
+__all__ = ["HEAD_KINDS", "EquivariantScalarsHead", "PooledMLPHead", "build_task_head"]
+
+HeadKind = Literal["mlp", "equivariant"]
+Pool = Literal["sum", "mean", "encoder"]
+#: Head kinds :func:`build_task_head` knows.
+HEAD_KINDS: tuple[str, ...] = ("mlp", "equivariant")
+_POOLS = ("sum", "mean", "encoder")
+
+
+def _molecule_index(output: EncoderOutput, batch: Batch) -> Tensor:
+    index = getattr(batch, "batch", None)
+    if index is None:
+        return torch.zeros(output.node.size(0), dtype=torch.long, device=output.node.device)
+    return index
+
+
+class PooledMLPHead(nn.Module):
+    """Pools the encoder's atom features per molecule, then a 2-layer MLP (one output per task).
+
+    Args:
+        in_dim: Encoder ``out_dim``.
+        num_tasks: Outputs per molecule.
+        pool: ``"sum"`` or ``"mean"`` of ``output.node`` over each molecule's atoms, or
+            ``"encoder"`` to take the encoder's own ``output.graph``.
+        hidden_dim: Hidden width (default ``in_dim``).
+        dropout: Dropout after the hidden activation.
+        activation: Hidden activation.
+
+    Shapes:
+        ``output.node (N, D)``, ``batch.batch (N,)`` -> ``(B, num_tasks)``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_tasks: int,
+        pool: Pool = "mean",
+        hidden_dim: int | None = None,
+        dropout: float = 0.0,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
+        self.pool = pool
+        self.mlp = MLPHead(in_dim, num_tasks, hidden_dim, dropout, activation)
+
+    def forward(self, output: EncoderOutput, batch: Batch) -> Tensor:
+        """Per-molecule outputs ``(B, num_tasks)``."""
+        if self.pool != "encoder":
+            pooled = scatter(
+                output.node,
+                _molecule_index(output, batch),
+                dim=0,
+                dim_size=output.graph.size(0),
+                reduce=self.pool,
+            )
+            output = replace(output, graph=pooled)
+        return self.mlp(output)
+
+
+class EquivariantScalarsHead(nn.Module):
+    """One equivariant scalar head per task (TorchMD-NET's output network), pooled per molecule.
+
+    Args:
+        in_dim: Encoder ``out_dim`` (the encoder must give ``vec``: a 3D equivariant encoder).
+        num_tasks: Outputs per molecule, each with its own head.
+        pool: ``"sum"`` (extensive targets: energies, the QM9 default) or ``"mean"``.
+        activation: Activation inside the gated blocks.
+
+    Shapes:
+        ``output.node (N, D)``, ``output.vec (N, 3, D)`` -> ``(B, num_tasks)``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_tasks: int,
+        pool: Literal["sum", "mean"] = "sum",
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        if pool not in ("sum", "mean"):
+            raise ValueError(f"the equivariant head pools by 'sum' or 'mean', got {pool!r}")
+        self.heads = nn.ModuleList(
+            EquivariantScalarHead(in_dim, activation=activation, reduce=pool)
+            for _ in range(num_tasks)
+        )
+
+    def forward(self, output: EncoderOutput, batch: Batch) -> Tensor:
+        """Per-molecule outputs ``(B, num_tasks)``."""
+        return torch.stack([head(output, batch) for head in self.heads], dim=-1)
+
+
+def build_task_head(
+    kind: HeadKind,
+    in_dim: int,
+    num_tasks: int,
+    pool: Pool = "mean",
+    hidden_dim: int | None = None,
+    dropout: float = 0.0,
+    activation: str = "silu",
+) -> nn.Module:
+    """The head named ``kind`` (``"mlp"`` or ``"equivariant"``); see the classes for arguments.
+
+    Raises:
+        ValueError: Unknown kind, ``num_tasks < 1``, or arguments the kind cannot take.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    if kind == "mlp":
+        return PooledMLPHead(in_dim, num_tasks, pool, hidden_dim, dropout, activation)
+    if kind == "equivariant":
+        if pool == "encoder":
+            raise ValueError("the equivariant head pools atom scalars: pool must be sum or mean")
+        return EquivariantScalarsHead(in_dim, num_tasks, pool, activation)
+    raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
