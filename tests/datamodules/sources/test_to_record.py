@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,12 @@ from molssl.chem.conformers import ConformerOptions
 from molssl.chem.errors import MoleculeError
 from molssl.datamodules.records import record_from_mol, record_from_smiles
 from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_source
-from tests.datamodules.sources.helpers import embedded_nci, write_sdf
+from tests.datamodules.sources.helpers import (
+    embedded_nci,
+    pubchemqc_document,
+    write_json,
+    write_sdf,
+)
 
 ARRAYS = ("z", "x", "edge_index", "edge_attr", "conformers", "fragment", "torsion_atoms")
 
@@ -128,3 +134,32 @@ def test_read_failure_is_raised_as_is() -> None:
     with pytest.raises(MoleculeError) as info:
         entry_to_record(entry, 0)
     assert info.value is failure
+
+
+def test_entries_survive_pickling_for_worker_processes(tmp_path: Path) -> None:
+    # prepare hands entries to worker processes: molecules, coordinates and failures must
+    # cross a pickle unchanged.
+    mols = embedded_nci(10)[:3]
+    write_sdf(tmp_path / "a.sdf", [Chem.RemoveHs(m) for m in mols])
+    for cid, mol in enumerate(mols):
+        write_json(tmp_path / f"{cid}.json", pubchemqc_document(mol, cid))
+    (tmp_path / "b.smi").write_text("CCO x\n\n")
+    entries = list(iter_source(tmp_path))
+    assert [e.failure is None for e in entries] == [True] * 7 + [False]
+    for mol_id, entry in enumerate(entries):
+        copy = pickle.loads(pickle.dumps(entry))
+        assert (copy.source, copy.index, copy.line, copy.source_id, copy.smiles) == (
+            entry.source,
+            entry.index,
+            entry.line,
+            entry.source_id,
+            entry.smiles,
+        )
+        if entry.failure is not None:
+            assert type(copy.failure) is type(entry.failure)
+            assert copy.failure.reason == entry.failure.reason == "empty_input"
+            continue
+        original, restored = entry_to_record(entry, mol_id), entry_to_record(copy, mol_id)
+        assert restored.smiles == original.smiles
+        for key in ARRAYS:
+            np.testing.assert_array_equal(getattr(restored, key), getattr(original, key))

@@ -78,10 +78,36 @@ class SourceEntry:
                 f"must be set, got {given}"
             )
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Worker processes get entries by pickle. RDKit's default pickle rounds coordinates to
+        # float32; hydrogens placed from rounded coordinates would then depend on whether an
+        # entry crossed a process boundary. Keep them as doubles.
+        mol = None if self.mol is None else self.mol.ToBinary(_MOL_PICKLE_FLAGS)
+        fields = (self.source, self.index, self.line, self.source_id, self.smiles, mol)
+        return (_restore_entry, (*fields, self.failure))
+
     @property
     def ok(self) -> bool:
         """Whether the entry was read (it may still fail when made into a record)."""
         return self.failure is None
+
+
+_MOL_PICKLE_FLAGS = int(
+    Chem.PropertyPickleOptions.AllProps | Chem.PropertyPickleOptions.CoordsAsDouble
+)
+
+
+def _restore_entry(
+    source: str,
+    index: int,
+    line: int,
+    source_id: str,
+    smiles: str | None,
+    mol: bytes | None,
+    failure: MoleculeError | None,
+) -> SourceEntry:
+    restored = None if mol is None else Chem.Mol(mol)
+    return SourceEntry(source, index, line, source_id, smiles, restored, failure)
 
 
 def default_source_id(source: str, index: int) -> str:
