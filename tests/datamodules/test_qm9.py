@@ -330,3 +330,11 @@ def test_bad_arguments_are_clear_errors(raw: QM9RawFiles, tmp_path: Path) -> Non
     with pytest.raises(QM9FormatError, match="not found"):
         _module(tmp_path / "nowhere", tmp_path / "cache")
     assert set(CSV_COLUMNS) >= {column for column, _ in TARGET_COLUMNS.values()}
+
+
+def test_parallel_parse_gives_the_serial_result(raw: QM9RawFiles) -> None:
+    serial = parse_qm9(raw.sdf, raw.csv, raw.uncharacterized_txt)
+    parallel = parse_qm9(raw.sdf, raw.csv, raw.uncharacterized_txt, workers=2)
+    for key, array in serial.arrays.items():
+        np.testing.assert_array_equal(parallel.arrays[key], array, err_msg=key)
+    assert parallel.failures == serial.failures and parallel.relaxed == serial.relaxed
