@@ -11,10 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
+    from molssl.datamodules.md import MD17DataModule, MD22DataModule
     from molssl.datamodules.moleculenet import MoleculeNetDataModule
     from molssl.datamodules.pretrain import PretrainDataModule
+    from molssl.datamodules.qm9 import QM9DataModule
 
-__all__ = ["FinetuneDataModule", "LoadedDataset", "MoleculeNetDataModule", "PretrainDataModule"]
+__all__ = [
+    "FinetuneDataModule",
+    "LoadedDataset",
+    "MD17DataModule",
+    "MD22DataModule",
+    "MoleculeNetDataModule",
+    "PretrainDataModule",
+    "QM9DataModule",
+]
 
 #: Public name -> module defining it, imported on first access.
 _LAZY = {
@@ -22,6 +32,9 @@ _LAZY = {
     "FinetuneDataModule": "molssl.datamodules.finetune_base",
     "LoadedDataset": "molssl.datamodules.finetune_base",
     "MoleculeNetDataModule": "molssl.datamodules.moleculenet",
+    "QM9DataModule": "molssl.datamodules.qm9",
+    "MD17DataModule": "molssl.datamodules.md",
+    "MD22DataModule": "molssl.datamodules.md",
 }
 
 
