@@ -75,3 +75,9 @@ def test_gzip_and_truncated_gzip(tmp_path: Path, nci_smiles: list[str]) -> None:
     assert [(e.line, e.source_id, e.smiles) for e in cut[:-1]] == fields[: len(cut) - 1]
     assert 0 < len(cut) - 1 < len(fields)
     assert_accounted(cut)
+
+
+def test_byte_order_mark_does_not_hide_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("SMILES,ID\nCCO,e1\n".encode("utf-8-sig"))
+    assert [(e.smiles, e.source_id) for e in iter_source(path)] == [("CCO", "e1")]

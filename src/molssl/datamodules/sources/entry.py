@@ -56,8 +56,9 @@ class SourceEntry:
         line: 1-based line where the entry starts (1 for a one-molecule JSON file).
         source_id: Name column, SDF title, PubChem CID; else ``"{file name}:{index}"``.
         smiles: The SMILES text of a SMILES source (not parsed yet).
-        mol: A molecule with one 3D conformer, coordinates as in the file, not sanitised;
-            hydrogens may be implicit.
+        mol: A molecule with one 3D conformer, coordinates as in the file; from an SDF as
+            parsed (not sanitised, hydrogens possibly implicit), from PubChemQC sanitised with
+            every hydrogen explicit.
         failure: Why the entry could not be read (reason codes of
             :class:`~molssl.chem.errors.MoleculeError` subclasses).
     """

@@ -40,8 +40,9 @@ def open_text(path: Path, newline: str | None = None) -> TextIO:
     """Open ``path`` for streaming text, decompressing ``.gz``.
 
     Undecodable bytes become U+FFFD instead of raising: a decoding error surfaces far from the
-    line it is on, and a replaced character makes just that entry fail to parse.
+    line it is on, and a replaced character makes just that entry fail to parse. A UTF-8 byte
+    order mark (spreadsheet exports) is dropped, so it cannot hide a CSV header's first name.
     """
     if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline=newline)
-    return open(path, encoding="utf-8", errors="replace", newline=newline)
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline=newline)
+    return open(path, encoding="utf-8-sig", errors="replace", newline=newline)
