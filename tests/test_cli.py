@@ -13,7 +13,14 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from molssl import __version__
-from molssl.cli import EXTRA_SUBCOMMANDS, ExtraSubcommand, main, register_subcommand
+from molssl.cli import (
+    EXTRA_SUBCOMMANDS,
+    ExtraSubcommand,
+    format_metrics_table,
+    main,
+    register_subcommand,
+    split_declared_options,
+)
 from tests.toy_modules import ToyRegressionData, ToyRegressor, ToyRegressorWithData
 
 MODEL_ARGS = {"num_features": 3, "lr": 0.05}
@@ -140,6 +147,38 @@ def test_extra_subcommand_rejects_bad_arguments(
     assert echo_subcommand == []
 
 
+def test_forwarding_subcommand_receives_undeclared_options_as_overrides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[Namespace] = []
+
+    def add_arguments(parser: ArgumentParser) -> None:
+        parser.add_argument("--seeds", type=int, nargs="+", required=True)
+        parser.add_argument("--output", default="out")
+
+    monkeypatch.setitem(
+        EXTRA_SUBCOMMANDS,
+        "repeat",
+        ExtraSubcommand("Repeat a run.", add_arguments, received.append, forward_unknown=True),
+    )
+    main(["repeat", "--seeds", "0", "1", "--trainer.max_epochs", "5", "--output=o", "--x=-1"])
+    (namespace,) = received
+    assert namespace.seeds == [0, 1] and namespace.output == "o"
+    assert namespace.overrides == ["--trainer.max_epochs", "5", "--x=-1"]
+
+
+def test_split_declared_options_keeps_values_with_their_option() -> None:
+    parser = ArgumentParser()
+    parser.add_argument("--config")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    known, unknown = split_declared_options(
+        parser,
+        ["--config", "a.yaml", "--model.init_args.lr", "-0.5", "--seeds", "0", "-1", "--b=c"],
+    )
+    assert known == ["--config", "a.yaml", "--seeds", "0", "-1"]
+    assert unknown == ["--model.init_args.lr", "-0.5", "--b=c"]
+
+
 def test_register_subcommand_refuses_taken_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("molssl.cli.EXTRA_SUBCOMMANDS", {})
     register_subcommand("echo", "Repeat.", lambda parser: None, lambda ns: None)
@@ -180,6 +219,32 @@ def test_test_with_checkpoint_alone_matches_direct_evaluation(
     x, y = ToyRegressionData(**DATA_ARGS).test_set.tensors
     with torch.no_grad():
         assert torch.mean((untrained(x) - y) ** 2).item() != pytest.approx(expected, rel=1e-3)
+
+
+def test_test_writes_metrics_beside_the_checkpoint_and_prints_a_table(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    main(["test", "--ckpt", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "eval")])
+    beside = json.loads((ckpt.parent / "metrics.json").read_text())
+    (in_log_dir,) = (tmp_path / "eval").rglob("test_metrics.json")
+    assert beside == json.loads(in_log_dir.read_text())
+    assert beside["ckpt_path"] == str(ckpt)
+    expected = direct_test_mse(ckpt)
+    assert beside["metrics"]["test/mse"] == pytest.approx(expected, rel=1e-5)
+    out = capsys.readouterr().out
+    logged = beside["metrics"]["test/mse"]
+    assert f"molssl test: {ckpt}\n  metric    value\n  test/mse  {logged:.6g}" in out
+
+
+def test_metrics_table_sorts_names_and_aligns_values() -> None:
+    table = format_metrics_table({"test/rmse": 1.23456789, "test/auroc": 0.5}, title="t")
+    assert table.splitlines() == [
+        "t",
+        "  metric      value",
+        "  test/auroc  0.5",
+        "  test/rmse   1.23457",
+    ]
 
 
 def test_relative_checkpoint_named_like_a_lightning_alias(

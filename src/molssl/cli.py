@@ -21,12 +21,18 @@ file plainly. ``validate``/``test``/``predict`` accept it on its own: the run's 
 else the hyper-parameters inside the checkpoint, is layered beneath whatever ``--config`` files
 and overrides the command line gives (see :mod:`molssl.checkpoints`). Those commands save their
 own config as ``<subcommand>_config.yaml``, never over the training run's ``config.yaml``;
-``validate`` and ``test`` also write ``<subcommand>_metrics.json`` into their log dir.
+``validate`` and ``test`` also write ``<subcommand>_metrics.json`` into their log dir and print
+the metrics as a table; ``test`` of a checkpoint file writes the same record as ``metrics.json``
+beside the checkpoint, where it stays with the weights it describes (a later ``test`` of a
+checkpoint in the same folder replaces it; the record names the checkpoint it belongs to).
 
 Modules in the working directory can be named by ``class_path`` (an ablation next to its YAML).
 
-Commands that do not drive a Trainer (data preparation, embedding export) are registered in
-:data:`EXTRA_SUBCOMMANDS`; :func:`main` dispatches to them before Lightning parses anything.
+Commands that do not drive a Trainer (data preparation, the seeds runner) are registered in
+:data:`EXTRA_SUBCOMMANDS`; :func:`main` dispatches to them before Lightning parses anything. A
+command registered with ``forward_unknown=True`` receives the arguments it does not declare
+(e.g. ``--trainer.max_epochs 5``) as ``namespace.overrides``, to pass on to a Trainer command
+run in-process with :func:`run_trainer_command`.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ TRAINER_SUBCOMMANDS = tuple(LightningCLI.subcommands())
 _CKPT_FLAGS = ("--ckpt", "--ckpt_path")
 # Values of ``ckpt_path`` that Lightning resolves itself rather than reading a file.
 _LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
+#: Name of the metrics file ``molssl test`` writes beside the checkpoint it evaluated.
+METRICS_BESIDE_CHECKPOINT = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,14 @@ class ExtraSubcommand:
         help: One line shown by ``molssl --help``.
         add_arguments: Adds the subcommand's options to its own parser.
         run: Does the work, given the parsed options.
+        forward_unknown: Collect the options the parser does not declare, with their values,
+            into ``namespace.overrides`` (a list of tokens) instead of rejecting them.
     """
 
     help: str
     add_arguments: Callable[[ArgumentParser], None]
     run: Callable[[Namespace], None]
+    forward_unknown: bool = False
 
 
 EXTRA_SUBCOMMANDS: dict[str, ExtraSubcommand] = {}
@@ -83,15 +94,16 @@ def register_subcommand(
     help: str,
     add_arguments: Callable[[ArgumentParser], None],
     run: Callable[[Namespace], None],
+    forward_unknown: bool = False,
 ) -> None:
-    """Adds a non-Trainer subcommand to ``molssl``.
+    """Adds a non-Trainer subcommand to ``molssl`` (see :class:`ExtraSubcommand`).
 
     Raises:
         ValueError: If ``name`` is already a subcommand.
     """
     if name in TRAINER_SUBCOMMANDS or name in EXTRA_SUBCOMMANDS:
         raise ValueError(f"molssl already has a subcommand named {name!r}")
-    EXTRA_SUBCOMMANDS[name] = ExtraSubcommand(help, add_arguments, run)
+    EXTRA_SUBCOMMANDS[name] = ExtraSubcommand(help, add_arguments, run, forward_unknown)
 
 
 class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -151,16 +163,30 @@ class MolsslCLI(LightningCLI):
             return
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
-        path = log_dir / f"{subcommand}_metrics.json"
+        ckpt_path = self.trainer.ckpt_path or self.config[subcommand].get("ckpt_path")
+        metrics = {name: value.item() for name, value in self.trainer.callback_metrics.items()}
         record = {
             "subcommand": subcommand,
-            "ckpt_path": self.config[subcommand].get("ckpt_path"),
-            "metrics": {
-                name: value.item() for name, value in self.trainer.callback_metrics.items()
-            },
+            "ckpt_path": None if ckpt_path is None else str(ckpt_path),
+            "metrics": metrics,
         }
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"{subcommand} metrics written to {path}")
+        text = json.dumps(record, indent=2) + "\n"
+        paths = [log_dir / f"{subcommand}_metrics.json"]
+        if subcommand == "test" and ckpt_path is not None and Path(ckpt_path).is_file():
+            paths.append(Path(ckpt_path).parent / METRICS_BESIDE_CHECKPOINT)
+        for path in paths:
+            path.write_text(text)
+        print(format_metrics_table(metrics, title=f"{PROG} {subcommand}: {ckpt_path or 'metrics'}"))
+        print(f"{subcommand} metrics written to {' and '.join(str(p) for p in paths)}")
+
+
+def format_metrics_table(metrics: dict[str, float], title: str = "") -> str:
+    """A plain two-column ``name  value`` table, names sorted, values to 6 significant digits."""
+    width = max([len("metric"), *(len(name) for name in metrics)])
+    lines = [title] if title else []
+    lines.append(f"  {'metric':<{width}}  value")
+    lines += [f"  {name:<{width}}  {metrics[name]:.6g}" for name in sorted(metrics)]
+    return "\n".join(lines)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -174,17 +200,27 @@ def main(args: list[str] | None = None) -> None:
     if argv and argv[0] in EXTRA_SUBCOMMANDS:
         _run_extra_subcommand(argv[0], argv[1:])
         return
+    run_trainer_command(argv)
+
+
+def run_trainer_command(argv: list[str]) -> MolsslCLI:
+    """Runs ``molssl fit|validate|test|predict ...`` in-process and returns the finished CLI.
+
+    What :func:`main` does for those subcommands (``--ckpt``, the run's config); a caller such
+    as the seeds runner reads ``cli.trainer`` afterwards (best checkpoint, metrics).
+    """
+    _make_working_directory_importable()
     if argv and argv[0] in TRAINER_SUBCOMMANDS:
         argv = [argv[0], *_with_checkpoint_config(argv[0], argv[1:])]
     with warnings.catch_warnings():
         # Lightning warns whenever ``args`` and ``sys.argv`` are both set; here ``args`` is
         # ``sys.argv`` itself, or the caller's explicit choice, never an accident.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        _run_lightning_cli(argv)
+        return _run_lightning_cli(argv)
 
 
-def _run_lightning_cli(argv: list[str]) -> None:
-    MolsslCLI(
+def _run_lightning_cli(argv: list[str]) -> MolsslCLI:
+    return MolsslCLI(
         model_class=LightningModule,
         # None, not LightningDataModule: Lightning then makes ``data`` optional (still any
         # LightningDataModule subclass), for modules that bring their own dataloaders.
@@ -223,7 +259,38 @@ def _run_extra_subcommand(name: str, argv: list[str]) -> None:
     command = EXTRA_SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"{PROG} {name}", description=command.help)
     command.add_arguments(parser)
-    command.run(parser.parse_args(argv))
+    if not command.forward_unknown:
+        command.run(parser.parse_args(argv))
+        return
+    known, unknown = split_declared_options(parser, argv)
+    namespace = parser.parse_args(known)
+    namespace.overrides = unknown
+    command.run(namespace)
+
+
+def split_declared_options(parser: ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` split into the parser's own options (with their values) and everything else.
+
+    A value goes with the option before it; a token like ``-0.5`` is a value, not an option.
+    Tokens before any option stay with the parser (its positionals).
+    """
+    declared = {flag for action in parser._actions for flag in action.option_strings}
+    known: list[str] = []
+    unknown: list[str] = []
+    target = known
+    for token in argv:
+        if token.startswith("-") and not _is_number(token):
+            target = known if token.split("=", 1)[0] in declared else unknown
+        target.append(token)
+    return known, unknown
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _extra_subcommands_epilog() -> str | None:

@@ -317,3 +317,40 @@ def test_a_non_finite_loss_is_skipped_and_counted(tmp_path: Path) -> None:
     assert trainer.callback_metrics["train/nonfinite_skipped"].item() == 2
     for name, value in module.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+class AtomrefData(DescriptorData):
+    """Descriptor targets with per-element references for logP (QM9's (Z, T) layout)."""
+
+    REFERENCE = {1: 0.1, 6: 0.3, 7: -0.5, 8: -0.4}
+
+    def target_statistics(self) -> dict[str, torch.Tensor]:
+        table = torch.zeros(10, 2)
+        for z, value in self.REFERENCE.items():
+            table[z, 0] = value
+        stats = super().target_statistics()
+        return {**stats, "mean": torch.tensor([0.5, 40.0]), "atomref": table}
+
+
+def test_atomref_adds_per_element_references(tmp_path: Path) -> None:
+    module = FinetuneModule(tiny_et(), num_tasks=2, head="equivariant", atomref=True)
+    data = AtomrefData(batch_size=8)
+    quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(module, data)
+    batch = next(iter(data.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        raw = module.head(module.encoder(batch), batch)
+        pred = module(batch)
+    reference = torch.zeros(batch.num_graphs)
+    for atom, graph in zip(batch.z.tolist(), batch.batch.tolist(), strict=True):
+        reference[graph] += AtomrefData.REFERENCE.get(atom, 0.0)
+    expected = raw * module.target_std + torch.tensor([0.5, 40.0])
+    expected[:, 0] += reference
+    torch.testing.assert_close(pred, expected)
+    assert reference.abs().sum() > 0
+
+
+def test_atomref_without_references_in_the_data_is_a_clear_error(tmp_path: Path) -> None:
+    module = FinetuneModule(tiny_et(), num_tasks=2, atomref=True)
+    with pytest.raises(ValueError, match="no 'atomref'"):
+        quiet_trainer(tmp_path, max_steps=1).fit(module, DescriptorData(batch_size=8))

@@ -18,8 +18,8 @@ encoder, put a head on it, and train everything on the downstream task.
 ``setup("fit")`` and are stored as buffers, so a checkpoint carries them and ``molssl test
 --ckpt`` de-standardises with the training statistics. For ``energy_forces`` they are the mean
 and std of the energy per atom: ``E = sum_i (std * s_i + mean)``. With ``atomref=True`` the
-datamodule's per-element reference values (``"atomref"``) are added per atom, and mean and std
-are recomputed here over the training split after subtracting them.
+datamodule's per-element reference values (``"atomref"``, e.g. QM9's train-split fit) are added
+per atom, and its mean and std are those of the residual.
 
 **Initialisation** from pre-training: ``init_from: PATH`` loads the encoder's tensors from a
 :class:`~molssl.modules.PretrainModule` checkpoint (prefix ``init_from_prefix``, default

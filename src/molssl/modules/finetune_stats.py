@@ -2,10 +2,11 @@
 
 The datamodule's ``target_statistics()`` covers the training split only (see
 :class:`molssl.datamodules.finetune_base.FinetuneDataModule`): ``"mean"``/``"std"`` per target
-for regression, of the energy per atom for energy_forces, and optionally ``"atomref"``
-per-element reference values. With references in use, the mean and std the model needs are
-those of what is left after subtracting them, so they are recomputed here from one pass over
-the training loader.
+for regression, of the energy per atom for energy_forces, and optionally ``"atomref"``,
+per-element reference values ``(Z,)`` or ``(Z, T)`` indexed by atomic number (QM9's fit on the
+train split). With references, ``"mean"``/``"std"`` are those of the residual
+``y - sum_i atomref[z_i]`` (the datamodule's contract, e.g.
+:class:`~molssl.datamodules.qm9.QM9DataModule`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import scatter
 
 __all__ = ["TaskStatistics", "read_task_statistics"]
 
@@ -46,61 +46,31 @@ def _vector(stats: dict[str, Any], key: str, num_tasks: int) -> Tensor:
 
 
 def _atomref_table(stats: dict[str, Any], num_tasks: int, max_z: int) -> Tensor:
+    """The datamodule's ``(Z,)`` or ``(Z, T)`` references as the model's ``(T, max_z)`` table."""
     if "atomref" not in stats:
         raise ValueError(
             "atomref=True but the datamodule's target_statistics() has no 'atomref' (per-element "
             f"reference values; keys: {sorted(stats)}); set model.init_args.atomref=false or "
-            "use a datamodule that provides them"
+            "use a datamodule that fits them (e.g. QM9DataModule with atomref: true)"
         )
     table = torch.as_tensor(stats["atomref"], dtype=torch.float32)
     if table.dim() == 1:
-        table = table.unsqueeze(0).expand(num_tasks, -1)
-    if table.dim() != 2 or table.size(0) != num_tasks:
+        table = table.unsqueeze(1).expand(-1, num_tasks)
+    if table.dim() != 2 or table.size(1) != num_tasks:
         raise ValueError(
-            f"target_statistics()['atomref'] must have shape (max_z,) or ({num_tasks}, max_z), "
-            f"got {tuple(table.shape)}"
+            f"target_statistics()['atomref'] must have shape (Z,) or (Z, {num_tasks}), indexed "
+            f"by atomic number, got {tuple(table.shape)}"
         )
-    if table.size(1) > max_z and bool(table[:, max_z:].any()):
+    if table.size(0) > max_z and bool(table[max_z:].any()):
         raise ValueError(
             f"atomref has values for atomic numbers >= {max_z}, beyond the encoder's max_z"
         )
     padded = torch.zeros(num_tasks, max_z)
-    width = min(max_z, table.size(1))
-    padded[:, :width] = table[:, :width]
-    return torch.nan_to_num(padded)
-
-
-def _residual_statistics(
-    datamodule: Any, task: str, num_tasks: int, atomref: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Mean and std over the train loader of the targets minus their atom references.
-
-    For energy_forces the residual is taken per atom, ``(E - sum_i ref[z_i]) / N``.
-    """
-    total = torch.zeros(num_tasks, dtype=torch.float64)
-    squares = torch.zeros(num_tasks, dtype=torch.float64)
-    count = torch.zeros(num_tasks, dtype=torch.float64)
-    for batch in datamodule.train_dataloader():
-        index = batch.batch
-        num_graphs = int(batch.num_graphs)
-        reference = scatter(
-            atomref[:, batch.z].transpose(0, 1).double(), index, 0, dim_size=num_graphs
-        )
-        if task == "energy_forces":
-            atoms = torch.bincount(index, minlength=num_graphs).double().unsqueeze(-1)
-            residual = (batch.energy.reshape(-1, 1).double() - reference) / atoms
-        else:
-            residual = batch.y.reshape(num_graphs, -1).double() - reference
-        labelled = ~torch.isnan(residual)
-        residual = torch.where(labelled, residual, torch.zeros_like(residual))
-        total += residual.sum(0)
-        squares += (residual * residual).sum(0)
-        count += labelled.sum(0).double()
-    safe = count.clamp(min=1)
-    mean = total / safe
-    variance = (squares / safe - mean * mean).clamp(min=0)
-    std = torch.where((count > 1) & (variance > 0), variance.sqrt(), torch.ones_like(variance))
-    return mean.float(), std.float()
+    width = min(max_z, table.size(0))
+    padded[:, :width] = table[:width].T
+    if not bool(torch.isfinite(padded).all()):
+        raise ValueError("target_statistics()['atomref'] holds non-finite values")
+    return padded
 
 
 def read_task_statistics(
@@ -126,10 +96,7 @@ def read_task_statistics(
     if use_atomref:
         atomref = _atomref_table(stats, num_tasks, max_z)
     if standardize:
-        if use_atomref:
-            mean, std = _residual_statistics(datamodule, task, num_tasks, atomref)
-        else:
-            mean, std = _vector(stats, "mean", num_tasks), _vector(stats, "std", num_tasks)
+        mean, std = _vector(stats, "mean", num_tasks), _vector(stats, "std", num_tasks)
         if not all(math.isfinite(s) and s > 0 for s in std.tolist()):
             raise ValueError(f"target std must be positive, got {std.tolist()[:8]}")
     return TaskStatistics(mean, std, atomref)
