@@ -45,6 +45,7 @@ def test_sdf_with_hydrogens_matches_rdkit_reading_and_keeps_coordinates(tmp_path
         record = entry_to_record(entry, mol_id=i, options=FAST)
         expected = record_from_mol(reference, i)
         assert record.source_id == entry.source_id == reference.GetProp("_Name")
+        assert record.to_data().source_id == entry.source_id  # carried into the samples
         assert record.smiles == expected.smiles
         for key in ARRAYS:
             np.testing.assert_array_equal(getattr(record, key), getattr(expected, key), key)
