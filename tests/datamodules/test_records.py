@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ from molssl.chem.errors import (
 )
 from molssl.chem.features import mol_from_smiles, mol_to_data
 from molssl.chem.fragments import brics_fragment_labels
+from molssl.chem.graph import AddGraphRelations, shortest_path_matrix
 from molssl.chem.torsions import rotatable_torsions, torsion_moving_masks
 from molssl.datamodules.records import (
     RECORD_FORMAT_VERSION,
+    SPD_UNREACHABLE,
     MoleculeRecord,
     PackedRecords,
     RecordsFormatError,
@@ -28,7 +31,9 @@ from molssl.datamodules.records import (
     pack_records,
     record_from_mol,
     record_from_smiles,
+    records_npz_bytes,
     save_records,
+    spd_to_uint8,
 )
 from tests.conftest import read_nci_smiles
 
@@ -41,12 +46,13 @@ ARRAY_FIELDS = (
     "fragment",
     "torsion_atoms",
     "torsion_moving",
+    "spd",
 )
 OPTIONS = ConformerOptions(num_conformers=2, seed=3, max_optimize_iters=200)
 
 
 def assert_same_record(a: MoleculeRecord, b: MoleculeRecord) -> None:
-    assert (a.smiles, a.mol_id) == (b.smiles, b.mol_id)
+    assert (a.smiles, a.mol_id, a.source_id) == (b.smiles, b.mol_id, b.source_id)
     for key in ARRAY_FIELDS:
         left, right = getattr(a, key), getattr(b, key)
         assert left.dtype == right.dtype, key
@@ -60,9 +66,14 @@ def nci_records() -> list[MoleculeRecord]:
     records = []
     for mol_id, smiles in enumerate(read_nci_smiles(12)):
         try:
-            records.append(record_from_smiles(smiles, mol_id, OPTIONS))
+            record = record_from_smiles(smiles, mol_id, OPTIONS)
         except MoleculeError:
             continue
+        record.source_id = f"NCI-{mol_id}" if mol_id % 2 else ""
+        records.append(record)
+    salt = record_from_smiles("CCCC[N+](C)(C)C.[Cl-]", 999, OPTIONS)
+    salt.source_id = "salt with an unreachable pair, and a long name"
+    records.append(salt)
     records.append(record_from_smiles("c1ccccc1", 1000, OPTIONS))
     return records
 
@@ -86,6 +97,9 @@ def test_record_matches_molssl_chem(nci_records: list[MoleculeRecord]) -> None:
         np.testing.assert_array_equal(record.fragment, brics_fragment_labels(mol))
         np.testing.assert_array_equal(record.torsion_atoms, torsions)
         np.testing.assert_array_equal(record.torsion_moving, torsion_moving_masks(mol, torsions))
+        spd = Chem.GetDistanceMatrix(mol)  # RDKit's own BFS, on the same atom order
+        np.testing.assert_array_equal(record.spd, np.where(spd > 1e6, SPD_UNREACHABLE, spd))
+        assert record.spd.dtype == np.uint8
         assert record.conformers.dtype == np.float32
         assert record.num_conformers == embedded.GetNumConformers()
 
@@ -116,11 +130,13 @@ def test_to_data_shapes_dtypes_and_independence(nci_records: list[MoleculeRecord
         "torsion_atoms": ((t, 4), torch.long),
         "torsion_moving": ((t, n), torch.bool),
         "mol_id": ((), torch.long),
+        "spd": ((n * n,), torch.long),
     }
     for key, (shape, dtype) in expected.items():
         assert tuple(data[key].shape) == shape, key
         assert data[key].dtype == dtype, key
     assert data.num_nodes == n and data.smiles == record.smiles
+    assert data.source_id == record.source_id
     assert int(data.mol_id) == record.mol_id
     np.testing.assert_array_equal(data.pos.numpy(), record.conformers[1])
     data.pos += 1.0
@@ -210,3 +226,71 @@ def test_load_rejects_foreign_files(nci_records: list[MoleculeRecord], tmp_path:
     np.savez(broken, **{**arrays, "atom_ptr": arrays["atom_ptr"][:-1]})
     with pytest.raises(RecordsFormatError, match="atom_ptr"):
         load_records(broken)
+
+
+def test_spd_is_the_graph_relations_spd(nci_records: list[MoleculeRecord]) -> None:
+    salt = next(r for r in nci_records if r.mol_id == 999)
+    assert (salt.spd == SPD_UNREACHABLE).any()
+    for record in nci_records:
+        data = record.to_data()
+        expected = AddGraphRelations(max_hops=1)(record.to_data()).spd
+        torch.testing.assert_close(data.spd, expected, rtol=0, atol=0)
+    assert int(salt.to_data().spd.min()) == -1
+
+
+def test_spd_computed_when_not_given(nci_records: list[MoleculeRecord]) -> None:
+    record = nci_records[3]
+    rebuilt = MoleculeRecord(**{k: getattr(record, k) for k in ("smiles", "mol_id", *ARRAY_FIELDS)})
+    np.testing.assert_array_equal(rebuilt.spd, record.spd)
+    with pytest.raises(ValueError, match="spd must be uint8"):
+        MoleculeRecord(
+            **{
+                **{k: getattr(record, k) for k in ("smiles", "mol_id", *ARRAY_FIELDS)},
+                "spd": record.spd.astype(np.int64),
+            }
+        )
+
+
+def test_path_longer_than_a_byte_is_a_typed_failure() -> None:
+    # A 300-atom chain: its ends are 299 bonds apart, more than uint8 can hold.
+    n = 300
+    pairs = np.stack([np.arange(n - 1), np.arange(1, n)])
+    spd = shortest_path_matrix(np.concatenate([pairs, pairs[::-1]], axis=1), n)
+    with pytest.raises(MoleculeError) as info:
+        spd_to_uint8(spd)
+    assert info.value.reason == "too_many_atoms"
+    np.testing.assert_array_equal(spd_to_uint8(spd[:200, :200]), spd[:200, :200])
+
+
+def test_npz_bytes_are_reproducible(nci_records: list[MoleculeRecord], tmp_path: Path) -> None:
+    first = records_npz_bytes(nci_records)
+    path = save_records(tmp_path / "records.npz", nci_records)
+    assert path.read_bytes() == first
+    assert records_npz_bytes(load_records(path)) == first
+    with zipfile.ZipFile(path) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    with np.load(path, allow_pickle=False) as raw:
+        assert raw["source_id"].dtype.kind == "U" and raw["spd"].dtype == np.uint8
+
+
+def test_concatenate_equals_packing_everything(nci_records: list[MoleculeRecord]) -> None:
+    parts = [pack_records(nci_records[:3]), pack_records([]), pack_records(nci_records[3:])]
+    joined = PackedRecords.concatenate(parts)
+    whole = pack_records(nci_records)
+    assert joined.arrays.keys() == whole.arrays.keys()
+    for key, value in whole.arrays.items():
+        np.testing.assert_array_equal(joined.arrays[key], value, err_msg=key)
+        assert joined.arrays[key].dtype == value.dtype, key
+    assert list(joined.source_ids) == [r.source_id for r in nci_records]
+
+
+def test_load_rejects_inconsistent_spd(nci_records: list[MoleculeRecord], tmp_path: Path) -> None:
+    arrays = dict(pack_records(nci_records[:2]).arrays)
+    broken = tmp_path / "broken_spd.npz"
+    np.savez(broken, **{**arrays, "spd": arrays["spd"][:-1]})
+    with pytest.raises(RecordsFormatError, match="spd"):
+        load_records(broken)
+    wide = tmp_path / "wide_spd.npz"
+    np.savez(wide, **{**arrays, "spd": arrays["spd"].astype(np.int16)})
+    with pytest.raises(RecordsFormatError, match="spd"):
+        load_records(wide)

@@ -1,26 +1,30 @@
 """Pre-training molecule records: what is computed once per molecule, stored without pickle.
 
 A :class:`MoleculeRecord` holds, as plain NumPy arrays, everything the pre-training pipeline
-needs from RDKit: atom and bond features, the conformers, BRICS fragment labels and the
-rotatable torsions with the atoms each one moves. RDKit is never called again after
+needs from RDKit: atom and bond features, the conformers, BRICS fragment labels, the
+rotatable torsions with the atoms each one moves, the 2D shortest-path matrix (one byte per
+atom pair) and the molecule's id in its source file. RDKit is never called again after
 preparation: :meth:`MoleculeRecord.to_data` builds the per-sample PyG ``Data`` from the
 arrays, and the views (torsion augmentation, noise, masks) work on that.
 
 Many records are stored in one ``.npz`` of concatenated arrays plus per-molecule offsets
-(:func:`save_records`, :func:`load_records`); strings are a fixed-width unicode array, so the
-file loads with ``allow_pickle=False``. :class:`PackedRecords` keeps those few large arrays
+(:func:`save_records`, :func:`load_records`); strings are fixed-width unicode arrays, so the
+file loads with ``allow_pickle=False``. The bytes of a file are a function of the records only
+(:func:`records_npz_bytes`: fixed zip timestamps, fixed member order), so preparing the same
+molecules twice gives identical files. :class:`PackedRecords` keeps those few large arrays
 and slices a record out on access, which is cheap to share with data-loader workers.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import BinaryIO, overload
 
 import numpy as np
 import torch
@@ -31,29 +35,80 @@ from molssl.chem.conformers import ConformerOptions, conformer_positions, embed_
 from molssl.chem.errors import MoleculeError
 from molssl.chem.features import mol_from_smiles, mol_to_data
 from molssl.chem.fragments import brics_fragment_labels
+from molssl.chem.graph import shortest_path_matrix
 from molssl.chem.torsions import rotatable_torsions, torsion_moving_masks
 
 __all__ = [
     "RECORD_FORMAT_VERSION",
+    "SPD_UNREACHABLE",
     "MoleculeRecord",
     "PackedRecords",
     "RecordsFormatError",
     "load_records",
     "pack_records",
+    "read_records_npz",
     "record_from_mol",
     "record_from_smiles",
+    "records_npz_bytes",
     "save_records",
+    "spd_to_uint8",
+    "write_records_npz",
 ]
 
 #: Bumped whenever what a record holds or how it is computed changes; part of cache keys.
-RECORD_FORMAT_VERSION = 1
+#: 2: ``source_id`` and the uint8 shortest-path matrix ``spd``.
+RECORD_FORMAT_VERSION = 2
+
+#: Stored shortest-path value of an unreachable pair (atoms of different fragments of a salt).
+SPD_UNREACHABLE = 255
+# Timestamp of every member of a records .npz: a fixed one keeps the bytes reproducible.
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 # Per-atom arrays of the packed file, indexed by ``atom_ptr``.
 _ATOM_KEYS = ("z", "x", "fragment")
+# Arrays whose per-molecule pieces are concatenated (offsets derived from the ``*_ptr`` arrays).
+_CONCATENATED_KEYS = (
+    *_ATOM_KEYS,
+    "mol_id",
+    "num_conformers",
+    "edge_index",
+    "edge_attr",
+    "conformers",
+    "torsion_atoms",
+    "torsion_moving",
+    "spd",
+)
 
 
 class RecordsFormatError(ValueError):
     """A file that is not a readable molssl records ``.npz`` of the current format."""
+
+
+def spd_to_uint8(spd: np.ndarray) -> np.ndarray:
+    """The stored form of a shortest-path matrix: uint8 hops, :data:`SPD_UNREACHABLE` for -1.
+
+    Args:
+        spd: ``(N, N)`` integer hops with ``-1`` for unreachable pairs
+            (:func:`~molssl.chem.graph.shortest_path_matrix`).
+
+    Raises:
+        MoleculeError: ``too_many_atoms`` when a path has 255 bonds or more (a chain of
+            that length does not fit one byte per pair; only possible without a heavy-atom
+            limit).
+    """
+    spd = np.asarray(spd)
+    longest = int(spd.max()) if spd.size else 0
+    if longest >= SPD_UNREACHABLE:
+        raise MoleculeError(
+            f"a shortest path of {longest} bonds does not fit the records format "
+            f"(at most {SPD_UNREACHABLE - 1}); lower max_heavy_atoms",
+            reason="too_many_atoms",
+        )
+    return np.where(spd < 0, SPD_UNREACHABLE, spd).astype(np.uint8)
+
+
+def _spd_for(edge_index: np.ndarray, num_atoms: int) -> np.ndarray:
+    return spd_to_uint8(shortest_path_matrix(edge_index, num_atoms))
 
 
 @dataclass(eq=False)  # field-wise == on arrays is ambiguous; compare arrays explicitly
@@ -72,6 +127,10 @@ class MoleculeRecord:
         fragment: ``(N,)`` int64 BRICS fragment label of every atom.
         torsion_atoms: ``(T, 4)`` int64 rotatable torsions ``(i, j, k, l)``.
         torsion_moving: ``(T, N)`` bool, the atoms rotating with each torsion.
+        source_id: Name of the molecule in its source (name column, SDF title, PubChem CID),
+            ``""`` if unknown.
+        spd: ``(N, N)`` uint8 shortest-path hops, :data:`SPD_UNREACHABLE` for unreachable
+            pairs; computed from ``edge_index`` when ``None`` is given.
     """
 
     smiles: str
@@ -84,9 +143,13 @@ class MoleculeRecord:
     fragment: np.ndarray
     torsion_atoms: np.ndarray
     torsion_moving: np.ndarray
+    source_id: str = ""
+    spd: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.z)
+        if self.spd is None:
+            self.spd = _spd_for(self.edge_index, n)
         e = self.edge_attr.shape[0] if self.edge_attr.ndim > 0 else -1
         expected = {
             "x": (n, 7),
@@ -96,6 +159,7 @@ class MoleculeRecord:
             "fragment": (n,),
             "torsion_atoms": (len(self.torsion_atoms), 4),
             "torsion_moving": (len(self.torsion_atoms), n),
+            "spd": (n, n),
         }
         for key, shape in expected.items():
             actual = getattr(self, key).shape
@@ -104,6 +168,11 @@ class MoleculeRecord:
                     f"MoleculeRecord {self.mol_id} ({self.smiles!r}): {key} has shape {actual}, "
                     f"expected {shape} for {n} atoms"
                 )
+        if self.spd.dtype != np.uint8:
+            raise ValueError(
+                f"MoleculeRecord {self.mol_id} ({self.smiles!r}): spd must be uint8 "
+                f"({SPD_UNREACHABLE} = unreachable), got {self.spd.dtype}; see spd_to_uint8"
+            )
 
     @property
     def num_atoms(self) -> int:
@@ -119,7 +188,10 @@ class MoleculeRecord:
         """The per-sample ``Data`` of the pre-training dataset, before views.
 
         Keys: ``z``, ``x``, ``edge_index``, ``edge_attr``, ``pos`` (N, 3) float32 from conformer
-        ``conformer``, ``fragment``, ``torsion_atoms``, ``torsion_moving``, ``smiles``,
+        ``conformer``, ``fragment``, ``torsion_atoms``, ``torsion_moving``, ``spd`` (N*N,)
+        long row-major with ``-1`` for unreachable pairs (as
+        :class:`~molssl.chem.graph.AddGraphRelations` stores it, so
+        :func:`~molssl.chem.graph.dense_graph_relations` uses it), ``smiles``, ``source_id``,
         ``mol_id`` (0-d long, so a batch holds one per molecule) and ``num_nodes``. Every
         tensor owns its memory: changing it never changes the record.
 
@@ -131,6 +203,8 @@ class MoleculeRecord:
                 f"conformer {conformer} out of range: molecule {self.mol_id} has "
                 f"{self.num_conformers} conformer(s)"
             )
+        spd = torch.from_numpy(self.spd.astype(np.int64).reshape(-1))
+        spd[spd == SPD_UNREACHABLE] = -1
         return Data(
             z=_tensor(self.z, torch.long),
             x=_tensor(self.x, torch.long),
@@ -140,7 +214,9 @@ class MoleculeRecord:
             fragment=_tensor(self.fragment, torch.long),
             torsion_atoms=_tensor(self.torsion_atoms, torch.long),
             torsion_moving=_tensor(self.torsion_moving, torch.bool),
+            spd=spd,
             smiles=self.smiles,
+            source_id=self.source_id,
             mol_id=torch.tensor(self.mol_id, dtype=torch.long),
             num_nodes=self.num_atoms,
         )
@@ -191,17 +267,19 @@ def _record(graph_mol: Chem.Mol, conformer_mol: Chem.Mol, mol_id: int) -> Molecu
             reason="featurization_failed",
         ) from None
     num_atoms = graph_mol.GetNumAtoms()
+    edge_index = graph.edge_index.numpy()
     return MoleculeRecord(
         smiles=graph.smiles,
         mol_id=int(mol_id),
         z=graph.z.numpy(),
         x=graph.x.numpy(),
-        edge_index=graph.edge_index.numpy(),
+        edge_index=edge_index,
         edge_attr=graph.edge_attr.numpy(),
         conformers=conformer_positions(conformer_mol).astype(np.float32),
         fragment=np.asarray(fragment, dtype=np.int64),
         torsion_atoms=np.asarray(torsions, dtype=np.int64).reshape(-1, 4),
         torsion_moving=np.asarray(moving, dtype=bool).reshape(len(torsions), num_atoms),
+        spd=_spd_for(edge_index, num_atoms),
     )
 
 
@@ -242,6 +320,7 @@ class PackedRecords(Sequence[MoleculeRecord]):
         self._moving_ptr = np.concatenate([[0], np.cumsum(torsion_counts * counts)]).astype(
             np.int64
         )
+        self._spd_ptr = _offsets(counts * counts)
 
     def _check(self) -> None:
         a = self.arrays
@@ -259,13 +338,20 @@ class PackedRecords(Sequence[MoleculeRecord]):
                 or np.any(np.diff(offsets) < 0)
             ):
                 raise RecordsFormatError(f"inconsistent offsets {ptr!r} for {m} molecules")
-        if len(a["smiles"]) != m or len(a["num_conformers"]) != m:
-            raise RecordsFormatError("smiles / num_conformers do not have one entry per molecule")
+        for key in ("smiles", "source_id", "num_conformers"):
+            if a[key].shape != (m,):
+                raise RecordsFormatError(f"{key} does not have one entry per molecule")
+        if a["smiles"].dtype.kind != "U" or a["source_id"].dtype.kind != "U":
+            raise RecordsFormatError("smiles / source_id must be fixed-width unicode arrays")
         atoms = np.diff(a["atom_ptr"])
         if a["conformers"].shape[0] != int((a["num_conformers"] * atoms).sum()):
             raise RecordsFormatError("conformer rows do not match the atom and conformer counts")
         if a["torsion_moving"].shape[0] != int((np.diff(a["torsion_ptr"]) * atoms).sum()):
             raise RecordsFormatError("torsion_moving does not match the torsion and atom counts")
+        if a["spd"].dtype != np.uint8 or a["spd"].shape != (int((atoms * atoms).sum()),):
+            raise RecordsFormatError(
+                "spd is not uint8 with one entry per atom pair of every molecule"
+            )
 
     def __len__(self) -> int:
         return len(self.arrays["mol_id"])
@@ -288,6 +374,7 @@ class PackedRecords(Sequence[MoleculeRecord]):
         t0, t1 = a["torsion_ptr"][i], a["torsion_ptr"][i + 1]
         c0, c1 = self._conformer_ptr[i], self._conformer_ptr[i + 1]
         m0, m1 = self._moving_ptr[i], self._moving_ptr[i + 1]
+        s0, s1 = self._spd_ptr[i], self._spd_ptr[i + 1]
         n = int(a1 - a0)
         return MoleculeRecord(
             smiles=str(a["smiles"][i]),
@@ -300,6 +387,8 @@ class PackedRecords(Sequence[MoleculeRecord]):
             fragment=a["fragment"][a0:a1],
             torsion_atoms=a["torsion_atoms"][t0:t1],
             torsion_moving=a["torsion_moving"][m0:m1].reshape(int(t1 - t0), n),
+            source_id=str(a["source_id"][i]),
+            spd=a["spd"][s0:s1].reshape(n, n),
         )
 
     def __iter__(self) -> Iterator[MoleculeRecord]:
@@ -315,6 +404,32 @@ class PackedRecords(Sequence[MoleculeRecord]):
         """``(M,)`` canonical SMILES of every record."""
         return self.arrays["smiles"]
 
+    @property
+    def source_ids(self) -> np.ndarray:
+        """``(M,)`` name of every record in its source (``""`` if unknown)."""
+        return self.arrays["source_id"]
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[PackedRecords]) -> PackedRecords:
+        """The records of ``parts`` in order, as one :class:`PackedRecords` (arrays copied)."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return pack_records([])
+        arrays: dict[str, np.ndarray] = {
+            "format_version": np.asarray(RECORD_FORMAT_VERSION, dtype=np.int64)
+        }
+        for key in ("atom_ptr", "edge_ptr", "torsion_ptr"):
+            counts = np.concatenate([np.diff(p.arrays[key]) for p in parts])
+            arrays[key] = _offsets(counts)
+        for key in ("smiles", "source_id"):
+            width = max(max(p.arrays[key].dtype.itemsize // 4 for p in parts), 1)
+            arrays[key] = np.concatenate([p.arrays[key].astype(f"<U{width}") for p in parts])
+        for key in _CONCATENATED_KEYS:
+            axis = 1 if key == "edge_index" else 0
+            arrays[key] = np.concatenate([p.arrays[key] for p in parts], axis=axis)
+        return cls(arrays)
+
 
 def _offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))]).astype(np.int64)
@@ -328,11 +443,10 @@ def pack_records(records: Iterable[MoleculeRecord]) -> PackedRecords:
         parts = [np.asarray(getattr(r, key), dtype=dtype) for r in items]
         return np.concatenate(parts, axis=axis) if parts else np.zeros(empty, dtype=dtype)
 
-    smiles = [r.smiles for r in items]
-    width = max((len(s) for s in smiles), default=1) or 1
     arrays = {
         "format_version": np.asarray(RECORD_FORMAT_VERSION, dtype=np.int64),
-        "smiles": np.asarray(smiles, dtype=f"<U{width}").reshape(len(items)),
+        "smiles": _unicode_array([r.smiles for r in items]),
+        "source_id": _unicode_array([r.source_id for r in items]),
         "mol_id": np.asarray([r.mol_id for r in items], dtype=np.int64),
         "num_conformers": np.asarray([r.num_conformers for r in items], dtype=np.int64),
         "atom_ptr": _offsets([r.num_atoms for r in items]),
@@ -354,8 +468,41 @@ def pack_records(records: Iterable[MoleculeRecord]) -> PackedRecords:
         )
         if items
         else np.zeros((0,), dtype=bool),
+        "spd": np.concatenate([np.asarray(r.spd, dtype=np.uint8).reshape(-1) for r in items])
+        if items
+        else np.zeros((0,), dtype=np.uint8),
     }
     return PackedRecords(arrays)
+
+
+def _unicode_array(strings: Sequence[str]) -> np.ndarray:
+    width = max((len(s) for s in strings), default=1) or 1
+    return np.asarray(strings, dtype=f"<U{width}").reshape(len(strings))
+
+
+def write_records_npz(stream: BinaryIO, records: Iterable[MoleculeRecord]) -> None:
+    """Write records as an ``.npz`` to a binary stream, reproducibly and without pickle.
+
+    Like :func:`numpy.savez` (uncompressed members ``<key>.npy``, readable by
+    :func:`numpy.load`), but every member has a fixed timestamp, so the same records always
+    give the same bytes.
+    """
+    packed = records if isinstance(records, PackedRecords) else pack_records(records)
+    with zipfile.ZipFile(stream, mode="w", compression=zipfile.ZIP_STORED) as archive:
+        for key in sorted(packed.arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE_TIME)
+            info.external_attr = 0o644 << 16
+            with archive.open(info, mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(
+                    member, np.asanyarray(packed.arrays[key]), allow_pickle=False
+                )
+
+
+def records_npz_bytes(records: Iterable[MoleculeRecord]) -> bytes:
+    """The bytes :func:`save_records` would write for ``records``."""
+    buffer = io.BytesIO()
+    write_records_npz(buffer, records)
+    return buffer.getvalue()
 
 
 def save_records(path: str | os.PathLike[str], records: Iterable[MoleculeRecord]) -> Path:
@@ -364,13 +511,12 @@ def save_records(path: str | os.PathLike[str], records: Iterable[MoleculeRecord]
     Returns:
         The path written (``path`` as given; no ``.npz`` suffix is appended).
     """
-    packed = records if isinstance(records, PackedRecords) else pack_records(records)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **packed.arrays)
+            write_records_npz(stream, records)
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -388,18 +534,35 @@ def load_records(path: str | os.PathLike[str]) -> PackedRecords:
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"no records file at {source}")
+    with open(source, "rb") as stream:
+        return read_records_npz(stream, name=str(source))
+
+
+def read_records_npz(stream: BinaryIO, name: str = "<stream>") -> PackedRecords:
+    """Read records from a seekable binary stream holding a records ``.npz``.
+
+    Args:
+        stream: The ``.npz`` bytes (a file or :class:`io.BytesIO`).
+        name: What to call the source in error messages.
+
+    Raises:
+        RecordsFormatError: Not a records file, another format version, or inconsistent arrays.
+    """
+    source = name
     try:
-        with np.load(source, allow_pickle=False) as npz:
+        with np.load(stream, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise RecordsFormatError(f"{source} is not a readable .npz records file: {error}") from None
     required = {*_ATOM_KEYS, "format_version", "smiles", "mol_id", "num_conformers"}
-    required |= {"atom_ptr", "edge_ptr", "torsion_ptr", "edge_index", "edge_attr"}
-    required |= {"conformers", "torsion_atoms", "torsion_moving"}
+    required |= {"atom_ptr", "edge_ptr", "torsion_ptr", *_CONCATENATED_KEYS, "source_id"}
     missing = sorted(required - arrays.keys())
     if missing:
         raise RecordsFormatError(f"{source} is not a molssl records file (missing {missing})")
-    version = int(arrays["format_version"])
+    try:
+        version = int(arrays["format_version"])
+    except (TypeError, ValueError):
+        raise RecordsFormatError(f"{source} has an unreadable format_version") from None
     if version != RECORD_FORMAT_VERSION:
         raise RecordsFormatError(
             f"{source} has records format {version}; this molssl reads format "
