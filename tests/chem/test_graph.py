@@ -196,3 +196,64 @@ def test_works_on_featurized_molecules() -> None:
     data = features.mol_to_data(mol)
     rel = dense_graph_relations(Batch.from_data_list([AddGraphRelations(5)(data)]), max_hops=5)
     np.testing.assert_array_equal(rel.spd[0].numpy(), rdkit_distances(mol))
+
+
+def spd_only(data: Data) -> Data:
+    """What prepared records give: the flat ``spd`` without ``path_edges``."""
+    out = AddGraphRelations(max_hops=0)(data)
+    del out.path_edges
+    return out
+
+
+@pytest.mark.parametrize("max_hops", [0, 1, 5, 40])
+def test_paths_derived_from_spd_equal_computed(nci_smiles: list[str], max_hops: int) -> None:
+    # 60 NCI molecules with hydrogens and salts, in batches of mixed sizes: the derived paths
+    # are exactly the ones computed from scratch (same tie-break, global ids, padding).
+    smiles = [*nci_smiles[:60], *SALTS, "O", "[Na+]"]
+    for start in range(0, len(smiles), 16):
+        chunk = smiles[start : start + 16]
+        plain = Batch.from_data_list([molecule_data(s) for s in chunk])
+        derived = Batch.from_data_list([spd_only(molecule_data(s)) for s in chunk])
+        assert "path_edges" not in derived and "spd" in derived
+        expected = dense_graph_relations(plain, max_hops=max_hops)
+        got = dense_graph_relations(derived, max_hops=max_hops)
+        for a, b in zip(expected, got, strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_paths_derived_from_spd_on_records_data(nci_smiles: list[str]) -> None:
+    # The batches the pre-training pipeline builds from prepared records (featurised molecules).
+    features = pytest.importorskip("molssl.chem.features")
+    mols = [features.mol_from_smiles(s) for s in nci_smiles[100:124]]
+    datas = [features.mol_to_data(mol) for mol in mols]
+    plain = Batch.from_data_list(datas)
+    derived = Batch.from_data_list([spd_only(d.clone()) for d in datas])
+    for a, b in zip(
+        dense_graph_relations(plain, max_hops=5),
+        dense_graph_relations(derived, max_hops=5),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_short_precomputed_paths_are_derived_from_spd(nci_smiles: list[str]) -> None:
+    smiles = nci_smiles[30:36]
+    batch = Batch.from_data_list([AddGraphRelations(2)(molecule_data(s)) for s in smiles])
+    plain = Batch.from_data_list([molecule_data(s) for s in smiles])
+    relations = dense_graph_relations(batch, max_hops=4)
+    expected = dense_graph_relations(plain, max_hops=4)
+    torch.testing.assert_close(relations.path_edges, expected.path_edges, rtol=0, atol=0)
+    # The stored spd is what the paths come from: with every distance 0, there is no hop.
+    batch.spd = torch.zeros_like(batch.spd)
+    assert (dense_graph_relations(batch, max_hops=4).path_edges == -1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_paths_derived_from_spd_on_cuda(nci_smiles: list[str]) -> None:
+    datas = [spd_only(molecule_data(s)) for s in [*nci_smiles[:40], *SALTS]]
+    batch = Batch.from_data_list(datas)
+    on_cpu = dense_graph_relations(batch, max_hops=5)
+    on_gpu = dense_graph_relations(batch.to("cuda"), max_hops=5)
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        assert b.device.type == "cuda"
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=0)

@@ -236,8 +236,8 @@ class GraphRelations(NamedTuple):
     node_mask: Tensor
 
 
-def _batch_layout(batch: Data) -> tuple[int, Tensor, Tensor]:
-    """``(num_graphs, nodes_per_graph (B,), edges_per_graph (B,))`` on the batch's device."""
+def _batch_layout(batch: Data) -> tuple[int, Tensor, Tensor, Tensor]:
+    """``(num_graphs, nodes_per_graph (B,), edges_per_graph (B,), node_graph (N,))``."""
     edge_index = batch.edge_index
     device = edge_index.device
     num_nodes = int(batch.num_nodes or 0)
@@ -258,28 +258,73 @@ def _batch_layout(batch: Data) -> tuple[int, Tensor, Tensor]:
         raise ValueError("edge_index has an edge between two different molecules")
     nodes_per_graph = torch.bincount(node_graph, minlength=num_graphs)
     edges_per_graph = torch.bincount(edge_graph, minlength=num_graphs)
-    return num_graphs, nodes_per_graph, edges_per_graph
+    return num_graphs, nodes_per_graph, edges_per_graph, node_graph
 
 
-def _precomputed_flat(batch: Data, max_hops: int, total_pairs: int) -> tuple[Tensor, Tensor] | None:
-    """The batch's own ``spd``/``path_edges`` if present, usable and of the expected size."""
+def _precomputed_flat(
+    batch: Data, max_hops: int, total_pairs: int
+) -> tuple[Tensor | None, Tensor | None]:
+    """The batch's own ``spd`` and ``path_edges``, each if present, usable and of the right size.
+
+    ``path_edges`` is only used together with ``spd`` and when it has at least ``max_hops``
+    hops (fewer cannot be truncated from; the paths are then derived from ``spd``).
+    """
     spd = getattr(batch, "spd", None)
     paths = getattr(batch, "path_edges", None)
-    if spd is None or paths is None:
-        return None
-    if spd.numel() != total_pairs or paths.dim() != 2 or paths.size(0) != total_pairs:
+    if spd is None:
+        return None, None
+    paths_pairs = paths.size(0) if paths is not None and paths.dim() == 2 else -1
+    if spd.numel() != total_pairs or (paths is not None and paths_pairs != total_pairs):
         raise ValueError(
-            f"precomputed spd/path_edges have {spd.numel()}/{paths.size(0)} pairs, the batch "
+            f"precomputed spd/path_edges have {spd.numel()}/{paths_pairs} pairs, the batch "
             f"needs {total_pairs} (sum of N_i^2): were they made by AddGraphRelations?"
         )
-    if paths.size(1) < max_hops:
-        # Too short to truncate from: recomputing gives the identical, longer paths.
-        return None
     device = batch.edge_index.device
-    return (
-        spd.detach().to(device=device, dtype=torch.long),
-        paths[:, :max_hops].detach().to(device=device, dtype=torch.long),
-    )
+    spd = spd.detach().to(device=device, dtype=torch.long)
+    if paths is None or paths.size(1) < max_hops:
+        return spd, None
+    return spd, paths[:, :max_hops].detach().to(device=device, dtype=torch.long)
+
+
+def _paths_from_dense_spd(
+    spd: Tensor, edge_index: Tensor, node_graph: Tensor, nodes_per_graph: Tensor, max_hops: int
+) -> Tensor:
+    """Global path edges ``(B, Nmax, Nmax, max_hops)`` from padded SPDs, on their device.
+
+    The same paths as :func:`shortest_path_edges`: the first hop from ``i`` towards ``j`` is
+    the lowest-id edge ``i -> k`` with ``spd[k, j] == spd[i, j] - 1`` (within a molecule,
+    global ids are the local ids plus a constant, so "lowest" agrees), found for all edges
+    and targets at once with a scatter-min; then every pair's walker follows first hops.
+    """
+    num_graphs, n, _ = spd.shape
+    device = spd.device
+    num_edges = edge_index.size(1)
+    paths = torch.full((num_graphs * n * n, max_hops), -1, dtype=torch.long, device=device)
+    if max_hops == 0 or num_edges == 0 or n == 0:
+        return paths.view(num_graphs, n, n, max_hops)
+    node_start = nodes_per_graph.cumsum(0) - nodes_per_graph
+    local = torch.arange(node_graph.numel(), device=device) - node_start[node_graph]
+    src, dst = edge_index[0], edge_index[1]
+    edge_graph = node_graph[src]
+    spd_src = spd[edge_graph, local[src]]  # (E, Nmax): distance from the edge's start to j
+    closer = (spd[edge_graph, local[dst]] == spd_src - 1) & (spd_src > 0)
+    edge_ids = torch.arange(num_edges, device=device)
+    candidates = torch.where(closer, edge_ids[:, None], num_edges)
+    rows = (edge_graph * n + local[src])[:, None].expand(-1, n)
+    first = torch.full((num_graphs * n, n), num_edges, dtype=torch.long, device=device)
+    first = first.scatter_reduce_(0, rows, candidates, reduce="amin").view(-1)
+    has_hop = first < num_edges
+    first = torch.where(has_hop, first, -1)
+    # Walker of pair (g, i, j) sits at flat (g * n + current) * n + j; without a hop it stays.
+    flat = torch.arange(num_graphs * n * n, device=device)
+    graph_row = flat // (n * n) * n
+    next_atom = local[dst[first.clamp(min=0)]]
+    next_flat = torch.where(has_hop, (graph_row + next_atom) * n + flat % n, flat)
+    walker = flat
+    for hop in range(max_hops):
+        paths[:, hop] = first[walker]
+        walker = next_flat[walker]
+    return paths.view(num_graphs, n, n, max_hops)
 
 
 def _computed_flat(
@@ -307,8 +352,10 @@ def dense_graph_relations(batch: Data, max_hops: int = 5) -> GraphRelations:
     """Padded SPD, global path edges and node mask for a PyG ``Batch`` (or a single ``Data``).
 
     Uses ``batch.spd``/``batch.path_edges`` when :class:`AddGraphRelations` stored them (with
-    at least ``max_hops`` hops), on the batch's device; otherwise computes them per molecule
-    on the CPU. The result is the same.
+    at least ``max_hops`` hops), on the batch's device. With ``batch.spd`` alone (what
+    :meth:`~molssl.datamodules.records.MoleculeRecord.to_data` gives), the path edges are
+    derived from it on the batch's device, vectorised over the whole batch. With neither,
+    both are computed per molecule on the CPU. The result is the same in every case.
 
     Args:
         batch: A PyG ``Batch`` (``batch.batch`` sorted, edges grouped by molecule) or ``Data``.
@@ -323,12 +370,11 @@ def dense_graph_relations(batch: Data, max_hops: int = 5) -> GraphRelations:
     if max_hops < 0:
         raise ValueError(f"max_hops must be non-negative, got {max_hops}")
     device = batch.edge_index.device
-    num_graphs, nodes_per_graph, edges_per_graph = _batch_layout(batch)
+    num_graphs, nodes_per_graph, edges_per_graph, node_graph = _batch_layout(batch)
     total_pairs = int((nodes_per_graph**2).sum())
-    flat = _precomputed_flat(batch, max_hops, total_pairs)
-    if flat is None:
-        flat = _computed_flat(batch, max_hops, nodes_per_graph, edges_per_graph)
-    spd_flat, paths_flat = flat
+    spd_flat, paths_flat = _precomputed_flat(batch, max_hops, total_pairs)
+    if spd_flat is None:
+        spd_flat, paths_flat = _computed_flat(batch, max_hops, nodes_per_graph, edges_per_graph)
 
     max_nodes = int(nodes_per_graph.max()) if num_graphs else 0
     node_mask = torch.arange(max_nodes, device=device) < nodes_per_graph[:, None]
@@ -337,6 +383,10 @@ def dense_graph_relations(batch: Data, max_hops: int = 5) -> GraphRelations:
     # concatenated each molecule's row-major flattened N_i x N_i block.
     spd = torch.full((num_graphs, max_nodes, max_nodes), -1, dtype=torch.long, device=device)
     spd[pair_mask] = spd_flat
+    if paths_flat is None:
+        edge_index = batch.edge_index.detach()
+        path_edges = _paths_from_dense_spd(spd, edge_index, node_graph, nodes_per_graph, max_hops)
+        return GraphRelations(spd=spd, path_edges=path_edges, node_mask=node_mask)
     pair_graph = torch.repeat_interleave(
         torch.arange(num_graphs, device=device), nodes_per_graph**2, output_size=total_pairs
     )
