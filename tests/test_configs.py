@@ -5,6 +5,11 @@ Sizes are shrunk on the command line (encoder widths, layers and heads; a small 
 tiny batches), never in the configs, which keep the papers' values. Then one short UniCorn run
 goes through ``molssl test --ckpt``: pre-training's test stage reports the objectives' losses on
 the held-out split, and those numbers are recomputed here from the checkpoint by hand.
+
+Fine-tuning configs (``configs/finetune/``) run on small files in the true formats, written by
+the data tests' writers (MoleculeNet CSV, raw QM9, sGDML ``.npz``). FreeSolv goes the whole way
+of the README: a tiny UniCorn pre-training, ``fit --model.init_args.init_from`` its checkpoint,
+then ``molssl test --ckpt`` alone, whose RMSE is recomputed here by hand.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from molssl.cli import main
 from molssl.datamodules import PretrainDataModule
-from molssl.modules import PretrainModule
+from molssl.datamodules.moleculenet import MoleculeNetDataModule
+from molssl.encoders import EquivariantTransformer
+from molssl.modules import FinetuneModule, PretrainModule
+from tests.datamodules.md_files import write_sgdml
+from tests.datamodules.moleculenet_files import write_moleculenet_csv
+from tests.datamodules.qm9_files import write_qm9_raw
 from tests.modules.pretrain_fixtures import (
     TINY_ENCODER_ARGS,
     prepare_small_cache,
@@ -30,7 +41,12 @@ from tests.modules.pretrain_fixtures import (
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+CONFIGS = sorted(
+    path
+    for path in CONFIG_DIR.rglob("*.yaml")
+    if path.relative_to(CONFIG_DIR).parts[0] != "finetune"
+)
+FINETUNE_CONFIGS = sorted((CONFIG_DIR / "finetune").glob("*.yaml"))
 ENCODER_KEYS = ("encoder_3d", "encoder_2d", "encoder_blend")
 
 
@@ -100,6 +116,15 @@ def test_configs_are_found() -> None:
         "ablations/unicorn_no_denoise.yaml",
         "ablations/unicorn_no_mask_contrast.yaml",
     } <= names
+    assert {path.name for path in FINETUNE_CONFIGS} >= {
+        "freesolv.yaml",
+        "esol.yaml",
+        "bbbp.yaml",
+        "tox21.yaml",
+        "qm9_homo.yaml",
+        "md17_aspirin.yaml",
+        "md22_ac_ala3_nhme.yaml",
+    }
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix())
@@ -157,3 +182,165 @@ def test_unicorn_fit_then_test_from_the_checkpoint_alone(cache_dir: Path, tmp_pa
     assert set(logged) == set(expected)
     for key, value in expected.items():
         assert logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+# --- fine-tuning configs -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finetune_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder for the true-format data files (written on first use) and the conformer cache."""
+    return tmp_path_factory.mktemp("finetune_files")
+
+
+def finetune_data_overrides(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data.init_args`` pointing a fine-tuning config at small true-format files."""
+    class_name = data["class_path"].rsplit(".", 1)[-1]
+    args = dict(data["init_args"])
+    if class_name == "MoleculeNetDataModule":
+        path = folder / Path(args["path"]).name
+        if not path.exists():
+            write_moleculenet_csv(path, args["preset"], n=40, missing_every=5)
+        return {
+            "path": str(path),
+            "cache_dir": str(folder / "cache"),
+            "optimize_conformers": False,
+            "prepare_workers": 1,
+            "progress": False,
+            "batch_size": 8,
+            "num_workers": 0,
+        }
+    if class_name == "QM9DataModule":
+        root = folder / "qm9"
+        if not root.exists():
+            write_qm9_raw(root, n=24)
+        return {
+            "root": str(root),
+            "cache_dir": str(folder / "cache"),
+            "batch_size": 4,
+            "num_workers": 0,
+        }
+    if class_name in ("MD17DataModule", "MD22DataModule"):
+        path = folder / f"{class_name}.npz"
+        if not path.exists():
+            write_sgdml(path, frames=40)
+        return {
+            "path": str(path),
+            "molecule": None,
+            "train_size": 0.6,
+            "val_size": 0.2,
+            "batch_size": 4,
+            "eval_batch_size": 4,
+            "num_workers": 0,
+        }
+    pytest.fail(f"no small data files for {data['class_path']}: add them here")
+
+
+def finetune_overrides(config: dict[str, Any], folder: Path) -> list[str]:
+    """Command-line arguments shrinking a fine-tuning config's encoder and data to test size."""
+    encoder = config["model"]["init_args"]["encoder"]
+    args: list[str] = []
+    for name, value in TINY_ENCODER_ARGS[encoder["class_path"]].items():
+        args += [f"--model.init_args.encoder.init_args.{name}", str(value)]
+    for name, value in finetune_data_overrides(config["data"], folder).items():
+        args.append(f"--data.init_args.{name}={'null' if value is None else value}")
+    return [
+        *args,
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+@pytest.mark.parametrize(
+    "config_path", FINETUNE_CONFIGS, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix()
+)
+def test_finetune_config_runs_fast_dev_run(config_path: Path, finetune_files: Path) -> None:
+    text = config_path.read_text()
+    config = yaml.safe_load(text)
+    assert text.startswith("#"), "each config opens with a header comment"
+    assert "Table" in text.split("\nseed_everything")[0], "the header cites the paper's table"
+    checkpoint = config["checkpoint"]
+    module = FinetuneModule(
+        EquivariantTransformer(**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"]),
+        **{k: v for k, v in config["model"]["init_args"].items() if k != "encoder"},
+    )
+    assert (checkpoint["monitor"], checkpoint["mode"]) == module.monitor
+    RecordFitMetrics.last = {}
+    main(
+        [
+            "fit",
+            "--config",
+            str(config_path),
+            *finetune_overrides(config, finetune_files),
+            "--trainer.fast_dev_run=true",
+            "--trainer.callbacks+=tests.test_configs.RecordFitMetrics",
+        ]
+    )
+    metrics = RecordFitMetrics.last
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+    assert checkpoint["monitor"] in metrics
+    if not checkpoint["monitor"].endswith("auroc"):  # one tiny val batch may lack a class
+        assert math.isfinite(metrics[checkpoint["monitor"]])
+
+
+def test_freesolv_from_pretraining_then_test_from_the_checkpoint_alone(
+    cache_dir: Path, finetune_files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unicorn = yaml.safe_load((CONFIG_DIR / "unicorn.yaml").read_text())
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG_DIR / "unicorn.yaml"),
+            *tiny_overrides(unicorn, cache_dir),
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--model.init_args.warmup_steps=1",
+        ]
+    )
+    (pretrained,) = (tmp_path / "runs" / "unicorn").rglob("last.ckpt")
+
+    config_path = CONFIG_DIR / "finetune" / "freesolv.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    overrides = finetune_overrides(config, finetune_files)
+    main(
+        [
+            "fit",
+            "--config",
+            str(config_path),
+            *overrides,
+            f"--model.init_args.init_from={pretrained}",
+            "--model.init_args.warmup_steps=1",
+            "--trainer.max_epochs=2",
+        ]
+    )
+    run = tmp_path / "runs" / "freesolv"
+    (best,) = [p for p in run.rglob("*.ckpt") if p.name != "last.ckpt"]
+    saved = torch.load(best, weights_only=True)
+    encoder_tensors = [k for k in saved["state_dict"] if k.startswith("encoder.")]
+    assert saved["molssl"]["init_from"]["loaded"] == len(encoder_tensors)
+    assert saved["molssl"]["init_from"]["path"] == str(pretrained)
+
+    pretrained.unlink()  # evaluation must not need the pre-training file
+    capsys.readouterr()
+    main(["test", "--ckpt", str(best)])
+    beside = json.loads((best.parent / "metrics.json").read_text())["metrics"]
+    assert "test/rmse" in capsys.readouterr().out
+
+    # By hand: the model from the checkpoint alone, the data module from the same arguments.
+    module = FinetuneModule.load_from_checkpoint(best)
+    data = MoleculeNetDataModule(
+        **{**config["data"]["init_args"], **finetune_data_overrides(config["data"], finetune_files)}
+    )
+    data.setup("test")
+    module.eval()
+    errors = []
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            errors.append(module(batch).reshape(-1) - batch.y.reshape(-1))
+    error = torch.cat(errors)
+    error = error[~torch.isnan(error)]  # blank labels in the file are missing, not errors
+    assert error.numel() > 0
+    assert beside["test/rmse"] == pytest.approx(error.pow(2).mean().sqrt().item(), rel=1e-4)
+    assert beside["test/mae"] == pytest.approx(error.abs().mean().item(), rel=1e-4)

@@ -52,7 +52,6 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-import molssl.commands  # noqa: F401  (registers prepare, ...)
 from molssl import __version__
 from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
 
@@ -370,3 +369,8 @@ def _note(subcommand: str, message: str) -> None:
 def _exit_with_error(subcommand: str, message: str) -> NoReturn:
     sys.stderr.write(f"{PROG} {subcommand}: error: {message}\n")
     raise SystemExit(2)
+
+
+# Last, because the command modules import this one to register themselves (an import at the top
+# would hand them a half-initialised module without register_subcommand).
+import molssl.commands  # noqa: E402, F401  (registers prepare, seeds, ...)

@@ -4,3 +4,5 @@ Importing this package imports each command module, which registers itself with
 :func:`molssl.cli.register_subcommand`; :mod:`molssl.cli` imports it so that the console
 script lists them.
 """
+
+import molssl.commands.seeds  # noqa: F401
