@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +19,13 @@ from torch_geometric.data import Batch, Data
 from molssl.chem.conformers import ConformerOptions
 from molssl.datamodules import PretrainDataModule
 from molssl.datamodules.pretrain import PretrainDataset, split_by_molecule
-from molssl.datamodules.records import MoleculeRecord, record_from_smiles, save_records
+from molssl.datamodules.records import (
+    RECORD_FORMAT_VERSION,
+    MoleculeRecord,
+    record_from_smiles,
+    save_records,
+)
+from molssl.datamodules.shards import ManifestError, write_json_atomic, write_shard
 from molssl.objectives.base import View
 from molssl.objectives.fragment_mask import FragmentMask
 from molssl.objectives.views import CoordNoise, TorsionAugment
@@ -265,3 +274,93 @@ def test_argument_errors_and_no_validation(make_dm: Callable[..., PretrainDataMo
         module.train_dataloader()
     module.setup()
     assert module.val_dataloader() == [] and len(module.train_dataset) == len(module.records)
+
+
+# --- a `molssl prepare` directory: tar shards + manifest.json, streamed ----------------------
+
+#: Uneven shards of the first 38 records: 7 shards, 3 of them held out at val_fraction=0.3.
+SHARD_COUNTS = [7, 3, 11, 1, 5, 9, 2]
+
+
+def write_prepared(records: Sequence[MoleculeRecord], root: Path) -> list[list[int]]:
+    """Shards of ``SHARD_COUNTS`` records and a manifest; returns each shard's mol_ids."""
+    shards, ids, start = [], [], 0
+    for index, count in enumerate(SHARD_COUNTS):
+        part = list(records[start : start + count])
+        shards.append(write_shard(root / f"shard-{index:06d}.tar", part, chunk_size=4).to_dict())
+        ids.append([r.mol_id for r in part])
+        start += count
+    manifest = {
+        "shards": shards,
+        "ok": start,
+        "failed": 2,
+        "read": start + 2,
+        "failures_by_reason": {"invalid_smiles": 2},
+        "record_format_version": RECORD_FORMAT_VERSION,
+    }
+    write_json_atomic(root / "manifest.json", manifest)
+    return ids
+
+
+def rank_run(root: Path, rank: int, epochs: Sequence[int]) -> dict[str, Any]:
+    """Rank ``rank`` of 2, 2 loader worker processes, through a trainer-like object."""
+    data = PretrainDataModule(
+        root=str(root), batch_size=3, num_workers=2, val_fraction=0.3, shuffle_buffer=6
+    )
+    data.setup("fit")
+    result: dict[str, Any] = {"stats": data.stats(), "train": [], "batches": []}
+    for epoch in epochs:
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=2, current_epoch=epoch)
+        loader = data.train_dataloader()
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        result["batches"].append(len(batches))
+        result["train"].append([int(i) for b in batches for i in b.mol_id])
+    result["val"] = [int(i) for b in data.val_dataloader() for i in b.mol_id]
+    return result
+
+
+def test_prepared_directory_streams_by_rank_and_worker_with_shards_held_out(
+    dm: PretrainDataModule, tmp_path: Path
+) -> None:
+    assert dm.records is not None
+    shard_ids = write_prepared(dm.records, tmp_path)
+    runs = [rank_run(tmp_path, rank, epochs=(0, 1)) for rank in (0, 1)]
+    stats = runs[0]["stats"]
+    assert stats["shards"] == 7 and stats["val_shards"] == math.ceil(0.3 * 7)
+    assert (stats["molecules"], stats["read"], stats["failed"]) == (38, 40, 2)
+    assert stats["failures_by_reason"] == {"invalid_smiles": 2}
+    val = runs[0]["val"] + runs[1]["val"]
+    # Validation: whole shards, each molecule once across the two ranks, never trained on.
+    val_shards = [ids for ids in shard_ids if set(ids) <= set(val)]
+    assert sorted(val) == sorted(i for ids in val_shards for i in ids)
+    assert len(val_shards) == stats["val_shards"] and stats["val"] == len(val)
+    train_ids = {i for ids in shard_ids for i in ids} - set(val)
+    for epoch in (0, 1):
+        seen = Counter(runs[0]["train"][epoch] + runs[1]["train"][epoch])
+        assert set(seen) == train_ids
+        assert sum(seen.values()) - len(train_ids) <= 1  # padding: at most W - 1 repeats
+    assert runs[0]["batches"] == runs[1]["batches"]  # no rank waits on the other
+    assert runs[0]["train"][0] != runs[0]["train"][1]  # the trainer's epoch changes the order
+
+
+def test_prepared_directory_trains_and_a_directory_without_manifest_fails(
+    dm: PretrainDataModule, tmp_path: Path
+) -> None:
+    assert dm.records is not None
+    write_prepared(dm.records, tmp_path / "prepared")
+    module = PipelineModule()
+    data = PretrainDataModule(root=str(tmp_path / "prepared"), batch_size=4, val_fraction=0.3)
+    trainer = Trainer(
+        fast_dev_run=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    assert {stage for stage, _, _ in module.seen} == {"train", "val"}
+    assert data.records is None and data.stats()["molecules"] == 38
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match=r"no manifest\.json"):
+        PretrainDataModule(root=str(tmp_path / "empty")).setup()
