@@ -5,4 +5,5 @@ Importing this package imports each command module, which registers itself with
 script lists them.
 """
 
+import molssl.commands.prepare
 import molssl.commands.seeds  # noqa: F401

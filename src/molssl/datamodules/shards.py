@@ -73,6 +73,7 @@ _SHARD_INDEX_PATTERN = re.compile(r"(\d+)$")
 # Temporary files of an unfinished write start with "." and end with this.
 TEMP_SUFFIX = ".partial"
 _HASH_BLOCK = 1 << 20
+_FILE_MODE = 0o644
 
 
 class ManifestError(ValueError):
@@ -158,6 +159,7 @@ def _atomic_file(target: Path) -> Iterator[IO[bytes]]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temp_name, _FILE_MODE)  # mkstemp's 0o600 would hide shared data sets
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

@@ -1,0 +1,341 @@
+"""``molssl prepare``: input files → conformers and features → WebDataset shards + manifest.
+
+Entries of the inputs (:func:`~molssl.datamodules.sources.iter_source`, every input in the
+order given) get the global ``mol_id`` 0, 1, 2, ... whether or not they can be prepared, so a
+molecule's id never shifts when another one fails. Shard ``s`` holds the molecules of ids in
+``[s * M, (s + 1) * M)`` (``M`` = ``shard_size``) that were prepared; the layout of the output
+directory is described in :mod:`molssl.datamodules.shards`.
+
+Guarantees:
+
+* ``ok + failed == read``: each entry that fails (unreadable, invalid SMILES, unsupported
+  element, embedding failure, ...) is listed in the manifest with its file, line, index in
+  the file, ``mol_id``, source id, reason code and message. Bad input never stops the job.
+* Deterministic: each molecule's conformer seed is
+  :func:`~molssl.datamodules.embedded.molecule_seed` ``(seed, mol_id)``, so the shards are
+  byte-identical for any number of workers and any number of runs (ETKDG's per-molecule
+  time budget aside: a molecule that only just fits it may fail on an overloaded machine).
+* Resumable: a finished shard's tar is renamed into place, then its sidecar
+  ``shard-XXXXXX.json`` is written; a re-run with the same settings and inputs keeps every
+  shard whose sidecar and tar hash check out and redoes the others. Killing the job leaves
+  only whole shards. Other settings or inputs are refused unless ``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import rdkit
+from tqdm.auto import tqdm
+
+from molssl import __version__
+from molssl.chem.conformers import ConformerOptions
+from molssl.chem.errors import MoleculeError
+from molssl.datamodules.embedded import chemistry_code_sha256, molecule_seed
+from molssl.datamodules.prepare_output import (
+    PrepareError,
+    check_output,
+    finished_shard,
+    locked,
+    sidecar_file_name,
+)
+from molssl.datamodules.records import RECORD_FORMAT_VERSION, MoleculeRecord
+from molssl.datamodules.shards import (
+    MANIFEST_FILE,
+    ShardInfo,
+    file_sha256,
+    shard_file_name,
+    write_json_atomic,
+    write_shard,
+)
+from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_source, source_files
+
+__all__ = ["EntryFailure", "PrepareError", "prepare_dataset", "sidecar_file_name"]
+
+# A reason code of its own, so that a bug in molssl never looks like bad input.
+UNEXPECTED_ERROR = "unexpected_error"
+
+
+@dataclass(frozen=True)
+class EntryFailure:
+    """An input entry that gave no record (listed in the manifest and the shard's sidecar)."""
+
+    file: str
+    line: int
+    index: int
+    mol_id: int
+    source_id: str
+    reason: str
+    message: str
+
+
+def _describe_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    described = []
+    for given in inputs:
+        for file in source_files(given):
+            described.append(
+                {"path": str(file), "sha256": file_sha256(file), "size": file.stat().st_size}
+            )
+    return described
+
+
+def _settings(
+    inputs: list[dict[str, Any]],
+    options: ConformerOptions,
+    shard_size: int,
+    chunk_size: int,
+    max_heavy_atoms: int | None,
+    smiles_column: str | None,
+) -> dict[str, Any]:
+    # Everything that shapes the shards' bytes; inputs by name and content, not location, so
+    # a moved input directory still resumes. Round-tripped through JSON so that it compares
+    # equal to what a sidecar read back holds.
+    settings = {
+        "inputs": [{"name": Path(i["path"]).name, "sha256": i["sha256"]} for i in inputs],
+        "conformer_options": asdict(options),
+        "shard_size": shard_size,
+        "chunk_size": chunk_size,
+        "max_heavy_atoms": max_heavy_atoms,
+        "smiles_column": smiles_column,
+        "record_format_version": RECORD_FORMAT_VERSION,
+        "chemistry_code_sha256": chemistry_code_sha256(),
+        "rdkit_version": rdkit.__version__,
+        "molssl_version": __version__,
+    }
+    return json.loads(json.dumps(settings))
+
+
+def _settings_sha256(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare_entry(task: tuple[int, SourceEntry, ConformerOptions, int | None]) -> Any:
+    """One entry → its record, or the :class:`EntryFailure` (runs in a worker process)."""
+    mol_id, entry, options, max_heavy_atoms = task
+    per_molecule = replace(options, seed=molecule_seed(options.seed, mol_id))
+    try:
+        return entry_to_record(entry, mol_id, per_molecule, max_heavy_atoms)
+    except MoleculeError as error:
+        reason, message = error.reason, str(error)
+    except Exception as error:  # a bug, not bad input: recorded, and reported at the end
+        reason, message = UNEXPECTED_ERROR, f"{type(error).__name__}: {error}"
+    return EntryFailure(
+        entry.source, entry.line, entry.index, mol_id, entry.source_id, reason, message
+    )
+
+
+class _Workers:
+    """Maps entries to results in order, in this process or in a pool kept for the whole run."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: Any = None
+
+    def map(self, tasks: list[Any]) -> Iterator[Any]:
+        if self.workers <= 1:
+            return map(_prepare_entry, tasks)
+        if self._pool is None:
+            # forkserver: workers do not inherit the parent's threads; they fork from a server
+            # that imported the preparation code once (as molssl.datamodules.embedded does).
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context(
+                "forkserver" if "forkserver" in methods else "spawn"
+            )
+            if "forkserver" in methods:
+                context.set_forkserver_preload(["molssl.datamodules.prepare"])
+            self._pool = context.Pool(processes=self.workers)
+        chunksize = max(1, min(16, len(tasks) // (self.workers * 8)))
+        # imap keeps input order, so the output does not depend on the number of workers.
+        return self._pool.imap(_prepare_entry, tasks, chunksize=chunksize)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+
+
+def _shards_of(
+    entries: Iterable[SourceEntry], shard_size: int
+) -> Iterator[tuple[int, list[tuple[int, SourceEntry]]]]:
+    numbered = enumerate(entries)
+    for shard_index in itertools.count():
+        chunk = list(itertools.islice(numbered, shard_size))
+        if not chunk:
+            return
+        yield shard_index, chunk
+
+
+def _all_entries(
+    inputs: Sequence[str | os.PathLike[str]], smiles_column: str | None
+) -> Iterator[SourceEntry]:
+    for given in inputs:
+        yield from iter_source(given, smiles_column=smiles_column)
+
+
+def prepare_dataset(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    num_conformers: int = 1,
+    workers: int = 1,
+    seed: int = 0,
+    shard_size: int = 10_000,
+    max_heavy_atoms: int | None = 150,
+    smiles_column: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    chunk_size: int = 256,
+) -> dict[str, Any]:
+    """Prepare molecules from input files into a sharded data set directory.
+
+    Args:
+        inputs: Files or directories (:func:`~molssl.datamodules.sources.iter_source`), read in
+            order; ``mol_id`` counts entries across all of them.
+        output: The data set directory (created if needed).
+        num_conformers: RDKit conformers per SMILES entry (entries with 3D coordinates keep
+            their one conformer).
+        workers: Processes preparing molecules (1: in this process).
+        seed: Conformer seed; molecule ``i`` uses ``molecule_seed(seed, i)``.
+        shard_size: Source entries per shard (``mol_id`` range of a shard).
+        max_heavy_atoms: Larger molecules fail as ``too_many_atoms``; ``None`` for no limit.
+        smiles_column: SMILES column of CSV inputs (default: found by name).
+        progress: Show a progress bar on stderr.
+        overwrite: Start over when ``output`` was prepared with other settings or inputs.
+        chunk_size: Records per tar member.
+
+    Returns:
+        The manifest written to ``output/manifest.json``.
+
+    Raises:
+        SourceError: An input cannot be read at all (missing, unknown type, no SMILES column).
+        PrepareError: ``output`` holds another preparation (without ``overwrite``), or is busy.
+        ValueError: A non-positive count among the arguments.
+    """
+    for name, value in (("num_conformers", num_conformers), ("workers", workers)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if shard_size < 1 or chunk_size < 1:
+        raise ValueError(f"shard_size and chunk_size must be >= 1, got {shard_size}, {chunk_size}")
+    start = time.perf_counter()
+    root = Path(output)
+    if root.exists() and not root.is_dir():
+        raise PrepareError(f"output {root} is not a directory", reason="output_not_directory")
+    described = _describe_inputs(inputs)
+    options = ConformerOptions(num_conformers=num_conformers, seed=seed)
+    settings = _settings(described, options, shard_size, chunk_size, max_heavy_atoms, smiles_column)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        check_output(root, settings, overwrite)
+        shards, failures, read, resumed = _run(
+            root, _all_entries(inputs, smiles_column), settings, options, workers, progress
+        )
+        ok = sum(info.count for info in shards)
+        manifest = {
+            "molssl_version": __version__,
+            "record_format_version": RECORD_FORMAT_VERSION,
+            "inputs": described,
+            "settings": settings,
+            "settings_sha256": _settings_sha256(settings),
+            "read": read,
+            "ok": ok,
+            "failed": len(failures),
+            "failures_by_reason": dict(Counter(f["reason"] for f in failures).most_common()),
+            "failures": failures,
+            "shards": [info.to_dict() for info in shards if info.count > 0],
+            "resumed_shards": resumed,
+            "workers": workers,
+            "wall_seconds": round(time.perf_counter() - start, 3),
+            "python": platform.python_version(),
+        }
+        write_json_atomic(root / MANIFEST_FILE, manifest)
+    unexpected = manifest["failures_by_reason"].get(UNEXPECTED_ERROR)
+    if unexpected:
+        print(
+            f"molssl prepare: {unexpected} molecule(s) failed with an unexpected error (a bug "
+            f"in molssl, not bad input; see 'failures' in {root / MANIFEST_FILE})",
+            file=sys.stderr,
+        )
+    return manifest
+
+
+def _run(
+    root: Path,
+    entries: Iterable[SourceEntry],
+    settings: dict[str, Any],
+    options: ConformerOptions,
+    workers: int,
+    progress: bool,
+) -> tuple[list[ShardInfo], list[dict[str, Any]], int, int]:
+    """Prepare or keep every shard; returns (shard infos, failures, entries read, kept)."""
+    max_heavy_atoms = settings["max_heavy_atoms"]
+    shards: list[ShardInfo] = []
+    failures: list[dict[str, Any]] = []
+    read = resumed = 0
+    pool = _Workers(workers)
+    bar = tqdm(
+        desc="molssl prepare", unit="mol", disable=not progress, file=sys.stderr, mininterval=1.0
+    )
+    try:
+        for shard_index, numbered in _shards_of(entries, settings["shard_size"]):
+            read += len(numbered)
+            sidecar = finished_shard(root, shard_index, settings)
+            if sidecar is None or sidecar.get("read") != len(numbered):
+                tasks = [(mol_id, entry, options, max_heavy_atoms) for mol_id, entry in numbered]
+                sidecar = _prepare_shard(root, shard_index, tasks, settings, pool, bar)
+            else:
+                resumed += 1
+                bar.update(len(numbered))
+            if sidecar["info"] is not None:
+                shards.append(ShardInfo.from_dict(sidecar["info"]))
+            failures.extend(sidecar["failures"])
+            bar.set_postfix(shard=shard_index, failed=len(failures), refresh=False)
+    finally:
+        bar.close()
+        pool.close()
+    return shards, failures, read, resumed
+
+
+def _prepare_shard(
+    root: Path,
+    shard_index: int,
+    tasks: list[Any],
+    settings: dict[str, Any],
+    pool: _Workers,
+    bar: Any,
+) -> dict[str, Any]:
+    records: list[MoleculeRecord] = []
+    failures: list[dict[str, Any]] = []
+    for result in pool.map(tasks):
+        if isinstance(result, EntryFailure):
+            failures.append(asdict(result))
+        else:
+            records.append(result)
+        bar.update(1)
+    info = None
+    if records:
+        path = root / shard_file_name(shard_index)
+        info = write_shard(path, records, settings["chunk_size"], shard_index).to_dict()
+    else:
+        # Nothing to store: no tar, so a stale one of an earlier attempt must not linger.
+        (root / shard_file_name(shard_index)).unlink(missing_ok=True)
+    sidecar = {
+        "shard": shard_index,
+        "read": len(tasks),
+        "info": info,
+        "failures": failures,
+        "settings": settings,
+        "settings_sha256": _settings_sha256(settings),
+    }
+    write_json_atomic(root / sidecar_file_name(shard_index), sidecar)
+    return sidecar

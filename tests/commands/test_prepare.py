@@ -1,0 +1,71 @@
+"""``molssl prepare`` on the command line: real files in, shards and a manifest out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from molssl.cli import main
+from molssl.datamodules.shards import MANIFEST_FILE, dataset_shards, read_shard
+from tests.conftest import NCI_SMILES
+
+
+def nci_lines(n: int) -> list[str]:
+    with open(NCI_SMILES) as handle:
+        return handle.readlines()[:n]
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    smi = tmp_path / "part1.smi.gz"
+    with gzip.open(smi, "wt") as handle:
+        handle.write("".join(nci_lines(6)) + "not_a_smiles\tjunk\n")
+    rows = [line.split() for line in nci_lines(10)[6:]]
+    csv = tmp_path / "part2.csv"
+    csv.write_text("name,canonical_smiles\n" + "".join(f"{n},{s}\n" for s, n in rows))
+    return smi, csv
+
+
+def test_prepare_command_writes_a_dataset(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "dataset"
+    args = ["prepare", "--input", *map(str, inputs), "--output", str(output)]
+    args += ["--num-conformers", "2", "--seed", "3", "--shard-size", "4"]
+    args += ["--smiles-column", "canonical_smiles", "--max-heavy-atoms", "0"]
+    main(args)
+    out = capsys.readouterr()
+    assert "11 entries read, 10 prepared, 1 failed (invalid_smiles 1)" in out.out
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    assert manifest["settings"]["conformer_options"]["num_conformers"] == 2
+    assert manifest["settings"]["max_heavy_atoms"] is None
+    assert manifest["failures"][0]["mol_id"] == 6 and manifest["failures"][0]["line"] == 7
+    records = [r for info in dataset_shards(output) for r in read_shard(output / info.file)]
+    assert [r.mol_id for r in records] == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10]
+    assert {r.num_conformers for r in records} == {2}
+    assert records[-1].source_id == nci_lines(10)[9].split()[1]
+    # A second run with the same settings keeps every shard.
+    main([*args, "--no-progress"])
+    assert "3 kept from an earlier run" in capsys.readouterr().out
+
+
+def test_prepare_command_errors_exit_2(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "dataset"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--input", str(tmp_path / "missing.smi"), "--output", str(output)])
+    assert exit_info.value.code == 2
+    assert "molssl prepare: error:" in capsys.readouterr().err
+    main(["prepare", "--input", str(inputs[0]), "--output", str(output), "--no-progress"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--input", str(inputs[0]), "--output", str(output), "--seed", "9"])
+    assert exit_info.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the CSV needs --smiles-column
+        main(["prepare", "--input", str(inputs[1]), "--output", str(tmp_path / "other")])
+    assert exit_info.value.code == 2
+    assert "smiles_column" in capsys.readouterr().err
