@@ -211,6 +211,7 @@ def test_forces_are_minus_the_energy_gradient_and_rotate_with_the_molecule() -> 
     batch = Batch.from_data_list(mmff_frames("CC(=O)O", num_frames=2, noise=0.05, seed=0))
     batch.pos = batch.pos.double()
     energy, forces = module.energy_and_forces(batch)
+    assert not batch.pos.requires_grad, "the caller's batch is left as it was"
     step = 1e-5
     for atom, axis in [(0, 0), (3, 2), (9, 1)]:
         shifted = []

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch_geometric.data import Batch
-from torch_geometric.utils import scatter
 
 from molssl.encoders.base import EncoderOutput
 from molssl.modules.checkpoint_metadata import (
@@ -50,10 +49,11 @@ from molssl.modules.checkpoint_metadata import (
     class_path,
     write_checkpoint_metadata,
 )
+from molssl.modules.energy_forces import energy_and_forces, per_molecule_sum
 from molssl.modules.finetune_losses import masked_bce, masked_mse
 from molssl.modules.finetune_metrics import TaskMetrics, check_checkpoint_monitors
 from molssl.modules.finetune_optim import FinetuneOptimization, Schedule
-from molssl.modules.finetune_stats import read_task_statistics
+from molssl.modules.finetune_stats import checked_task_names, read_task_statistics
 from molssl.modules.guards import NonFiniteLossGuard
 from molssl.modules.init_from import DEFAULT_PREFIX, InitReport, load_encoder_weights
 from molssl.modules.pretrain import _hparams_come_from_config
@@ -215,8 +215,7 @@ class FinetuneModule(FinetuneOptimization):
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "task_names"):
-            self._check_datamodule(datamodule)
-            self.task_names = [str(name) for name in datamodule.task_names]
+            self.task_names = checked_task_names(datamodule, self.task, self.num_tasks)
         if stage != "fit":
             return
         if datamodule is None or not hasattr(datamodule, "target_statistics"):
@@ -228,21 +227,6 @@ class FinetuneModule(FinetuneOptimization):
         self._set_statistics(datamodule)
         if self.init_from is not None:
             self.load_init_weights()
-
-    def _check_datamodule(self, datamodule: Any) -> None:
-        task_type = getattr(datamodule, "task_type", None)
-        if task_type is not None and task_type != self.task:
-            raise ValueError(
-                f"the datamodule's task type is {task_type!r} but the model was built for "
-                f"{self.task!r}: set model.init_args.task to {task_type!r}"
-            )
-        names = list(datamodule.task_names)
-        if len(names) != self.num_tasks:
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ValueError(
-                f"the datamodule has {len(names)} task(s) ({shown}) but the model was built "
-                f"with num_tasks={self.num_tasks}: set model.init_args.num_tasks to {len(names)}"
-            )
 
     def _set_statistics(self, datamodule: Any) -> None:
         stats = read_task_statistics(
@@ -282,58 +266,32 @@ class FinetuneModule(FinetuneOptimization):
 
     def atom_reference(self, batch: Batch, num_graphs: int) -> Tensor:
         """Sum of the atoms' reference values per molecule and task, ``(B, T)`` (0 without)."""
-        z = batch.z
         if not self.use_atomref:
             return self.target_mean.new_zeros(num_graphs, self.num_tasks)
-        index = getattr(batch, "batch", None)
-        if index is None:
-            index = torch.zeros_like(z)
-        per_atom = self.atomref_table[:, z].transpose(0, 1)
-        return scatter(per_atom, index, dim=0, dim_size=num_graphs, reduce="sum")
+        return per_molecule_sum(self.atomref_table[:, batch.z].transpose(0, 1), batch, num_graphs)
 
     def forward(self, batch: Batch) -> Tensor:
         """Predictions ``(B, T)``: logits (classification), values in target units
         (regression), energies (energy_forces; use :meth:`energy_and_forces` for forces)."""
         if self.task == "energy_forces":
-            return self._energy(batch, self.encode(batch))
-        output = self.encode(batch)
-        raw = self.head(output, batch)
+            return self.energy(batch)
+        raw = self.head(self.encode(batch), batch)
         if self.task == "classification":
             return raw
         return raw * self.target_std + self.target_mean + self.atom_reference(batch, raw.size(0))
 
-    def _energy(self, batch: Batch, output: EncoderOutput) -> Tensor:
-        raw = self.head(output, batch)
-        counts = torch.bincount(
-            batch.batch if getattr(batch, "batch", None) is not None else torch.zeros_like(batch.z),
-            minlength=raw.size(0),
-        ).to(raw.dtype)
-        per_atom_mean = self.target_mean * counts.unsqueeze(-1)
-        return raw * self.target_std + per_atom_mean + self.atom_reference(batch, raw.size(0))
+    def energy(self, batch: Batch) -> Tensor:
+        """Energies ``(B, 1)``: ``sum_i (std * s_i + mean) (+ atom references)``, where mean and
+        std are the training frames' per-atom statistics."""
+        raw = self.head(self.encode(batch), batch)
+        atoms = per_molecule_sum(torch.ones_like(batch.z, dtype=raw.dtype), batch, raw.size(0))
+        offset = self.target_mean * atoms.unsqueeze(-1) + self.atom_reference(batch, raw.size(0))
+        return raw * self.target_std + offset
 
     def energy_and_forces(self, batch: Batch, create_graph: bool = False) -> tuple[Tensor, Tensor]:
-        """Energies ``(B, 1)`` and forces ``(N, 3)`` = ``-dE/dpos``.
-
-        Works under ``torch.no_grad`` and inside Lightning's inference mode too (evaluation):
-        the batch is then copied into ordinary tensors and gradients are switched back on for
-        the force computation only.
-
-        Args:
-            batch: Molecules with ``z``, ``pos`` and ``batch``.
-            create_graph: Keep the graph of the forces, so that a force loss can be
-                differentiated (training).
-        """
-        with torch.inference_mode(False), torch.enable_grad():
-            if batch.pos.is_inference():
-                batch = batch.clone()
-            pos = batch.pos.detach().requires_grad_(True)
-            batch.pos = pos
-            energy = self._energy(batch, self.encode(batch))
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
-        forces = -grad
-        if not create_graph:
-            energy, forces = energy.detach(), forces.detach()
-        return energy, forces
+        """Energies ``(B, 1)`` and forces ``-dE/dpos`` ``(N, 3)``, also under inference mode
+        (see :func:`molssl.modules.energy_forces.energy_and_forces`)."""
+        return energy_and_forces(self.energy, batch, create_graph)
 
     # -- losses and steps ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["TaskStatistics", "read_task_statistics"]
+__all__ = ["TaskStatistics", "checked_task_names", "read_task_statistics"]
 
 
 @dataclass
@@ -28,6 +28,28 @@ class TaskStatistics:
     mean: Tensor
     std: Tensor
     atomref: Tensor
+
+
+def checked_task_names(datamodule: Any, task: str, num_tasks: int) -> list[str]:
+    """The datamodule's task names, after checking its task type and number of tasks.
+
+    Raises:
+        ValueError: Naming the model setting to change.
+    """
+    task_type = getattr(datamodule, "task_type", None)
+    if task_type is not None and task_type != task:
+        raise ValueError(
+            f"the datamodule's task type is {task_type!r} but the model was built for "
+            f"{task!r}: set model.init_args.task to {task_type!r}"
+        )
+    names = [str(name) for name in datamodule.task_names]
+    if len(names) != num_tasks:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ValueError(
+            f"the datamodule has {len(names)} task(s) ({shown}) but the model was built "
+            f"with num_tasks={num_tasks}: set model.init_args.num_tasks to {len(names)}"
+        )
+    return names
 
 
 def _vector(stats: dict[str, Any], key: str, num_tasks: int) -> Tensor:
