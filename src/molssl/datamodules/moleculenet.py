@@ -26,9 +26,12 @@ Splits of the usable molecules (``split_fractions``, 8:1:1 by default):
   split, 3 seeds" is usually reported.
 * ``"seeded_scaffold"``: largest first as above, but scaffold sets of equal size are ordered
   by a permutation drawn from ``seed``, so different seeds give different (still
-  largest-first) splits. (DeepChem's ``ScaffoldSplitter`` breaks such ties the other way,
-  last-seen first; this is one reason published scaffold numbers differ.)
-* ``"balanced_scaffold"``: chemprop's balanced scaffold split, seeded.
+  largest-first) splits. Only ties move, so the splits stay close: on FreeSolv (642
+  molecules) the test sets of seeds 0, 1 and 2 share 57 to 59 of their 65 molecules.
+  (DeepChem's ``ScaffoldSplitter`` breaks such ties the other way, last-seen first; this is
+  one reason published scaffold numbers differ.)
+* ``"balanced_scaffold"``: chemprop's balanced scaffold split, seeded: scaffold sets in a
+  seeded random order (big sets first), for splits that really differ between seeds.
 * ``"random"``: seeded uniform random split.
 """
 
