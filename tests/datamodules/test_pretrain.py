@@ -361,6 +361,11 @@ def test_prepared_directory_trains_and_a_directory_without_manifest_fails(
     trainer.fit(module, datamodule=data)
     assert {stage for stage, _, _ in module.seen} == {"train", "val"}
     assert data.records is None and data.stats()["molecules"] == 38
+    # A URL root (file:// here; s3://, gs://, https:// with their fsspec package) streams too.
+    remote = PretrainDataModule(root=f"file://{tmp_path / 'prepared'}", val_fraction=0.3)
+    remote.setup()
+    assert remote.stats() == data.stats()
+    assert sorted(mol_ids(remote.train_dataset)) == sorted(mol_ids(data.train_dataset))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManifestError, match=r"no manifest\.json"):
         PretrainDataModule(root=str(tmp_path / "empty")).setup()

@@ -239,6 +239,10 @@ class PretrainDataModule(LightningDataModule):
                 prepared.manifest,
                 f"embedded NCI ({origin} {prepared.directory})",
             )
+        if "://" in str(root):  # object storage or HTTP: a prepared directory, streamed
+            from molssl.datamodules.shards import load_manifest
+
+            return DiskShards.from_manifest(root), None, load_manifest(root), str(root)
         path = Path(root).expanduser()
         if path.is_dir() and not (path / RECORDS_FILE).is_file():
             from molssl.datamodules.shards import load_manifest

@@ -155,9 +155,10 @@ class DiskShards:
 
     def url(self, shard: int) -> str:
         """Path or URL of shard ``shard``."""
-        if "://" in self.root:
-            return f"{self.root.rstrip('/')}/{self.files[shard]}"
-        return str(Path(self.root) / self.files[shard])
+        from molssl.datamodules.shards import ShardInfo, shard_url
+
+        info = ShardInfo(self.files[shard], self.counts[shard], "", -1, -1)
+        return shard_url(self.root, info)
 
     def chunks(self, shard: int) -> Iterator[Sequence[MoleculeRecord]]:
         """The shard's chunks as written (``PackedRecords`` of up to its chunk size)."""
