@@ -278,8 +278,9 @@ def test_argument_errors_and_no_validation(make_dm: Callable[..., PretrainDataMo
 
 # --- a `molssl prepare` directory: tar shards + manifest.json, streamed ----------------------
 
-#: Uneven shards of the first 38 records: 7 shards, 3 of them held out at val_fraction=0.3.
-SHARD_COUNTS = [7, 3, 11, 1, 5, 9, 2]
+#: Uneven shards of the first 38 records, one empty (all its molecules failed): 7 non-empty
+#: shards, 3 of them held out at val_fraction=0.3.
+SHARD_COUNTS = [7, 3, 0, 11, 1, 5, 9, 2]
 
 
 def write_prepared(records: Sequence[MoleculeRecord], root: Path) -> list[list[int]]:
@@ -327,12 +328,12 @@ def test_prepared_directory_streams_by_rank_and_worker_with_shards_held_out(
     shard_ids = write_prepared(dm.records, tmp_path)
     runs = [rank_run(tmp_path, rank, epochs=(0, 1)) for rank in (0, 1)]
     stats = runs[0]["stats"]
-    assert stats["shards"] == 7 and stats["val_shards"] == math.ceil(0.3 * 7)
+    assert stats["shards"] == 8 and stats["val_shards"] == math.ceil(0.3 * 7)
     assert (stats["molecules"], stats["read"], stats["failed"]) == (38, 40, 2)
     assert stats["failures_by_reason"] == {"invalid_smiles": 2}
     val = runs[0]["val"] + runs[1]["val"]
     # Validation: whole shards, each molecule once across the two ranks, never trained on.
-    val_shards = [ids for ids in shard_ids if set(ids) <= set(val)]
+    val_shards = [ids for ids in shard_ids if ids and set(ids) <= set(val)]
     assert sorted(val) == sorted(i for ids in val_shards for i in ids)
     assert len(val_shards) == stats["val_shards"] and stats["val"] == len(val)
     train_ids = {i for ids in shard_ids for i in ids} - set(val)

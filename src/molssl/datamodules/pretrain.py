@@ -275,7 +275,10 @@ class PretrainDataModule(LightningDataModule):
             if sum(shards.counts) == 0:
                 raise ValueError(f"no usable molecule in {origin}; see its manifest")
             hp = self.hparams
-            train, val = holdout_shards(len(shards.counts), hp.val_fraction, hp.seed)
+            # Empty shards (every molecule of a shard failed) hold nothing to split.
+            nonempty = np.flatnonzero(np.asarray(shards.counts) > 0)
+            train, val = holdout_shards(len(nonempty), hp.val_fraction, hp.seed)
+            train, val = nonempty[train], nonempty[val]
             common = {"seed": hp.seed, "batch_size": hp.batch_size}
             self.train_dataset = ShardedStream(
                 shards, train, training=True, shuffle_buffer=hp.shuffle_buffer, **common
