@@ -111,6 +111,13 @@ def _spd_for(edge_index: np.ndarray, num_atoms: int) -> np.ndarray:
     return spd_to_uint8(shortest_path_matrix(edge_index, num_atoms))
 
 
+def _spd_of_mol(mol: Chem.Mol) -> np.ndarray:
+    # RDKit's C++ BFS: the same matrix as shortest_path_matrix on mol_to_data's edge_index
+    # (same atom order; tested), at a fraction of the cost per molecule.
+    distances = Chem.GetDistanceMatrix(mol)
+    return spd_to_uint8(np.where(distances > 1e6, -1, distances).astype(np.int64))
+
+
 @dataclass(eq=False)  # field-wise == on arrays is ambiguous; compare arrays explicitly
 class MoleculeRecord:
     """One prepared molecule (hydrogens explicit), as NumPy arrays.
@@ -279,7 +286,7 @@ def _record(graph_mol: Chem.Mol, conformer_mol: Chem.Mol, mol_id: int) -> Molecu
         fragment=np.asarray(fragment, dtype=np.int64),
         torsion_atoms=np.asarray(torsions, dtype=np.int64).reshape(-1, 4),
         torsion_moving=np.asarray(moving, dtype=bool).reshape(len(torsions), num_atoms),
-        spd=_spd_for(edge_index, num_atoms),
+        spd=_spd_of_mol(graph_mol),
     )
 
 
