@@ -23,9 +23,11 @@ The epoch advances on each ``__iter__`` (a persistent worker keeps its own copy 
 stream, so each copy counts its iterations) from the value given by :meth:`set_epoch`.
 
 Training views draw from a torch generator state private to the stream, seeded by
-``(seed, epoch, rank, worker)`` and swapped in around each sample: samples depend on those
-four numbers only (not on ``num_workers`` being 0 or 1, nor on the caller's use of torch's
-global generator), and ranks never draw the same noise. A validation stream keeps the shards
+``(seed, epoch, rank, worker)`` and swapped in around each sample: a worker's samples depend
+on those numbers and the split only (``num_workers=0`` gives the samples of one worker
+process; the caller's use of torch's global generator changes nothing), and ranks never draw
+the same noise. Persistent workers are assumed: a non-persistent loader would restart every
+worker's copy at the epoch of :meth:`set_epoch`. A validation stream keeps the shards
 in order, does not shuffle or pad (balanced blocks: every molecule once across the world;
 it pads only when it has fewer molecules than ranks, since Lightning refuses an empty rank),
 and fixes each molecule's conformer and views by ``(seed, mol_id)``.
