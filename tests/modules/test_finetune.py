@@ -355,3 +355,16 @@ def test_atomref_without_references_in_the_data_is_a_clear_error(tmp_path: Path)
     module = FinetuneModule(tiny_et(), num_tasks=2, atomref=True)
     with pytest.raises(ValueError, match="no 'atomref'"):
         quiet_trainer(tmp_path, max_steps=1).fit(module, DescriptorData(batch_size=8))
+
+
+def test_predict_gives_probabilities_with_molecule_ids(tmp_path: Path) -> None:
+    module = FinetuneModule(tiny_et(), task="classification", num_tasks=2)
+    data = DescriptorData(task="classification", batch_size=8)
+    data.setup("predict")
+    outputs = quiet_trainer(tmp_path).predict(module, dataloaders=data.test_dataloader())
+    batch = next(iter(data.test_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(module(batch))
+    torch.testing.assert_close(outputs[0]["pred"], expected)
+    assert torch.equal(outputs[0]["mol_id"], batch.mol_id)

@@ -176,7 +176,8 @@ def run(namespace: Namespace) -> None:
 
 register_subcommand(
     "seeds",
-    "Fine-tune one config over several seeds (fit, test the chosen checkpoint): mean ± std.",
+    "Fine-tune a config over several seeds (fit, then test the chosen checkpoint; other "
+    "options go to fit): mean ± std.",
     add_arguments,
     run,
     forward_unknown=True,
