@@ -36,6 +36,8 @@ from torch_geometric.loader import DataLoader
 from molssl.chem.conformers import ConformerOptions
 from molssl.cli import main
 from molssl.datamodules.embedded import embedded_default, molecule_seed
+from molssl.datamodules.records import RECORD_FORMAT_VERSION
+from molssl.datamodules.shards import write_json_atomic, write_shard
 from tests.modules.pretrain_fixtures import NUM_MOLECULES, TINY_ENCODER_ARGS, prepare_small_cache
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "unicorn.yaml"
@@ -181,6 +183,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     StepLog.runs = []
+    MolIdLog.runs = []
 
 
 def test_a_killed_run_resumes_from_last_where_it_stopped(tmp_path: Path) -> None:
@@ -227,3 +230,126 @@ def test_a_killed_run_resumes_from_last_where_it_stopped(tmp_path: Path) -> None
         for k in reference["weights"]
     ]
     assert sum(moved) > len(moved) // 2  # training after the restart point did change them
+
+
+# -- streaming resume through `--ckpt_path last` ----------------------------------------------
+
+#: Uneven shards of the small default's 24 molecules (one empty, as when all its molecules fail).
+STREAM_SHARD_COUNTS = (5, 2, 7, 0, 3, 4, 3)
+STREAM_BATCH = 5  # 24 molecules: 5 batches per epoch, the two loader workers hold 2 and 3
+STREAM_EPOCH_BATCHES = 5
+STREAM_CRASH_STEP = 3  # right after the periodic checkpoint of step 3: batches 0-2 are in it
+
+
+def write_uneven_prepared(cache_dir: Path, root: Path, counts: tuple[int, ...]) -> list[int]:
+    """A ``molssl prepare``-layout directory of the small default's records in shards of
+    ``counts`` records; returns every mol_id written."""
+    prepared = embedded_default(NUM_MOLECULES, ConformerOptions(num_conformers=1), cache_dir)
+    records = list(prepared.records)
+    assert sum(counts) <= len(records)
+    root.mkdir(parents=True)
+    shards, start = [], 0
+    for index, count in enumerate(counts):
+        part = records[start : start + count]
+        shards.append(write_shard(root / f"shard-{index:06d}.tar", part, chunk_size=2).to_dict())
+        start += count
+    manifest = {
+        "shards": shards,
+        "ok": start,
+        "failed": 0,
+        "read": start,
+        "failures_by_reason": {},
+        "record_format_version": RECORD_FORMAT_VERSION,
+    }
+    write_json_atomic(root / "manifest.json", manifest)
+    return [record.mol_id for record in records[:start]]
+
+
+class MolIdLog(Callback):
+    """Records ``(epoch, batch_idx, mol_ids)`` of every training batch, per run in this process."""
+
+    runs: list[list[tuple[int, int, list[int]]]] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        MolIdLog.runs.append([])
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        ids = [int(i) for i in batch.mol_id]
+        MolIdLog.runs[-1].append((trainer.current_epoch, batch_idx, ids))
+
+
+def stream_config(tmp_path: Path, data_root: Path, name: str, crash: bool) -> Path:
+    """Tiny UniCorn on a prepared directory, 2 loader workers, a shuffle buffer, 2 epochs."""
+    config = yaml.safe_load(CONFIG.read_text())
+    init_args = config["model"]["init_args"]
+    for key in ("encoder_3d", "encoder_2d"):
+        encoder = init_args[key]
+        encoder["init_args"].update(TINY_ENCODER_ARGS[encoder["class_path"]])
+    init_args.update(warmup_steps=2, max_steps=2 * STREAM_EPOCH_BATCHES)
+    # The crash goes first, so that the batch it kills is not logged as seen.
+    callbacks: list[dict[str, Any]] = [{"class_path": "tests.test_resume.MolIdLog"}]
+    if crash:
+        callbacks.insert(
+            0, {"class_path": "tests.test_resume.CrashAt", "init_args": {"step": STREAM_CRASH_STEP}}
+        )
+    config["trainer"].update(
+        max_steps=2 * STREAM_EPOCH_BATCHES,
+        val_check_interval=None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    # No checkpoint dirpath: `last` must be found in the logger's earlier version folder.
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / name / "logs")
+    config["checkpoint"] = {"save_last": True, "every_n_train_steps": STREAM_CRASH_STEP}
+    config["data"] = {
+        "class_path": "molssl.datamodules.PretrainDataModule",
+        "init_args": {
+            "root": str(data_root),
+            "batch_size": STREAM_BATCH,
+            "num_workers": 2,
+            "val_fraction": 0.0,
+            "shuffle_buffer": 8,
+            "seed": 3,
+        },
+    }
+    path = tmp_path / f"{name}{'_crash' if crash else ''}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_killed_streaming_run_resumes_its_epoch_without_repeating_molecules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache_dir = prepare_small_cache(tmp_path / "cache")
+    data_root = tmp_path / "prepared"
+    every_id = write_uneven_prepared(cache_dir, data_root, STREAM_SHARD_COUNTS)
+    straight_config = stream_config(tmp_path, data_root, "straight", crash=False)
+    # `last` before any checkpoint exists: said plainly, then a fresh start.
+    main(["fit", "--config", str(straight_config), "--ckpt_path", "last"])
+    assert "no last.ckpt in" in capsys.readouterr().err
+    with pytest.raises(PreemptedError):
+        main(["fit", "--config", str(stream_config(tmp_path, data_root, "run", crash=True))])
+    run_config = stream_config(tmp_path, data_root, "run", crash=False)
+    main(["fit", "--config", str(run_config), "--ckpt_path", "last"])
+    expected = tmp_path / "run" / "logs" / "unicorn" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"resuming from {expected}" in capsys.readouterr().err
+    assert (tmp_path / "run" / "logs" / "unicorn" / "version_1").is_dir()
+
+    straight, killed, resumed = MolIdLog.runs
+    assert [(e, b) for e, b, _ in killed] == [(0, b) for b in range(STREAM_CRASH_STEP)]
+    assert [(e, b) for e, b, _ in resumed] == [
+        (0, b) for b in range(STREAM_CRASH_STEP, STREAM_EPOCH_BATCHES)
+    ] + [(1, b) for b in range(STREAM_EPOCH_BATCHES)]
+    # Epoch 0 across the killed and the resumed run: every training molecule exactly once ...
+    epoch0 = [i for _, _, ids in killed for i in ids]
+    epoch0 += [i for e, _, ids in resumed if e == 0 for i in ids]
+    assert sorted(epoch0) == sorted(every_id)
+    # ... in the uninterrupted run's batches, and the next epoch is the uninterrupted one too.
+    assert [ids for _, _, ids in killed + resumed] == [ids for _, _, ids in straight]
+    assert [ids for e, _, ids in straight if e == 0] != [ids for e, _, ids in straight if e == 1]

@@ -17,10 +17,12 @@ Defaults chosen for our users:
   one place to set them, and a CLI group cannot silently replace ``configure_optimizers``.
 
 Every Trainer subcommand accepts ``--ckpt`` as an alias of ``--ckpt_path`` and reports a missing
-file plainly. ``validate``/``test``/``predict`` accept it on its own: the run's saved config, or
-else the hyper-parameters inside the checkpoint, is layered beneath whatever ``--config`` files
-and overrides the command line gives (see :mod:`molssl.checkpoints`). Those commands save their
-own config as ``<subcommand>_config.yaml``, never over the training run's ``config.yaml``;
+file plainly. ``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of the run's logger
+version folders (a restarted job logs into a new one; see :mod:`molssl.last_checkpoint`).
+``validate``/``test``/``predict`` accept it on its own: the run's saved config, or else the
+hyper-parameters inside the checkpoint, is layered beneath whatever ``--config`` files and
+overrides the command line gives (see :mod:`molssl.checkpoints`). Those commands save their own
+config as ``<subcommand>_config.yaml``, never over the training run's ``config.yaml``;
 ``validate`` and ``test`` also write ``<subcommand>_metrics.json`` into their log dir and print
 the metrics as a table; ``test`` of a checkpoint file writes the same record as ``metrics.json``
 beside the checkpoint, where it stays with the weights it describes (a later ``test`` of a
@@ -54,6 +56,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from molssl import __version__
 from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
+from molssl.last_checkpoint import find_last_checkpoint, last_checkpoint_folders
 
 PROG = "molssl"
 TRAINER_SUBCOMMANDS = tuple(LightningCLI.subcommands())
@@ -148,6 +151,29 @@ class MolsslCLI(LightningCLI):
             parser = self._parser(self.subcommand)
             parser.callback_keys = [key for key in parser.callback_keys if key != "checkpoint"]
         return super().instantiate_trainer(**kwargs)
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Lightning's keyword arguments, with ``fit --ckpt_path last`` resolved to a file.
+
+        See :mod:`molssl.last_checkpoint`: the newest ``last.ckpt`` of the run's checkpoint
+        folder or logger version folders, named on stderr; when there is none, a note says
+        so and the run starts from scratch (the first run of a job script that always passes
+        ``--ckpt_path last``).
+        """
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if subcommand == "fit" and kwargs.get("ckpt_path") == "last":
+            found = find_last_checkpoint(self.trainer)
+            if found is None:
+                searched = ", ".join(last_checkpoint_folders(self.trainer))
+                _note(
+                    subcommand,
+                    f"--ckpt_path last: no last.ckpt in {searched}; starting from scratch",
+                )
+                kwargs["ckpt_path"] = None
+            else:
+                _note(subcommand, f"--ckpt_path last: resuming from {found}")
+                kwargs["ckpt_path"] = str(found)
+        return kwargs
 
     def after_validate(self) -> None:
         """Writes the validation metrics as JSON into the log dir."""

@@ -17,6 +17,12 @@ for a seed. Validation samples run the same views inside a generator seeded by
 and validation losses are comparable across epochs. Pre-training has no separate test set:
 ``test_dataloader`` serves the held-out shards.
 
+Resume: every checkpoint holds the training stream's position
+(:meth:`PretrainDataModule.state_dict`: epoch, batches consumed on each rank, the layout); a
+run resumed from a mid-epoch checkpoint leaves out the molecules of the interrupted epoch's
+consumed batches and yields the rest in the uninterrupted run's order
+(:mod:`~molssl.datamodules.stream_position`).
+
 The views come from the attached module (``trainer.lightning_module.pipeline_views()``) when
 a trainer is attached, else from :meth:`PretrainDataModule.set_views` (scripts and tests).
 """
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
@@ -56,6 +62,7 @@ from molssl.datamodules.stream import (
     ordered_views,
     view_sample,
 )
+from molssl.datamodules.stream_position import StreamPosition
 from molssl.objectives.base import View
 
 __all__ = ["DROPPED_KEYS", "PretrainDataModule", "PretrainDataset", "split_by_molecule"]
@@ -195,6 +202,7 @@ class PretrainDataModule(LightningDataModule):
         self.manifest: dict[str, Any] = {}
         self.train_dataset: ShardedStream | None = None
         self.val_dataset: ShardedStream | None = None
+        self._resume_position: StreamPosition | None = None
 
     # -- views ---------------------------------------------------------------------------
 
@@ -350,11 +358,79 @@ class PretrainDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """This rank's training batches; the epoch follows the trainer's (resume included)."""
+        """This rank's training batches; the epoch follows the trainer's (resume included).
+
+        After :meth:`load_state_dict` of a checkpoint saved mid-epoch, the first pass leaves
+        out the batches the interrupted run had consumed (see :meth:`state_dict`).
+        """
         loader = self._loader(self.train_dataset)
         if self.trainer is not None and self.train_dataset is not None:
-            self.train_dataset.set_epoch(self.trainer.current_epoch)
+            epoch = self.trainer.current_epoch
+            self.train_dataset.set_epoch(epoch, self._resume_skip(epoch, len(loader)))
         return loader
+
+    # -- resume --------------------------------------------------------------------------
+
+    def _position(self, epoch: int, batches: int) -> StreamPosition:
+        dataset = self.train_dataset
+        assert dataset is not None
+        hp = self.hparams
+        return StreamPosition(
+            epoch=epoch,
+            batches=batches,
+            world_size=dataset.world_size,
+            num_workers=hp.num_workers,
+            batch_size=hp.batch_size,
+            seed=hp.seed,
+            shuffle_buffer=hp.shuffle_buffer,
+            num_records=dataset.num_records,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream's position, saved by Lightning in every checkpoint.
+
+        ``{"stream_position": ...}`` (:class:`~molssl.datamodules.stream_position.StreamPosition`):
+        the trainer's epoch, the training batches this rank consumed in it (every rank has
+        the same count) and the layout that fixes the epoch's order. Empty outside ``fit``.
+        """
+        trainer = self.trainer
+        fit_loop = getattr(trainer, "fit_loop", None)
+        if fit_loop is None or self.train_dataset is None:
+            return {}
+        consumed = fit_loop.epoch_loop.batch_progress.current.processed
+        position = self._position(trainer.current_epoch, consumed)
+        return {"stream_position": position.to_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keeps the checkpoint's stream position for the next :meth:`train_dataloader`."""
+        saved = state_dict.get("stream_position")
+        self._resume_position = None if saved is None else StreamPosition.from_dict(saved)
+
+    def _resume_skip(self, epoch: int, epoch_batches: int) -> int:
+        """Batches of ``epoch`` to leave out: the saved position's, when it applies exactly."""
+        saved, self._resume_position = self._resume_position, None
+        if saved is None or saved.epoch != epoch or not 0 < saved.batches < epoch_batches:
+            return 0
+        differences = saved.layout_differences(self._position(epoch, saved.batches))
+        if differences:
+            rank_zero_warn(
+                f"PretrainDataModule: the checkpoint stopped epoch {epoch} after {saved.batches} "
+                f"batches, but the stream's layout changed ({', '.join(differences)}), so the "
+                "molecules already seen cannot be left out: the rest of the epoch is drawn "
+                "from the start of the new order (some molecules of this epoch twice, others "
+                "not at all)"
+            )
+            return 0
+        rank_zero_info(
+            f"PretrainDataModule: resuming epoch {epoch} after {saved.batches} of "
+            f"{epoch_batches} batches; the molecules of those batches are left out"
+        )
+        # Lightning warns that a mid-epoch resume repeats data unless the loader is stateful;
+        # this data module continues the epoch itself.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+        )
+        return saved.batches
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Held-out batches with fixed views; none when ``val_fraction`` is 0."""

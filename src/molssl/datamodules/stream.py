@@ -36,6 +36,8 @@ and fixes each molecule's conformer and views by ``(seed, mol_id)``.
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -49,6 +51,7 @@ from torch_geometric.data import Data
 from molssl.datamodules.embedded import molecule_seed
 from molssl.datamodules.partition import rank_range, segments, worker_range
 from molssl.datamodules.records import MoleculeRecord
+from molssl.datamodules.stream_position import batches_taken_per_worker
 from molssl.objectives.base import View
 
 __all__ = [
@@ -272,6 +275,7 @@ class ShardedStream(IterableDataset[Data]):
         self.world_size = 1
         self._epoch = 0
         self._iterations = 0
+        self._skip_batches = 0
         self.num_records = int(sum(shards.counts[int(i)] for i in self.shard_ids))
 
     # -- settings --------------------------------------------------------------------------
@@ -281,9 +285,22 @@ class ShardedStream(IterableDataset[Data]):
         rank_range(0, world_size, rank, pad=True)  # validates both
         self.rank, self.world_size = int(rank), int(world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch of the next ``__iter__``; later iterations count up from it."""
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """The epoch of the next ``__iter__``; later iterations count up from it.
+
+        Args:
+            epoch: The epoch.
+            skip_batches: Batches of this rank's ``epoch`` already consumed by an interrupted
+                run: the next ``__iter__`` (of every worker's copy) leaves out the samples of
+                those batches (:mod:`~molssl.datamodules.stream_position`); later epochs are
+                whole. The samples that remain get the same molecules in the same order as
+                in the uninterrupted run, with different views: the skipped samples' views
+                are never drawn, so the view generator starts where they would have begun.
+        """
+        if skip_batches < 0:
+            raise ValueError(f"skip_batches must be >= 0, got {skip_batches}")
         self._epoch, self._iterations = int(epoch), 0
+        self._skip_batches = int(skip_batches)
 
     @property
     def epoch(self) -> int:
@@ -306,6 +323,14 @@ class ShardedStream(IterableDataset[Data]):
             return self.shard_ids.copy()
         rng = np.random.default_rng(_seed(self.seed, epoch, 0x0DE5))
         return self.shard_ids[rng.permutation(len(self.shard_ids))]
+
+    def worker_batches(self, num_workers: int) -> list[int]:
+        """Batches each of ``num_workers`` loader workers yields per epoch on this rank."""
+        first, last = rank_range(self.num_records, self.world_size, self.rank, self._pad())
+        spans = [
+            worker_range(last - first, num_workers, k, self.batch_size) for k in range(num_workers)
+        ]
+        return [math.ceil((stop - start) / self.batch_size) for start, stop in spans]
 
     def plan(self, epoch: int, worker: int = 0, num_workers: int = 1) -> list[tuple[int, int, int]]:
         """``(shard id, start, stop)`` record slices ``worker`` of this rank reads in ``epoch``."""
@@ -337,6 +362,7 @@ class ShardedStream(IterableDataset[Data]):
 
     def __iter__(self) -> Iterator[Data]:
         epoch = self.epoch
+        skip = self._skip_batches if self._iterations == 0 else 0
         self._iterations += 1
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -351,6 +377,9 @@ class ShardedStream(IterableDataset[Data]):
         if self.shuffle_buffer > 1 and self.shards.transient:
             records = map(_owned, records)
         records = shuffled(records, self.shuffle_buffer, np.random.default_rng(stream_seed))
+        if skip:
+            taken = batches_taken_per_worker(self.worker_batches(num_workers), skip)[worker]
+            records = itertools.islice(records, taken * self.batch_size, None)
         torch_seed = np.random.SeedSequence([*stream_seed, 0x7EE5]).generate_state(1)[0]
         private = torch.Generator().manual_seed(int(torch_seed)).get_state()
         for record in records:
