@@ -1,5 +1,11 @@
 """``molssl fit --config configs/unicorn.yaml`` under DDP on two CPU processes (gloo), end to end.
 
+The second test streams a ``molssl prepare`` directory of uneven shards (one empty) through
+``PretrainDataModule`` on the same two processes, two loader workers each, for two epochs with
+validation, and checks from per-rank mol_id files that every training molecule is seen once per
+epoch across the ranks, every validation molecule once, both ranks yield the same number of
+batches, and the run ends (no rank waits forever on the other).
+
 The DDP run is a subprocess of the ``molssl`` console script, as a user types it (Lightning's
 DDP launcher re-executes the command line for rank 1). It is compared with a single-process
 run on the same global batches: 2 processes x 2 molecules per step against 1 x 4, on
@@ -21,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,7 +49,7 @@ from tests.modules.pretrain_fixtures import (
     TINY_ENCODER_ARGS,
     prepare_small_cache,
 )
-from tests.test_resume import RepeatedBatches
+from tests.test_resume import RepeatedBatches, write_uneven_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "unicorn.yaml"
@@ -230,3 +237,122 @@ def test_ddp_fit_on_two_cpu_processes_matches_one_process(
     gained = losses["init"] - losses["single"]
     assert gained > 0, losses
     assert abs(losses["ddp"] - losses["single"]) < 0.1 * gained, losses
+
+
+# -- the streaming data module under DDP -------------------------------------------------------
+
+#: 24 molecules in uneven shards; seed 0 holds out shards 1 and 4 (6 molecules), leaving 18 for
+#: training: 9 per rank, 3 batches of 3 split 1 + 2 between the two loader workers.
+DDP_SHARD_COUNTS = (5, 3, 7, 0, 3, 4, 2)
+DDP_EPOCHS = 2
+
+
+class MolIdFiles(Callback):
+    """Writes, per rank, the mol_ids of its training and validation batches per epoch."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.seen: dict[str, dict[int, list[list[int]]]] = {"train": {}, "val": {}}
+
+    def _add(self, stage: str, trainer: Trainer, batch: Batch) -> None:
+        ids = [int(i) for i in batch.mol_id]
+        self.seen[stage].setdefault(trainer.current_epoch, []).append(ids)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Batch, batch_idx: int
+    ) -> None:
+        self._add("train", trainer, batch)
+
+    def on_validation_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._add("val", trainer, batch)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"mol_ids_rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(self.seen))
+
+
+def write_stream_config(tmp_path: Path, data_root: Path) -> Path:
+    config = yaml.safe_load(CONFIG.read_text())
+    init_args = config["model"]["init_args"]
+    for key in ("encoder_3d", "encoder_2d"):
+        init_args[key]["init_args"].update(TINY_ENCODER_ARGS[init_args[key]["class_path"]])
+    init_args.update(warmup_steps=1, max_steps=10)
+    ids = {"class_path": "tests.test_ddp.MolIdFiles", "init_args": {"folder": str(tmp_path)}}
+    config["trainer"].update(
+        max_steps=-1,
+        max_epochs=DDP_EPOCHS,
+        val_check_interval=None,
+        check_val_every_n_epoch=1,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ids],
+    )
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
+    config["checkpoint"] = {"save_last": True}
+    config["data"] = {
+        "class_path": "molssl.datamodules.PretrainDataModule",
+        "init_args": {
+            "root": str(data_root),
+            "batch_size": 3,
+            "num_workers": 2,
+            "val_fraction": 0.25,
+            "shuffle_buffer": 4,
+            "seed": 0,
+        },
+    }
+    path = tmp_path / "stream.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_ddp_streams_uneven_shards_each_molecule_once_per_epoch(tmp_path: Path) -> None:
+    cache_dir = prepare_small_cache(tmp_path / "cache")
+    every_id = write_uneven_prepared(cache_dir, tmp_path / "prepared", DDP_SHARD_COUNTS)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        str(Path(sys.executable).parent / "molssl"),
+        "fit",
+        "--config",
+        str(write_stream_config(tmp_path, tmp_path / "prepared")),
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    ranks = [json.loads((tmp_path / f"mol_ids_rank{r}.json").read_text()) for r in (0, 1)]
+    val = [i for rank in ranks for batch in rank["val"]["0"] for i in batch]
+    assert len(val) == len(set(val)) == 6  # shards 1 and 4, each molecule on one rank
+    train = set(every_id) - set(val)
+    assert len(train) == 18
+    orders = []
+    for epoch in map(str, range(DDP_EPOCHS)):
+        batches = [rank["train"][epoch] for rank in ranks]
+        assert [len(b) for b in batches] == [3, 3]  # equal batch counts: no rank waits
+        seen = Counter(i for rank in batches for batch in rank for i in batch)
+        assert set(seen) == train and set(seen.values()) == {1}, seen
+        # The next validation pass sees the same molecules again, once each.
+        again = [i for rank in ranks for batch in rank["val"][epoch] for i in batch]
+        assert sorted(again) == sorted(val)
+        orders.append(batches)
+    assert orders[0] != orders[1]  # a fresh order each epoch

@@ -13,10 +13,13 @@ default loader differ from the uninterrupted run's. To compare weights, the runs
 on :class:`RepeatedBatches`, whose every batch is the same four molecules with views fixed by
 molecule id, so the data cannot depend on the loader's position or on the RNG.
 
-``last`` is looked up in the checkpoint callback's folder, which by default is inside the
-logger's *new* version folder, so a restart must pin the folder (``--checkpoint.dirpath``, as
-here, or ``--trainer.logger.init_args.version``); otherwise Lightning warns that there is no
-last checkpoint and starts from scratch.
+``last`` is resolved by ``molssl fit`` (:mod:`molssl.last_checkpoint`): in the checkpoint
+callback's ``dirpath`` when one is set (as in the first test), else in the logger's version
+folders, where a restart logs into a new one (the second test).
+
+The second test resumes the streaming data module on a prepared directory (uneven shards, two
+loader workers, a shuffle buffer): the killed run's batches plus the resumed run's rest of the
+epoch hold each training molecule exactly once, in the uninterrupted run's batches.
 """
 
 from __future__ import annotations
