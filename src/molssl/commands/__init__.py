@@ -5,5 +5,6 @@ Importing this package imports each command module, which registers itself with
 script lists them.
 """
 
+import molssl.commands.embed
 import molssl.commands.prepare
 import molssl.commands.seeds  # noqa: F401
