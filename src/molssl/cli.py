@@ -56,7 +56,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from molssl import __version__
 from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
-from molssl.last_checkpoint import find_last_checkpoint, last_checkpoint_folders
+from molssl.last_checkpoint import (
+    find_last_checkpoint,
+    last_checkpoint_folders,
+    unreadable_checkpoint_reason,
+)
 
 PROG = "molssl"
 TRAINER_SUBCOMMANDS = tuple(LightningCLI.subcommands())
@@ -155,14 +159,16 @@ class MolsslCLI(LightningCLI):
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Lightning's keyword arguments, with ``fit --ckpt_path last`` resolved to a file.
 
-        See :mod:`molssl.last_checkpoint`: the newest ``last.ckpt`` of the run's checkpoint
-        folder or logger version folders, named on stderr; when there is none, a note says
-        so and the run starts from scratch (the first run of a job script that always passes
-        ``--ckpt_path last``).
+        See :mod:`molssl.last_checkpoint`: the newest complete ``last.ckpt`` of the run's
+        checkpoint folder or logger version folders, named on stderr; when there is none, a
+        note says so and the run starts from scratch (the first run of a job script that always
+        passes ``--ckpt_path last``).
         """
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if subcommand == "fit" and kwargs.get("ckpt_path") == "last":
-            found = find_last_checkpoint(self.trainer)
+            found, skipped = find_last_checkpoint(self.trainer)
+            for note in skipped:
+                _note(subcommand, f"--ckpt_path last: passing over {note}")
             if found is None:
                 searched = ", ".join(last_checkpoint_folders(self.trainer))
                 _note(
@@ -340,6 +346,10 @@ def _with_checkpoint_config(subcommand: str, argv: list[str]) -> list[str]:
     if not Path(ckpt_path).is_file():
         _exit_with_error(subcommand, f"checkpoint not found: {ckpt_path}")
     if subcommand == "fit":
+        # Resuming reads the file only after the data are set up; a damaged one fails now.
+        reason = unreadable_checkpoint_reason(ckpt_path)
+        if reason is not None:
+            _exit_with_error(subcommand, f"cannot resume from {ckpt_path}: {reason}")
         return argv
     run_config = find_run_config(ckpt_path)
     if run_config is not None:

@@ -12,19 +12,23 @@ wrote instead:
 
 The newest ``last.ckpt`` (or ``last-vN.ckpt``, Lightning's name when ``last.ckpt`` already
 existed) by modification time wins: a restart logs into a new version folder and writes its own
-``last.ckpt`` there, which is then the newest for the next restart.
+``last.ckpt`` there, which is then the newest for the next restart. A candidate that is not a
+complete PyTorch checkpoint (a job killed while Lightning wrote it, which it does in place) is
+passed over for the next newest: :func:`unreadable_checkpoint_reason` checks the zip archive's
+central directory, at the end of the file, without reading the weights.
 """
 
 from __future__ import annotations
 
 import glob
 import re
+import zipfile
 from pathlib import Path
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["find_last_checkpoint", "last_checkpoint_folders"]
+__all__ = ["find_last_checkpoint", "last_checkpoint_folders", "unreadable_checkpoint_reason"]
 
 
 def last_checkpoint_folders(trainer: Trainer) -> list[str]:
@@ -46,8 +50,29 @@ def _is_last_name(name: str, callback: ModelCheckpoint | None) -> bool:
     return re.fullmatch(pattern, name) is not None
 
 
-def find_last_checkpoint(trainer: Trainer) -> Path | None:
-    """The newest ``last.ckpt`` in :func:`last_checkpoint_folders`; ``None`` when there is none."""
+def unreadable_checkpoint_reason(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a complete checkpoint written by ``torch.save``; ``None`` if it can.
+
+    ``torch.save`` writes a zip archive whose directory is at the end, so a truncated file has
+    none. The entries' contents are not read (a large checkpoint stays cheap to check).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "not a file"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "a zip archive without data.pkl, not a PyTorch checkpoint"
+    except zipfile.BadZipFile:
+        return "not a complete PyTorch checkpoint (truncated, or another kind of file)"
+    return None
+
+
+def find_last_checkpoint(trainer: Trainer) -> tuple[Path | None, list[str]]:
+    """The newest readable ``last.ckpt`` in :func:`last_checkpoint_folders` (``None`` if none),
+    and a ``"<path>: <reason>"`` note for each newer candidate passed over as unreadable."""
     callback = trainer.checkpoint_callback
     callback = callback if isinstance(callback, ModelCheckpoint) else None
     found: list[Path] = []
@@ -56,7 +81,12 @@ def find_last_checkpoint(trainer: Trainer) -> Path | None:
             candidate = Path(name)
             if candidate.is_file() and _is_last_name(candidate.name, callback):
                 found.append(candidate)
-    if not found:
-        return None
-    # Ties (same mtime) go to the later path name, e.g. version_10 over version_9 alike.
-    return max(found, key=lambda path: (path.stat().st_mtime_ns, str(path)))
+    # Newest first; ties (same mtime) go to the later path name.
+    found.sort(key=lambda path: (path.stat().st_mtime_ns, str(path)), reverse=True)
+    skipped: list[str] = []
+    for candidate in found:
+        reason = unreadable_checkpoint_reason(candidate)
+        if reason is None:
+            return candidate, skipped
+        skipped.append(f"{candidate}: {reason}")
+    return None, skipped
