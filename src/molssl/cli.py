@@ -225,13 +225,23 @@ def main(args: list[str] | None = None) -> None:
 
     Args:
         args: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Raises:
+        SystemExit: With status 2 and a one-line message on stderr for a bad command line or
+            config, a missing or unreadable checkpoint, or a checkpoint that does not fit the
+            model (:class:`~molssl.checkpoints.CheckpointError`).
     """
     argv = list(sys.argv[1:] if args is None else args)
     _make_working_directory_importable()
     if argv and argv[0] in EXTRA_SUBCOMMANDS:
         _run_extra_subcommand(argv[0], argv[1:])
         return
-    run_trainer_command(argv)
+    try:
+        run_trainer_command(argv)
+    except CheckpointError as error:
+        # A checkpoint that does not fit the model (other objectives, other module, newer
+        # format) is the user's input, not a bug: its message, without a traceback.
+        _exit_with_error(argv[0] if argv else "", str(error))
 
 
 def run_trainer_command(argv: list[str]) -> MolsslCLI:
