@@ -47,6 +47,10 @@ def test_newest_complete_last_checkpoint_of_any_version_folder(tmp_path: Path) -
     assert "truncated" in skipped[0]
     os.utime(oldest, (4_000, 4_000))
     assert find_last_checkpoint(trainer(tmp_path))[0] == oldest
+    # A SLURM pre-emption checkpoint in the root folder, newer still.
+    preempted = save(tmp_path / "hpc_ckpt_3.ckpt", 6_000)
+    save(tmp_path / "hpc_ckpt_notes.ckpt", 7_000)  # not Lightning's name
+    assert find_last_checkpoint(trainer(tmp_path))[0] == preempted
 
 
 def test_dirpath_or_default_root_and_none_found(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ wrote instead:
    (``version_0``, ``version_1``, a pinned string version, ...);
 3. else, with no logger, ``<default_root_dir>/checkpoints``.
 
-The newest ``last.ckpt`` (or ``last-vN.ckpt``, Lightning's name when ``last.ckpt`` already
-existed) by modification time wins: a restart logs into a new version folder and writes its own
+Lightning's SLURM pre-emption checkpoints (``<default_root_dir>/hpc_ckpt_N.ckpt``, written on
+``SIGUSR1`` before a requeue) are candidates too. The newest ``last.ckpt`` (or ``last-vN.ckpt``,
+Lightning's name when ``last.ckpt`` already existed) or ``hpc_ckpt_N.ckpt`` by modification
+time wins: a restart logs into a new version folder and writes its own
 ``last.ckpt`` there, which is then the newest for the next restart. A candidate that is not a
 complete PyTorch checkpoint (a job killed while Lightning wrote it, which it does in place) is
 passed over for the next newest: :func:`unreadable_checkpoint_reason` checks the zip archive's
@@ -71,8 +73,9 @@ def unreadable_checkpoint_reason(path: str | Path) -> str | None:
 
 
 def find_last_checkpoint(trainer: Trainer) -> tuple[Path | None, list[str]]:
-    """The newest readable ``last.ckpt`` in :func:`last_checkpoint_folders` (``None`` if none),
-    and a ``"<path>: <reason>"`` note for each newer candidate passed over as unreadable."""
+    """The newest readable ``last.ckpt`` in :func:`last_checkpoint_folders` or SLURM
+    ``hpc_ckpt_N.ckpt`` (``None`` if none), and a ``"<path>: <reason>"`` note for each newer
+    candidate passed over as unreadable."""
     callback = trainer.checkpoint_callback
     callback = callback if isinstance(callback, ModelCheckpoint) else None
     found: list[Path] = []
@@ -81,6 +84,9 @@ def find_last_checkpoint(trainer: Trainer) -> tuple[Path | None, list[str]]:
             candidate = Path(name)
             if candidate.is_file() and _is_last_name(candidate.name, callback):
                 found.append(candidate)
+    for name in glob.glob(str(Path(trainer.default_root_dir) / "hpc_ckpt_*.ckpt")):
+        if re.fullmatch(r"hpc_ckpt_\d+\.ckpt", Path(name).name):
+            found.append(Path(name))
     # Newest first; ties (same mtime) go to the later path name.
     found.sort(key=lambda path: (path.stat().st_mtime_ns, str(path)), reverse=True)
     skipped: list[str] = []
