@@ -5,7 +5,8 @@ needs from RDKit: atom and bond features, the conformers, BRICS fragment labels,
 rotatable torsions with the atoms each one moves, the 2D shortest-path matrix (one byte per
 atom pair) and the molecule's id in its source file. RDKit is never called again after
 preparation: :meth:`MoleculeRecord.to_data` builds the per-sample PyG ``Data`` from the
-arrays, and the views (torsion augmentation, noise, masks) work on that.
+arrays, and the views (torsion augmentation, noise, masks) work on that, or on the arrays
+themselves (:mod:`molssl.datamodules.samples`).
 
 Many records are stored in one ``.npz`` of concatenated arrays plus per-molecule offsets
 (:func:`save_records`, :func:`load_records`); strings are fixed-width unicode arrays, so the
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import BinaryIO, overload
 
 import numpy as np
-import torch
 from rdkit import Chem
 from torch_geometric.data import Data
 
@@ -37,6 +37,7 @@ from molssl.chem.features import mol_from_smiles, mol_to_data
 from molssl.chem.fragments import brics_fragment_labels
 from molssl.chem.graph import shortest_path_matrix
 from molssl.chem.torsions import rotatable_torsions, torsion_moving_masks
+from molssl.datamodules.samples import record_data
 
 __all__ = [
     "RECORD_FORMAT_VERSION",
@@ -205,33 +206,7 @@ class MoleculeRecord:
         Raises:
             IndexError: ``conformer`` is not in ``[0, K)``.
         """
-        if not 0 <= conformer < self.num_conformers:
-            raise IndexError(
-                f"conformer {conformer} out of range: molecule {self.mol_id} has "
-                f"{self.num_conformers} conformer(s)"
-            )
-        spd = torch.from_numpy(self.spd.astype(np.int64).reshape(-1))
-        spd[spd == SPD_UNREACHABLE] = -1
-        return Data(
-            z=_tensor(self.z, torch.long),
-            x=_tensor(self.x, torch.long),
-            edge_index=_tensor(self.edge_index, torch.long),
-            edge_attr=_tensor(self.edge_attr, torch.long),
-            pos=_tensor(self.conformers[conformer], torch.float32),
-            fragment=_tensor(self.fragment, torch.long),
-            torsion_atoms=_tensor(self.torsion_atoms, torch.long),
-            torsion_moving=_tensor(self.torsion_moving, torch.bool),
-            spd=spd,
-            smiles=self.smiles,
-            source_id=self.source_id,
-            mol_id=torch.tensor(self.mol_id, dtype=torch.long),
-            num_nodes=self.num_atoms,
-        )
-
-
-def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    # A copy: records are shared across samples (and with workers), tensors are not.
-    return torch.tensor(np.ascontiguousarray(array), dtype=dtype)
+        return record_data(self, conformer)
 
 
 def record_from_mol(mol: Chem.Mol, mol_id: int) -> MoleculeRecord:
@@ -355,6 +330,23 @@ class PackedRecords(Sequence[MoleculeRecord]):
             raise RecordsFormatError("conformer rows do not match the atom and conformer counts")
         if a["torsion_moving"].shape[0] != int((np.diff(a["torsion_ptr"]) * atoms).sum()):
             raise RecordsFormatError("torsion_moving does not match the torsion and atom counts")
+        num_atoms, num_edges = int(a["atom_ptr"][-1]), int(a["edge_ptr"][-1])
+        num_torsions = int(a["torsion_ptr"][-1])
+        # With these, every record sliced out has consistent shapes (checked once here
+        # rather than per record on every read).
+        for key, shape in (
+            ("z", (num_atoms,)),
+            ("x", (num_atoms, 7)),
+            ("fragment", (num_atoms,)),
+            ("edge_index", (2, num_edges)),
+            ("edge_attr", (num_edges, 4)),
+            ("conformers", (a["conformers"].shape[0], 3)),
+            ("torsion_atoms", (num_torsions, 4)),
+        ):
+            if a[key].shape != shape:
+                raise RecordsFormatError(f"{key} has shape {a[key].shape}, expected {shape}")
+        if np.any(a["num_conformers"] < 1):
+            raise RecordsFormatError("a molecule without a conformer")
         if a["spd"].dtype != np.uint8 or a["spd"].shape != (int((atoms * atoms).sum()),):
             raise RecordsFormatError(
                 "spd is not uint8 with one entry per atom pair of every molecule"
@@ -383,7 +375,10 @@ class PackedRecords(Sequence[MoleculeRecord]):
         m0, m1 = self._moving_ptr[i], self._moving_ptr[i + 1]
         s0, s1 = self._spd_ptr[i], self._spd_ptr[i + 1]
         n = int(a1 - a0)
-        return MoleculeRecord(
+        # The packed arrays were checked as a whole (_check), so every slice has the shapes
+        # MoleculeRecord.__post_init__ would check: skip it on this per-sample path.
+        record = MoleculeRecord.__new__(MoleculeRecord)
+        record.__dict__.update(
             smiles=str(a["smiles"][i]),
             mol_id=int(a["mol_id"][i]),
             z=a["z"][a0:a1],
@@ -397,6 +392,7 @@ class PackedRecords(Sequence[MoleculeRecord]):
             source_id=str(a["source_id"][i]),
             spd=a["spd"][s0:s1].reshape(n, n),
         )
+        return record
 
     def __iter__(self) -> Iterator[MoleculeRecord]:
         return (self[i] for i in range(len(self)))

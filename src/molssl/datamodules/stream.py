@@ -51,6 +51,7 @@ from torch_geometric.data import Data
 from molssl.datamodules.embedded import molecule_seed
 from molssl.datamodules.partition import rank_range, segments, worker_range
 from molssl.datamodules.records import MoleculeRecord
+from molssl.datamodules.samples import viewed_sample
 from molssl.datamodules.stream_position import batches_taken_per_worker
 from molssl.objectives.base import View
 
@@ -186,17 +187,11 @@ def ordered_views(views: Iterable[View]) -> list[View]:
 
 
 def view_sample(record: MoleculeRecord, views: Sequence[View]) -> Data:
-    """One sample: a conformer drawn from torch's generator, ``to_data``, views, keys dropped."""
-    conformer = 0
-    if record.num_conformers > 1:
-        conformer = int(torch.randint(record.num_conformers, ()))
-    data = record.to_data(conformer)
-    for view in views:
-        data = view(data)
-    for key in DROPPED_KEYS:
-        if key in data:
-            del data[key]
-    return data
+    """One sample: a conformer drawn from torch's generator, ``to_data``, views, keys dropped.
+
+    Views with a NumPy form run on the record's arrays (:mod:`molssl.datamodules.samples`).
+    """
+    return viewed_sample(record, views, drop=DROPPED_KEYS)
 
 
 def shuffled(items: Iterable[T], size: int, rng: np.random.Generator) -> Iterator[T]:

@@ -7,15 +7,18 @@ encoder's output at that atom.
 
 Which atoms are hidden is decided by one method, :meth:`FragmentMask.choose_mask`; the view
 calls back into it, so an ablation that masks differently overrides that method and nothing
-else (see :class:`~molssl.objectives.atom_mask.AtomMask`).
+else (see :class:`~molssl.objectives.atom_mask.AtomMask`). The data pipeline's fast path uses
+the NumPy twin :meth:`FragmentMask.choose_mask_array` (same draws, same mask) only when the
+class defining ``choose_mask`` also defines it, so such an override is always what runs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,6 +28,7 @@ from molssl.chem.features import NUM_ELEMENT_CLASSES, element_index
 from molssl.encoders.base import EncoderOutput
 from molssl.objectives.base import Objective, ObjectiveResult, View
 from molssl.objectives.lazy_head import LazyHead
+from molssl.objectives.views import ArrayTransform, defined_together
 
 __all__ = ["FragmentMask", "FragmentMaskView", "atom_type_head"]
 
@@ -41,6 +45,16 @@ def atom_type_head(in_dim: int) -> nn.Module:
         nn.LayerNorm(in_dim),
         nn.Linear(in_dim, NUM_ELEMENT_CLASSES),
     )
+
+
+# Largest fragment label + 1 for which choose_mask_array uses a lookup table (labels are
+# BRICS fragment numbers, below the atom count; larger ones take np.unique's sort).
+_LOOKUP_LABELS = 1 << 16
+
+_TWO_MASKS = (
+    "sample already has 'atom_mask': two masking views ran on it; one run can hold one "
+    "masking objective, since they share batch.atom_mask"
+)
 
 
 class FragmentMaskView(View):
@@ -61,25 +75,46 @@ class FragmentMaskView(View):
 
     def __call__(self, data: Data) -> Data:
         if getattr(data, "atom_mask", None) is not None:
-            raise ValueError(
-                "sample already has 'atom_mask': two masking views ran on it; one run can "
-                "hold one masking objective, since they share batch.atom_mask"
-            )
+            raise ValueError(_TWO_MASKS)
         mask = self.objective.choose_mask(data)
         num_atoms = int(data.num_nodes)
         if mask.dtype != torch.bool or mask.shape != (num_atoms,):
-            raise ValueError(
-                f"{type(self.objective).__name__}.choose_mask must return a bool tensor of "
-                f"shape ({num_atoms},), got {mask.dtype} {tuple(mask.shape)}"
-            )
+            raise ValueError(self._bad_mask(mask.dtype, tuple(mask.shape), num_atoms))
         if not bool(mask.any()):
-            raise ValueError(
-                f"{type(self.objective).__name__}.choose_mask masked no atom; every sample "
-                "needs at least one masked atom"
-            )
+            raise ValueError(self._empty_mask())
         out = copy.copy(data)
         out.atom_mask = mask
         return out
+
+    def array_transform(self) -> ArrayTransform | None:
+        """:meth:`__call__` on a sample's NumPy arrays, through the objective's
+        ``choose_mask_array``; ``None`` when the objective overrides ``choose_mask`` alone."""
+        if not defined_together(type(self.objective), "choose_mask", "choose_mask_array"):
+            return None
+        return self._apply_arrays
+
+    def _apply_arrays(self, arrays: MutableMapping[str, np.ndarray]) -> None:
+        if arrays.get("atom_mask") is not None:
+            raise ValueError(_TWO_MASKS)
+        num_atoms = len(arrays["z"])
+        mask = self.objective.choose_mask_array(arrays, num_atoms)
+        if mask.dtype != np.bool_ or mask.shape != (num_atoms,):
+            raise ValueError(self._bad_mask(mask.dtype, mask.shape, num_atoms))
+        if not mask.any():
+            raise ValueError(self._empty_mask())
+        arrays["atom_mask"] = mask
+
+    def _bad_mask(self, dtype: object, shape: tuple[int, ...], num_atoms: int) -> str:
+        return (
+            f"{type(self.objective).__name__}.choose_mask must return a bool tensor of "
+            f"shape ({num_atoms},), got {dtype} {shape}"
+        )
+
+    def _empty_mask(self) -> str:
+        return (
+            f"{type(self.objective).__name__}.choose_mask masked no atom; every sample "
+            "needs at least one masked atom"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.objective.name!r})"
@@ -141,18 +176,63 @@ class FragmentMask(Objective):
         """
         fragment = getattr(data, "fragment", None)
         if fragment is None:
-            raise ValueError(
-                f"{type(self).__name__} needs BRICS fragment labels 'fragment' (N,) on each "
-                "sample (see molssl.chem.fragments.brics_fragment_labels)"
-            )
+            raise ValueError(self._missing_fragments())
         labels = torch.unique(fragment)
         num_fragments = labels.numel()
+        k = self._fragments_to_mask(num_fragments)
+        chosen = labels[torch.randperm(num_fragments)[:k]]
+        return torch.isin(fragment, chosen)
+
+    def choose_mask_array(self, arrays: Mapping[str, np.ndarray], num_atoms: int) -> np.ndarray:
+        """:meth:`choose_mask` on a sample's NumPy arrays: the same draw, the same mask.
+
+        A subclass that overrides :meth:`choose_mask` alone (as
+        :class:`~molssl.objectives.atom_mask.AtomMask` does, to stay a one-method example)
+        gets its ``choose_mask`` called on the ``Data``; overriding this as well puts it on
+        the NumPy path.
+
+        Args:
+            arrays: The sample's arrays, with ``fragment`` (N,) integer labels.
+            num_atoms: ``N``.
+
+        Returns:
+            ``(N,)`` bool mask.
+        """
+        fragment = arrays.get("fragment")
+        if fragment is None:
+            raise ValueError(self._missing_fragments())
+        fragment = fragment.reshape(-1)
+        if (
+            fragment.size
+            and fragment.dtype.kind in "iu"
+            and fragment.min() >= 0
+            and fragment.max() < _LOOKUP_LABELS
+        ):
+            # BRICS labels are small non-negative integers: a lookup table indexed by label
+            # finds the sorted distinct labels (those torch.unique gives) and the mask.
+            present = np.bincount(fragment)
+            labels = np.flatnonzero(present)
+            k = self._fragments_to_mask(len(labels))
+            picked = np.zeros(len(present), dtype=bool)
+            picked[labels[torch.randperm(len(labels))[:k].numpy()]] = True
+            return picked[fragment]
+        labels, inverse = np.unique(fragment, return_inverse=True)
+        k = self._fragments_to_mask(len(labels))
+        picked = np.zeros(len(labels), dtype=bool)
+        picked[torch.randperm(len(labels))[:k].numpy()] = True
+        return picked[inverse.reshape(-1)]
+
+    def _fragments_to_mask(self, num_fragments: int) -> int:
         if num_fragments == 0:
             raise ValueError(f"{type(self).__name__}: sample has no atoms to mask")
         # Round half up rather than Python's round-half-to-even, so k grows with F.
-        k = min(num_fragments, max(1, math.floor(self.mask_ratio * num_fragments + 0.5)))
-        chosen = labels[torch.randperm(num_fragments)[:k]]
-        return torch.isin(fragment, chosen)
+        return min(num_fragments, max(1, math.floor(self.mask_ratio * num_fragments + 0.5)))
+
+    def _missing_fragments(self) -> str:
+        return (
+            f"{type(self).__name__} needs BRICS fragment labels 'fragment' (N,) on each "
+            "sample (see molssl.chem.fragments.brics_fragment_labels)"
+        )
 
     def loss(self, batch: Batch, outputs: Mapping[str, EncoderOutput]) -> ObjectiveResult:
         """Cross-entropy of the element class at the masked atoms of the batch."""

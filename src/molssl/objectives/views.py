@@ -8,6 +8,15 @@ Neither view modifies the sample it is given: each returns a shallow copy
 (:func:`copy.copy` of the PyG ``Data``) with new ``pos`` / ``coord_noise`` tensors. A dataset
 that hands out cached ``Data`` objects therefore never accumulates noise across epochs.
 
+Both also have a NumPy form (:func:`array_form`): the data pipeline
+(:mod:`molssl.datamodules.samples`) runs it on the record's arrays before the sample's
+``Data`` exists, with the same draws from torch's generator in the same order, hence the same
+result as calling the view on the ``Data``. Any view can offer one: a method
+``array_transform()`` returning a callable on a ``dict[str, np.ndarray]`` (the sample's keys,
+as the ``Data`` would hold them), or ``None``. The callable may only assign new arrays to
+keys, never write into an array it was given (those may be the record's own), and must give
+what ``__call__`` gives for the same state of torch's generator.
+
 Composition: :class:`TorsionAugment` changes the conformer, :class:`CoordNoise` then adds
 Gaussian noise to the augmented coordinates and stores that noise as the denoising target, so
 ``pos - coord_noise`` is the torsion-augmented (not the original) conformer, as in Frad and
@@ -18,15 +27,73 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, MutableMapping
 from typing import Literal
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 
 from molssl.chem.torsions import apply_torsion_deltas
 from molssl.objectives.base import View
 
-__all__ = ["CoordNoise", "TorsionAugment"]
+__all__ = ["ArrayTransform", "CoordNoise", "TorsionAugment", "array_form", "defined_together"]
+
+#: A view's NumPy form: updates a sample's arrays by assigning new arrays to keys.
+ArrayTransform = Callable[[MutableMapping[str, np.ndarray]], None]
+
+# (class, method, partner) -> whether the class of the MRO that defines the first method
+# also defines the second; a class-level fact, cached.
+_DEFINED_TOGETHER: dict[tuple[type, str, str], bool] = {}
+
+
+def defined_together(cls: type, method: str, partner: str) -> bool:
+    """Whether the first class of ``cls``'s MRO defining ``method`` or ``partner`` defines both.
+
+    A subclass that overrides one of a pair of methods that must agree (a view's ``__call__``
+    and its ``array_transform``, a mask objective's ``choose_mask`` and ``choose_mask_array``)
+    but not the other gets ``False``, so that the override is what runs.
+    """
+    key = (cls, method, partner)
+    known = _DEFINED_TOGETHER.get(key)
+    if known is None:
+        known = False
+        for klass in cls.__mro__:
+            if method in vars(klass) or partner in vars(klass):
+                known = method in vars(klass) and partner in vars(klass)
+                break
+        _DEFINED_TOGETHER[key] = known
+    return known
+
+
+def array_form(view: Callable[[Data], Data]) -> ArrayTransform | None:
+    """The NumPy form of ``view``, or ``None`` when it has none it can use.
+
+    A view's ``array_transform()`` is used only when the class that defines its ``__call__``
+    also defines ``array_transform``: a subclass overriding ``__call__`` alone runs on the
+    ``Data``, as it expects.
+    """
+    if not defined_together(type(view), "__call__", "array_transform"):
+        return None
+    return view.array_transform()  # type: ignore[attr-defined]
+
+
+_TORCH_FLOATS = {
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float64): torch.float64,
+}
+
+
+def _array_positions(arrays: MutableMapping[str, np.ndarray], view: str) -> np.ndarray:
+    pos = arrays.get("pos")
+    if pos is None:
+        raise ValueError(f"{view} needs 3D coordinates 'pos' (N, 3) on each sample")
+    if pos.ndim != 2 or pos.shape[1] != 3 or pos.dtype not in _TORCH_FLOATS:
+        raise ValueError(
+            f"{view}: 'pos' must be a float array of shape (N, 3), got {pos.dtype} {pos.shape}"
+        )
+    return pos
 
 
 def _positions(data: Data, view: str) -> torch.Tensor:
@@ -39,6 +106,13 @@ def _positions(data: Data, view: str) -> torch.Tensor:
             f"{tuple(pos.shape)}"
         )
     return pos
+
+
+_MISSING_TORSIONS = (
+    "TorsionAugment needs 'torsion_atoms' (T, 4) and 'torsion_moving' (T, N) on each sample; "
+    "they are added per molecule by the pre-training dataset, and this view must run before "
+    "the datamodule drops them"
+)
 
 
 class TorsionAugment(View):
@@ -81,16 +155,12 @@ class TorsionAugment(View):
         torsions = getattr(data, "torsion_atoms", None)
         moving = getattr(data, "torsion_moving", None)
         if torsions is None or moving is None:
-            raise ValueError(
-                "TorsionAugment needs 'torsion_atoms' (T, 4) and 'torsion_moving' (T, N) on "
-                "each sample; they are added per molecule by the pre-training dataset, and "
-                "this view must run before the datamodule drops them"
-            )
+            raise ValueError(_MISSING_TORSIONS)
         out = copy.copy(data)
         if torsions.size(0) == 0 or self.sigma_rad == 0.0:
             out.pos = pos.clone()
             return out
-        deltas = torch.randn(torsions.size(0), dtype=torch.float64) * self.sigma_rad
+        deltas = self._deltas(torsions.size(0))
         new_pos = apply_torsion_deltas(
             pos.detach().cpu().numpy(),
             torsions.cpu().numpy(),
@@ -99,6 +169,24 @@ class TorsionAugment(View):
         )
         out.pos = torch.from_numpy(new_pos).to(dtype=pos.dtype, device=pos.device)
         return out
+
+    def _deltas(self, count: int) -> torch.Tensor:
+        return torch.randn(count, dtype=torch.float64) * self.sigma_rad
+
+    def array_transform(self) -> ArrayTransform:
+        """:meth:`__call__` on a sample's NumPy arrays (same draws, same coordinates)."""
+        return self._apply_arrays
+
+    def _apply_arrays(self, arrays: MutableMapping[str, np.ndarray]) -> None:
+        pos = _array_positions(arrays, "TorsionAugment")
+        torsions = arrays.get("torsion_atoms")
+        moving = arrays.get("torsion_moving")
+        if torsions is None or moving is None:
+            raise ValueError(_MISSING_TORSIONS)
+        if len(torsions) == 0 or self.sigma_rad == 0.0:
+            return  # unchanged: the Data gets its own copy of pos when it is built
+        new_pos = apply_torsion_deltas(pos, torsions, moving, self._deltas(len(torsions)).numpy())
+        arrays["pos"] = new_pos.astype(pos.dtype)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -112,6 +200,12 @@ class TorsionAugment(View):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma}, unit={self.unit!r})"
+
+
+_TWO_NOISES = (
+    "sample already has 'coord_noise': two coordinate-noise views ran on it; a pipeline must "
+    "hold one CoordNoise (equal views are deduplicated by the module)"
+)
 
 
 class CoordNoise(View):
@@ -142,15 +236,25 @@ class CoordNoise(View):
     def __call__(self, data: Data) -> Data:
         pos = _positions(data, "CoordNoise")
         if getattr(data, "coord_noise", None) is not None:
-            raise ValueError(
-                "sample already has 'coord_noise': two coordinate-noise views ran on it; a "
-                "pipeline must hold one CoordNoise (equal views are deduplicated by the module)"
-            )
+            raise ValueError(_TWO_NOISES)
         noise = torch.randn(pos.shape, dtype=pos.dtype, device=pos.device) * self.sigma
         out = copy.copy(data)
         out.pos = pos + noise
         out.coord_noise = noise
         return out
+
+    def array_transform(self) -> ArrayTransform:
+        """:meth:`__call__` on a sample's NumPy arrays (same draw, same float32 arithmetic)."""
+        return self._apply_arrays
+
+    def _apply_arrays(self, arrays: MutableMapping[str, np.ndarray]) -> None:
+        pos = _array_positions(arrays, "CoordNoise")
+        if arrays.get("coord_noise") is not None:
+            raise ValueError(_TWO_NOISES)
+        dtype = _TORCH_FLOATS[pos.dtype]
+        noise = torch.randn(pos.shape, dtype=dtype).numpy() * pos.dtype.type(self.sigma)
+        arrays["pos"] = pos + noise
+        arrays["coord_noise"] = noise
 
     def __eq__(self, other: object) -> bool:
         return (
