@@ -180,3 +180,82 @@ def test_unreadable_or_missing_files_and_bad_arguments(tmp_path: Path) -> None:
     write_sgdml(tmp_path / "small.npz", frames=100)
     with pytest.raises(ValueError, match="no test sample"):
         MD17DataModule(path=tmp_path / "small.npz").setup("fit")
+
+
+class _Tripwire:
+    """Unpickling this object creates a file: proof that an object array was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+def _clean_arrays(tmp_path: Path) -> dict[str, np.ndarray]:
+    write_sgdml(tmp_path / "clean.npz", frames=20)
+    return dict(np.load(tmp_path / "clean.npz"))
+
+
+def _expect_format_error(path: Path, reason: str) -> str:
+    with pytest.raises(MDFormatError) as info:
+        read_sgdml(path)
+    message = str(info.value)
+    # numpy's own message for these files talks about pickled data and allow_pickle.
+    assert info.value.reason == reason and path.name in message, message
+    assert "allow_pickle" not in message and "pickled (object) data" not in message, message
+    return message
+
+
+def test_a_text_or_empty_or_lone_npy_file_is_not_npz(tmp_path: Path) -> None:
+    text = tmp_path / "energies.npz"
+    text.write_text("frame,energy\n0,-97000.1\n")
+    assert "frame,energy" in _expect_format_error(text, "not_npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    assert "empty" in _expect_format_error(tmp_path / "empty.npz", "not_npz")
+    with (tmp_path / "lone.npz").open("wb") as handle:
+        np.save(handle, np.zeros((3, 9, 3)))
+    assert ".npy" in _expect_format_error(tmp_path / "lone.npz", "not_npz")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_a_truncated_npz_is_truncated_file(tmp_path: Path, keep: float) -> None:
+    write_sgdml(tmp_path / "whole.npz", frames=20)
+    content = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(content[: int(len(content) * keep)])
+    _expect_format_error(tmp_path / "cut.npz", "truncated_file")
+
+
+def test_a_damaged_member_is_truncated_file(tmp_path: Path) -> None:
+    write_sgdml(tmp_path / "whole.npz", frames=20)
+    content = bytearray((tmp_path / "whole.npz").read_bytes())
+    # Inside R's data (the archive is stored uncompressed): the member's CRC-32 no longer matches.
+    start = content.index(b"R.npy") + 400
+    content[start : start + 16] = bytes(16)
+    (tmp_path / "damaged.npz").write_bytes(bytes(content))
+    _expect_format_error(tmp_path / "damaged.npz", "truncated_file")
+
+
+@pytest.mark.parametrize("key", ["z", "R", "E", "F"])
+def test_an_object_array_is_refused_and_never_unpickled(tmp_path: Path, key: str) -> None:
+    arrays = _clean_arrays(tmp_path)
+    marker = tmp_path / "unpickled"
+    objects = np.empty(arrays[key].shape, dtype=object)
+    objects[...] = 0
+    objects.reshape(-1)[0] = _Tripwire(marker)
+    arrays[key] = objects
+    np.savez(tmp_path / "objects.npz", **arrays)
+    message = _expect_format_error(tmp_path / "objects.npz", "object_array")
+    assert repr(key) in message
+    assert not marker.exists()
+
+
+def test_object_metadata_is_skipped_without_unpickling(tmp_path: Path) -> None:
+    arrays = _clean_arrays(tmp_path)
+    marker = tmp_path / "unpickled"
+    arrays["notes"] = np.array([_Tripwire(marker)], dtype=object)
+    np.savez(tmp_path / "meta.npz", **arrays)
+    trajectory = read_sgdml(tmp_path / "meta.npz")
+    assert trajectory.read == 20 and "notes" not in trajectory.metadata
+    assert trajectory.metadata["name"] == "ethanol"
+    assert not marker.exists()

@@ -10,13 +10,16 @@ Hartree, ``r_unit`` bohr) is converted to Å and kcal/mol.
 
 A frame with a non-finite position, energy or force is dropped with its labels and recorded
 (reason ``non_finite_frame``); a missing key or inconsistent shapes fail the whole file with
-:class:`MDFormatError`.
+:class:`MDFormatError`, and so does a file that is no npz (``not_npz``), a truncated or damaged
+npz (``truncated_file``) or one whose z/R/E/F is an object array (``object_array``). Nothing is
+ever unpickled: object arrays are recognised from their ``.npy`` header before any data is read.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +56,10 @@ class MDFormatError(ValueError):
     """An sGDML file that cannot be used as a whole.
 
     Attributes:
-        reason: ``missing_file``, ``not_npz``, ``missing_key``, ``shape_mismatch``,
+        reason: ``missing_file``, ``not_npz`` (not a zip archive of ``.npy`` arrays: a text
+            file, a lone ``.npy``, ...), ``truncated_file`` (a zip cut short or damaged, e.g.
+            an interrupted download), ``object_array`` (z, R, E or F stored as a pickled object
+            array, which is never unpickled), ``missing_key``, ``shape_mismatch``,
             ``invalid_atomic_number``, ``unknown_unit`` or ``empty_file``.
     """
 
@@ -97,6 +103,78 @@ class MDTrajectory:
         return len(self.z)
 
 
+# A zip archive (an npz) starts with a local file header, or an end-of-central-directory
+# record when it is empty; a lone .npy starts with the NumPy magic string.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _describe_start(head: bytes) -> str:
+    if not head:
+        return "the file is empty"
+    if head.startswith(_NPY_MAGIC):
+        return "it is a single .npy array, not an .npz archive"
+    text = head[:24].decode("ascii", errors="replace")
+    if all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"it starts with the text {text.splitlines()[0]!r}"
+    return f"it starts with the bytes {head[:8]!r}"
+
+
+def _member_dtype(archive: zipfile.ZipFile, key: str) -> np.dtype | None:
+    """The dtype in a member's ``.npy`` header (no data read); None for a non-``.npy`` member."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+    with archive.open(member) as stream:
+        if stream.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            return None
+        stream.seek(0)
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(stream)[2]
+        return np.lib.format.read_array_header_2_0(stream)[2]
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz, never unpickling anything.
+
+    numpy's own error for a file that is not a zip is "pickled (object) data", which misleads
+    (``np.load`` falls back to pickle for an unknown file); the file is classified here first.
+    An object metadata entry is skipped; an object z, R, E or F array is an error.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head.startswith(_ZIP_MAGIC):
+        raise MDFormatError(
+            f"{path}: not an .npz file ({_describe_start(head)}); an sGDML trajectory is a "
+            "zip archive of .npy arrays z, R, E, F",
+            reason="not_npz",
+        )
+    required = {key for keys in _KEYS.values() for key in keys}
+    archive: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zipped, np.load(path, allow_pickle=False) as npz:
+            for key in npz.files:
+                dtype = _member_dtype(zipped, key)
+                if dtype is not None and not dtype.hasobject:
+                    archive[key] = npz[key]
+                elif key in required:
+                    what = "is not a .npy array" if dtype is None else "holds Python objects"
+                    raise MDFormatError(
+                        f"{path}: array {key!r} {what}; sGDML arrays are numeric, and object "
+                        "(pickled) arrays are never unpickled",
+                        reason="object_array",
+                    )
+                # else: object (pickled) or raw metadata, never unpickled and not needed
+    except MDFormatError:
+        raise
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError) as error:
+        raise MDFormatError(
+            f"{path}: truncated or damaged .npz archive ({type(error).__name__}: {error}); "
+            "was the download or copy interrupted?",
+            reason="truncated_file",
+        ) from None
+    return archive
+
+
 def _first_key(archive: dict[str, np.ndarray], ours: str, path: Path) -> np.ndarray:
     for key in _KEYS[ours]:
         if key in archive:
@@ -122,22 +200,14 @@ def read_sgdml(path: str | os.PathLike[str]) -> MDTrajectory:
     """Read an sGDML ``.npz`` (see the module docstring for layout, units and failures).
 
     Raises:
-        MDFormatError: Missing file, not an npz, a missing key, shapes that disagree,
+        MDFormatError: Missing file, not an npz, a truncated npz, an object z/R/E/F array,
+            a missing key, shapes that disagree,
             an atomic number outside 1..118, an unknown declared unit, or no frame at all.
     """
     path = Path(path)
     if not path.is_file():
         raise MDFormatError(f"MD trajectory not found: {path}", reason="missing_file")
-    archive: dict[str, np.ndarray] = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                try:
-                    archive[key] = npz[key]
-                except ValueError:
-                    continue  # an object (pickled) metadata entry: never unpickled, skipped
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise MDFormatError(f"{path}: not a readable .npz file ({error})", "not_npz") from None
+    archive = _load_npz(path)
     z = np.asarray(_first_key(archive, "z", path)).reshape(-1)
     positions = np.asarray(_first_key(archive, "R", path), dtype=np.float64)
     energy = np.asarray(_first_key(archive, "E", path), dtype=np.float64)
