@@ -283,3 +283,19 @@ def test_clear_errors(
         ["--ckpt", str(ckpt), "--input", good, "--output", out, "--batch-size", "0"],
         "batch_size must be >= 1",
     )
+
+
+def test_threads_are_restored_and_do_not_change_the_embeddings(
+    first_run: Path, ckpt: Path, smiles_file: tuple[Path, list[int], list[str]], tmp_path: Path
+) -> None:
+    before = torch.get_num_threads()
+    run_embed_command(ckpt, smiles_file[0], tmp_path / "t", "--threads", str(before + 1))
+    assert torch.get_num_threads() == before
+    np.testing.assert_allclose(
+        np.load(tmp_path / "t" / "embeddings.npy"),
+        np.load(first_run / "embeddings.npy"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["settings"]["threads"] == before + 1

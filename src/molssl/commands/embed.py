@@ -62,6 +62,13 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="conformer, t-SNE and random-init seed")
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
     parser.add_argument("--workers", type=int, default=1, help="conformer processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of the encoder and t-SNE (0: the libraries' defaults; 1 on a busy "
+        "shared machine)",
+    )
     parser.add_argument("--top-k", type=int, default=10, help="scaffolds or classes in colour")
     parser.add_argument(
         "--min-class-size",
@@ -93,6 +100,7 @@ def run(options: Namespace) -> None:
         top_k=options.top_k,
         min_class_size=options.min_class_size,
         label_bins=options.label_bins,
+        threads=options.threads,
     )
     try:
         metrics = run_embed(settings)
