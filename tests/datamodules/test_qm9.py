@@ -338,3 +338,57 @@ def test_parallel_parse_gives_the_serial_result(raw: QM9RawFiles) -> None:
     for key, array in serial.arrays.items():
         np.testing.assert_array_equal(parallel.arrays[key], array, err_msg=key)
     assert parallel.failures == serial.failures and parallel.relaxed == serial.relaxed
+
+
+def test_the_label_join_is_counted_both_ways_and_reported_at_setup(
+    raw: QM9RawFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _copy(raw, tmp_path)
+    lines = (root / "gdb9.sdf.csv").read_text().splitlines()
+    values = lines[1].split(",", 1)[1]
+    absent = [f"gdb_{k}" for k in range(101, 108)]  # 7 rows naming no SDF molecule
+    kept_rows = [line for line in lines if not line.startswith(("gdb_5,", "gdb_9,"))]
+    (root / "gdb9.sdf.csv").write_text(
+        "\n".join([*kept_rows, *(f"{name},{values}" for name in absent)]) + "\n"
+    )
+    sdf_line = {block.title: block.line for block in iter_sdf_blocks(root / "gdb9.sdf")}
+    with caplog.at_level("INFO"):
+        dm = _module(root, tmp_path / "cache", targets=["homo"])
+    stats = dm.stats()
+    # An SDF molecule without a label is a recorded failure: every molecule read is accounted for.
+    assert stats["ok"] + stats["failed"] == stats["read"] == N
+    assert stats["failures_by_reason"]["missing_label"] == 2
+    assert stats["molecules_without_label"] == 2
+    assert stats["molecules_without_label_examples"] == [
+        {"id": "gdb_5", "line": sdf_line["gdb_5"]},
+        {"id": "gdb_9", "line": sdf_line["gdb_9"]},
+    ]
+    assert {4, 8}.isdisjoint(int(d.mol_id) for d in dm.data)
+    # The rows of gdb_3 and gdb_11 (uncharacterized, so dropped) do name SDF molecules.
+    assert stats["label_rows_without_molecule"] == 7
+    first_absent_line = len(kept_rows) + 1
+    assert stats["label_rows_without_molecule_examples"] == [
+        {"id": name, "line": first_absent_line + i} for i, name in enumerate(absent[:5])
+    ]
+    summary = dm.describe()
+    assert f"gdb_5 (SDF line {sdf_line['gdb_5']})" in summary
+    unused = (
+        f"7 label row(s) without an SDF molecule, unused: gdb_101 (CSV line {first_absent_line})"
+    )
+    assert unused in summary
+    assert "gdb_105" in summary and "gdb_106" not in summary and summary.endswith(", ...")
+    assert summary in caplog.text  # the line printed at setup
+    cached = _module(root, tmp_path / "cache", targets=["homo"])
+    assert cached.stats()["from_cache"]
+    for key in ("molecules_without_label", "label_rows_without_molecule"):
+        assert cached.stats()[key] == stats[key]
+        assert cached.stats()[f"{key}_examples"] == stats[f"{key}_examples"]
+    assert cached.describe() == summary
+
+
+def test_a_clean_label_join_reports_nothing_unmatched(raw: QM9RawFiles, tmp_path: Path) -> None:
+    dm = _module(raw.root, tmp_path / "cache", targets=["homo"])
+    stats = dm.stats()
+    assert stats["molecules_without_label"] == stats["label_rows_without_molecule"] == 0
+    assert stats["label_rows_without_molecule_examples"] == []
+    assert "label row" not in dm.describe()

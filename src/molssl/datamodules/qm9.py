@@ -20,6 +20,12 @@ Files (see :mod:`molssl.datamodules.qm9_raw` for their layout): ``root/gdb9.sdf`
   ``target_statistics()["atomref"]`` ``(max_z + 1, T)`` indexed by atomic number; ``"mean"``
   and ``"std"`` are then those of the residual ``y - sum_i atomref[z_i]``, which is what a head
   computing ``sum_i (std * s_i + atomref[z_i]) + mean`` needs.
+* Labels join the SDF by ``gdb_k`` name. An SDF molecule without a label row is a recorded
+  failure ``missing_label`` (so ``ok + failed == read``); a label row whose molecule is not in
+  the SDF is no entry read, so not a failure, but it is counted. :meth:`stats` has both:
+  ``molecules_without_label`` / ``label_rows_without_molecule`` with up to five
+  ``..._examples`` (``{"id": "gdb_k", "line": n}``: SDF line / CSV line), and the setup
+  summary line names them.
 * The parse is cached (npz + JSON, :mod:`molssl.datamodules.qm9_cache`).
 
 Each ``Data``: ``z``, ``x``, ``edge_index``, ``edge_attr`` (:mod:`molssl.chem.features`),
@@ -41,6 +47,7 @@ from torch_geometric.data import Data
 
 from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
 from molssl.datamodules.qm9_cache import load_or_parse_qm9
+from molssl.datamodules.qm9_parse import EXAMPLES_KEPT
 from molssl.datamodules.qm9_raw import QM9_TARGET_UNITS, QM9_TARGETS, resolve_targets
 from molssl.datamodules.sized_splits import sized_random_split
 from molssl.datamodules.splits import SplitIndices
@@ -231,6 +238,7 @@ class QM9DataModule(FinetuneDataModule):
         )
         self.packed = PackedQM9(parsed.arrays, [QM9_TARGETS.index(t) for t in self.targets])
         reasons = Counter(f.reason for f in parsed.relaxed)
+        unlabelled = [f for f in parsed.failures if f.reason == "missing_label"]
         info: dict[str, Any] = {
             "targets": list(self.targets),
             "units": {name: QM9_TARGET_UNITS[name] for name in self.targets},
@@ -240,6 +248,14 @@ class QM9DataModule(FinetuneDataModule):
             "on_sanitize_error": self.on_sanitize_error,
             "cache": None if directory is None else str(directory),
             "from_cache": from_cache,
+            "molecules_without_label": len(unlabelled),
+            "molecules_without_label_examples": [
+                {"id": f"gdb_{f.mol_id + 1}", "line": f.line} for f in unlabelled[:EXAMPLES_KEPT]
+            ],
+            "label_rows_without_molecule": parsed.label_rows_without_molecule,
+            "label_rows_without_molecule_examples": list(
+                parsed.label_rows_without_molecule_examples
+            ),
         }
         return LoadedDataset(
             data=self.packed,  # type: ignore[arg-type]  # a lazy Sequence[Data]
@@ -250,6 +266,27 @@ class QM9DataModule(FinetuneDataModule):
             origin=str(self.sdf_path),
             info=info,
         )
+
+    def describe(self) -> str:
+        """The base summary line plus the label join in both directions (when not clean)."""
+        info = self._require_setup().info
+        text = super().describe()
+
+        def examples(key: str, where: str) -> str:
+            shown = ", ".join(f"{e['id']} ({where} line {e['line']})" for e in info[key])
+            return shown + (", ..." if info[key.removesuffix("_examples")] > len(info[key]) else "")
+
+        if info["molecules_without_label"]:
+            text += (
+                f"; {info['molecules_without_label']} SDF molecule(s) without a label row, "
+                f"dropped as missing_label: {examples('molecules_without_label_examples', 'SDF')}"
+            )
+        if info["label_rows_without_molecule"]:
+            text += (
+                f"; {info['label_rows_without_molecule']} label row(s) without an SDF molecule, "
+                "unused: " + examples("label_rows_without_molecule_examples", "CSV")
+            )
+        return text
 
     def _split(self, n: int) -> SplitIndices:
         if self.train_size is not None or self.val_size is not None:

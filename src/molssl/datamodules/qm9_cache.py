@@ -29,7 +29,7 @@ from molssl.datamodules.qm9_raw import QM9FormatError
 __all__ = ["QM9_CACHE_VERSION", "file_sha256", "load_or_parse_qm9", "qm9_cache_key"]
 
 #: Bumped whenever the cached arrays change meaning.
-QM9_CACHE_VERSION = 1
+QM9_CACHE_VERSION = 2
 _ARRAYS_FILE = "molecules.npz"
 _MANIFEST_FILE = "manifest.json"
 
@@ -85,6 +85,8 @@ def _load(directory: Path, key: str) -> QM9Parsed | None:
             _failures(manifest["failures"]),
             _failures(manifest["relaxed"]),
             int(manifest["read"]),
+            int(manifest["label_rows_without_molecule"]),
+            list(manifest["label_rows_without_molecule_examples"]),
         )
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None
@@ -158,6 +160,8 @@ def load_or_parse_qm9(
         "failed": len(parsed.failures),
         "failures": [asdict(f) for f in parsed.failures],
         "relaxed": [asdict(f) for f in parsed.relaxed],
+        "label_rows_without_molecule": parsed.label_rows_without_molecule,
+        "label_rows_without_molecule_examples": parsed.label_rows_without_molecule_examples,
     }
     _write(directory, parsed, manifest)
     return parsed, directory, False

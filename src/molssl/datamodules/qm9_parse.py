@@ -12,6 +12,15 @@ them instead, each recorded as a failure ``sanitization_failed``.
 Hydrogens: gdb9.sdf lists every hydrogen as an atom, so no atom gets implicit hydrogens (an
 oxygen of an uncharged carboxylate stays an oxygen with one bond): the molecular graph is
 exactly the atoms whose coordinates and labels the file gives.
+
+Label join. Labels join the SDF by the ``gdb_k`` name, in both directions accounted for:
+
+* an SDF molecule without a row in the label CSV is a recorded failure ``missing_label`` (it
+  was read, so it must be counted: ``ok + failed == read``; with no target it can neither be
+  trained on nor evaluated, and a NaN row would hide a damaged or mismatched label file);
+* a label row whose molecule is not in the SDF is no SDF entry, so it is not a failure (it is
+  not part of ``read``); it is counted in :attr:`QM9Parsed.label_rows_without_molecule`
+  with the first few ids and CSV lines, and reported by the data module.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rdkit import Chem
@@ -39,6 +49,7 @@ from molssl.datamodules.qm9_raw import (
 )
 
 __all__ = [
+    "EXAMPLES_KEPT",
     "SANITIZE_POLICIES",
     "ParsedMolecule",
     "QM9Parsed",
@@ -49,6 +60,8 @@ __all__ = [
 
 SANITIZE_POLICIES = ("relax", "drop")
 _RELAXED_SANITIZE = Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_PROPERTIES
+#: How many example ids of an unmatched label row / unlabelled molecule are kept for reports.
+EXAMPLES_KEPT = 5
 
 
 @dataclass
@@ -158,12 +171,18 @@ class QM9Parsed:
         failures: Entries dropped (``ok + failed == read``), uncharacterized ones included.
         relaxed: Entries kept with relaxed sanitisation (reason ``relaxed_<why>``).
         read: SDF blocks read.
+        label_rows_without_molecule: Label CSV rows whose ``mol_id`` names no SDF molecule
+            (not failures: they are no SDF entry; see the module docstring).
+        label_rows_without_molecule_examples: The first :data:`EXAMPLES_KEPT` of them, in
+            CSV order, as ``{"id": "gdb_k", "line": CSV line}``.
     """
 
     arrays: dict[str, np.ndarray]
     failures: list[Failure] = field(default_factory=list)
     relaxed: list[Failure] = field(default_factory=list)
     read: int = 0
+    label_rows_without_molecule: int = 0
+    label_rows_without_molecule_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.arrays["mol_id"])
@@ -231,7 +250,8 @@ def parse_qm9(
     Returns:
         The packed molecules, in file order. Per-block failure reasons: ``truncated_record``,
         ``invalid_title`` (not ``gdb_k``), ``duplicate_id``, ``uncharacterized``,
-        ``missing_label``, and those of :func:`parse_qm9_block`.
+        ``missing_label``, and those of :func:`parse_qm9_block`. Label rows without an SDF
+        molecule are counted apart (:attr:`QM9Parsed.label_rows_without_molecule`).
 
     Raises:
         QM9FormatError: A missing file or an unreadable label / uncharacterized file.
@@ -245,10 +265,12 @@ def parse_qm9(
     failures: list[Failure] = []
     pending: list[tuple[SDFBlock, int, str]] = []
     seen: dict[int, int] = {}
+    titles: set[str] = set()
     read = 0
     for block in iter_sdf_blocks(Path(sdf)):
         read += 1
         title = block.title
+        titles.add(title)
         k = gdb_index(title)
         mol_id = block.index if k is None else k - 1
 
@@ -291,4 +313,17 @@ def parse_qm9(
             )
         kept.append((mol_id, result, table.values[table.rows[title]]))
     failures.sort(key=lambda f: f.line)
-    return QM9Parsed(pack_molecules(kept), failures, relaxed, read)
+    # A row whose molecule is in the SDF but failed or was excluded is not "without molecule".
+    unmatched = sorted(
+        (int(table.lines[row]), name) for name, row in table.rows.items() if name not in titles
+    )
+    return QM9Parsed(
+        pack_molecules(kept),
+        failures,
+        relaxed,
+        read,
+        label_rows_without_molecule=len(unmatched),
+        label_rows_without_molecule_examples=[
+            {"id": name, "line": line} for line, name in unmatched[:EXAMPLES_KEPT]
+        ],
+    )
