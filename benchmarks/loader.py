@@ -11,7 +11,14 @@ the same shards in the same run:
 * the stream with UniCorn's views (torsion augmentation, coordinate noise, fragment mask),
   one process: the per-worker cost of the pipeline;
 * ``PretrainDataModule(root=...)``'s train loader with collation into PyG batches, with 0 and
-  ``--workers`` worker processes: samples/s, and per worker (goal: 2,000 per worker).
+  ``--workers`` worker processes: samples/s, and per worker (goal: 2,000 per worker);
+* collation alone: :func:`~molssl.datamodules.collate.collate_samples` against PyG's
+  ``Batch.from_data_list`` on the same samples.
+
+Each figure is the best pass by wall clock, and next to it the samples per CPU second of
+the processes doing the work (this process; for worker processes, their own CPU time from
+``/proc``), which a busy shared machine disturbs much less. The load average is printed
+before and after.
 
     OMP_NUM_THREADS=1 python benchmarks/loader.py --records 20000 --workers 2
 """
@@ -22,11 +29,13 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+from torch_geometric.data import Batch
 
+from molssl.datamodules.collate import collate_samples
 from molssl.datamodules.pretrain import PretrainDataModule
 from molssl.datamodules.shards import dataset_shards, iter_shard_chunks
 from molssl.datamodules.stream import DiskShards, ShardedStream
@@ -44,19 +53,42 @@ def unicorn_views() -> list[View]:
     return [TorsionAugment(2.0, "deg"), *CoordDenoise(sigma=0.04).views(), *FragmentMask().views()]
 
 
-def rate(fn: Callable[[], int], min_seconds: float) -> float:
-    """Items per second of the best pass of ``fn`` (which returns how many it processed).
+def cpu_seconds(pids: Sequence[int] = ()) -> float:
+    """CPU time (user + system) of this process, or of the processes ``pids`` (Linux /proc)."""
+    if not pids:
+        return time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def rate(
+    fn: Callable[[], int], min_seconds: float, pids: Callable[[], Sequence[int]] = tuple
+) -> tuple[float, float]:
+    """Items per second of the best pass of ``fn`` (which returns how many it processed), and
+    items per CPU second of that pass (CPU of this process, or of the processes ``pids()``).
 
     Passes repeat for at least ``min_seconds``; the best one is the figure, as other
     processes on a shared machine only ever slow a pass down.
     """
     fn()  # warm-up: first-touch allocations, lazy imports, worker start-up
-    best, start = 0.0, time.perf_counter()
+    best, best_cpu, start = 0.0, 0.0, time.perf_counter()
     while time.perf_counter() - start < min_seconds:
-        begin = time.perf_counter()
+        workers = pids()
+        begin, begin_cpu = time.perf_counter(), cpu_seconds(workers)
         items = fn()
-        best = max(best, items / (time.perf_counter() - begin))
-    return best
+        wall, cpu = time.perf_counter() - begin, cpu_seconds(workers) - begin_cpu
+        if items / wall > best:
+            best, best_cpu = items / wall, items / max(cpu, 1e-9)
+    return best, best_cpu
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def bare_read(root: Path) -> Callable[[], int]:
@@ -100,7 +132,8 @@ def main() -> None:
         print(
             f"{total} records ({len(base)} NCI molecules replicated) in {shards} shards, "
             f"written in {manifest['seconds']:.1f} s; {os.cpu_count()} cores, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads 1"
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads 1; "
+            f"load average {load_average()}"
         )
 
         disk = DiskShards.from_manifest(root)
@@ -112,15 +145,44 @@ def main() -> None:
             )
             return lambda: count(dataset)
 
-        floor = rate(bare_read(root), args.seconds)
-        plain = rate(stream([]), args.seconds)
-        viewed = rate(stream(unicorn_views()), args.seconds)
-        print("one process, samples/s of the best pass (x of the bare read):")
-        print(f"  bare read (tar + npz, record slices) : {floor:8.0f}")
-        print(f"  stream, to_data, no views           : {plain:8.0f}  (x{plain / floor:.2f})")
-        print(f"  stream + UniCorn views              : {viewed:8.0f}  (x{viewed / floor:.2f})")
+        floor, floor_cpu = rate(bare_read(root), args.seconds)
+        plain, plain_cpu = rate(stream([]), args.seconds)
+        viewed, viewed_cpu = rate(stream(unicorn_views()), args.seconds)
+        print("one process, samples/s of the best pass (x of the bare read), samples/CPU-s:")
+        print(f"  bare read (tar + npz, record slices) : {floor:8.0f}           {floor_cpu:8.0f}")
+        print(
+            f"  stream, to_data, no views           : {plain:8.0f}  (x{plain / floor:.2f})"
+            f"  {plain_cpu:8.0f}"
+        )
+        print(
+            f"  stream + UniCorn views              : {viewed:8.0f}  (x{viewed / floor:.2f})"
+            f"  {viewed_cpu:8.0f}"
+        )
 
-        print(f"PretrainDataModule train loader, batch {args.batch_size}, UniCorn views:")
+        samples = list(
+            ShardedStream(
+                disk, every, unicorn_views(), batch_size=args.batch_size, shuffle_buffer=0
+            )
+        )[: 100 * args.batch_size]
+
+        def batches(collate: Callable[[list], Batch]) -> Callable[[], int]:
+            size = args.batch_size
+            parts = [samples[i : i + size] for i in range(0, len(samples), size)]
+            return lambda: sum(collate(part).num_graphs for part in parts)
+
+        pyg, pyg_cpu = rate(batches(Batch.from_data_list), args.seconds)
+        fast, fast_cpu = rate(batches(collate_samples), args.seconds)
+        print(f"collation of batches of {args.batch_size}, samples/s, samples/CPU-s:")
+        print(f"  Batch.from_data_list (PyG)          : {pyg:8.0f}           {pyg_cpu:8.0f}")
+        print(
+            f"  collate_samples                     : {fast:8.0f}  (x{fast / pyg:.2f} of PyG)"
+            f"  {fast_cpu:8.0f}"
+        )
+
+        print(
+            f"PretrainDataModule train loader, batch {args.batch_size}, UniCorn views; "
+            "samples/s, per worker, per worker CPU-s:"
+        )
         for workers in sorted({0, args.workers}):
             dm = PretrainDataModule(
                 root=str(root),
@@ -136,14 +198,19 @@ def main() -> None:
             def epoch(loader: Iterable = loader) -> int:
                 return sum(batch.num_graphs for batch in loader)
 
-            samples = rate(epoch, args.seconds)
-            per_worker = samples / max(workers, 1)
+            def worker_pids(loader: Iterable = loader) -> list[int]:
+                iterator = getattr(loader, "_iterator", None)
+                return [process.pid for process in getattr(iterator, "_workers", [])]
+
+            samples_per_s, per_cpu = rate(epoch, args.seconds, worker_pids)
+            per_worker = samples_per_s / max(workers, 1)
             verdict = "meets" if per_worker >= GOAL_PER_WORKER else "below"
             print(
-                f"  num_workers={workers}: {samples:8.0f} samples/s, {per_worker:8.0f} per "
+                f"  num_workers={workers}: {samples_per_s:8.0f} samples/s, {per_worker:8.0f} per "
                 f"worker (x{per_worker / floor:.2f} of the bare read; {verdict} the "
-                f"{GOAL_PER_WORKER:.0f}/worker goal)"
+                f"{GOAL_PER_WORKER:.0f}/worker goal), {per_cpu:8.0f} per worker CPU-s"
             )
+        print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

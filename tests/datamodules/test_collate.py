@@ -72,7 +72,13 @@ def test_shared_memory_in_a_worker_gives_the_same_batch(monkeypatch: pytest.Monk
     samples = pipeline_samples()[:9]
     monkeypatch.setattr(collate_module, "get_worker_info", lambda: object())
     batch = collate_samples(samples)
-    assert batch.pos.is_shared() and batch.edge_index.is_shared()
+    block = batch.pos.untyped_storage()
+    assert block.is_shared()
+    tensors = [value for value in batch._store._mapping.values() if isinstance(value, torch.Tensor)]
+    tensors += [*batch._slice_dict.values(), *batch._inc_dict.values()]
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor):
+            assert tensor.untyped_storage().data_ptr() == block.data_ptr()
     assert_same_batch(batch, Batch.from_data_list(samples))
 
 
