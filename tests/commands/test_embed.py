@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
 from sklearn.metrics import davies_bouldin_score
 from torch_geometric.data import Batch
 
@@ -299,3 +301,35 @@ def test_threads_are_restored_and_do_not_change_the_embeddings(
     )
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["settings"]["threads"] == before + 1
+
+
+def test_an_sdf_with_a_class_field_keeps_its_coordinates(ckpt: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mols.sdf"
+    writer = Chem.SDWriter(str(path))
+    classes = []
+    for i, (smiles, name) in enumerate(nci_lines(16)):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        AllChem.EmbedMolecule(mol, randomSeed=7)
+        mol.SetProp("_Name", name)
+        classes.append(str(i % 2))
+        mol.SetProp("active", classes[-1])
+        writer.write(mol)
+    writer.close()
+    run_embed_command(ckpt, path, tmp_path / "out", "--label-column", "active")
+    rows = read_ids(tmp_path / "out")
+    assert [row["label"] for row in rows] == classes
+    assert [row["source_id"] for row in rows] == [name for _, name in nci_lines(16)]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["groups"]["label_kind"] == "class"
+    assert metrics["groups"]["names"] == ["0", "1"]
+    embeddings = np.load(tmp_path / "out" / "embeddings.npy")
+    assert metrics["davies_bouldin"] == pytest.approx(
+        davies_bouldin_score(embeddings, classes), rel=1e-6
+    )
+    # The file's geometry, not a new conformer: the encoder on the SDF's own coordinates.
+    molecules, _, _ = read_molecules(path)
+    supplier = Chem.SDMolSupplier(str(path), removeHs=False)
+    for molecule, mol in zip(molecules, supplier, strict=True):
+        count = mol.GetNumAtoms()  # hydrogens written explicitly, so all atoms are the file's
+        expected = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float32)
+        assert torch.allclose(molecule.data.pos[:count], expected, atol=1e-3)
