@@ -53,7 +53,9 @@ def test_the_2d_encoder(ckpt: Path) -> None:
 
 def test_random_init_is_seeded_and_not_the_checkpoint(ckpt: Path) -> None:
     trained = load_checkpoint_encoder(ckpt).encoder.state_dict()
+    rng_before = torch.get_rng_state()
     first = load_checkpoint_encoder(ckpt, random_init=True, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng_before), "the caller's RNG was touched"
     again = load_checkpoint_encoder(ckpt, random_init=True, seed=3).encoder.state_dict()
     other = load_checkpoint_encoder(ckpt, random_init=True, seed=4).encoder.state_dict()
     assert first.weights == "random_init" and first.num_tensors == 0

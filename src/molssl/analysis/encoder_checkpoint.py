@@ -125,9 +125,11 @@ def load_checkpoint_encoder(
             f"{path} has no {chosen!r}; its encoders are {', '.join(sorted(specs))}",
         )
     spec = specs[chosen]
-    if random_init:
-        torch.manual_seed(seed)
-    encoder = _build(spec, chosen, path)
+    # A private generator state: the seeded initialisation leaves the caller's RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        if random_init:
+            torch.manual_seed(seed)
+        encoder = _build(spec, chosen, path)
     num_tensors = 0
     if not random_init:
         num_tensors = _load_weights(encoder, checkpoint, chosen, path)
