@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -294,3 +295,24 @@ def test_load_rejects_inconsistent_spd(nci_records: list[MoleculeRecord], tmp_pa
     np.savez(wide, **{**arrays, "spd": arrays["spd"].astype(np.int16)})
     with pytest.raises(RecordsFormatError, match="spd"):
         load_records(wide)
+
+
+@pytest.mark.parametrize(
+    ("key", "change"),
+    [
+        ("x", lambda a: a[:, :6]),
+        ("edge_index", lambda a: a[:, :-1]),
+        ("edge_attr", lambda a: a[:, :3]),
+        ("fragment", lambda a: a[:-1]),
+        ("torsion_atoms", lambda a: a[:, :3]),
+        ("num_conformers", lambda a: np.zeros_like(a)),
+    ],
+)
+def test_packed_shapes_are_checked_once_for_every_record(
+    nci_records: list[MoleculeRecord], key: str, change: Any
+) -> None:
+    # Records sliced out of a PackedRecords skip the per-record shape check, so the packed
+    # arrays must not load when any record would have failed it.
+    arrays = dict(pack_records(nci_records[:3]).arrays)
+    with pytest.raises(RecordsFormatError):
+        PackedRecords({**arrays, key: change(arrays[key])})
