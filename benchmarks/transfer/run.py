@@ -1,0 +1,312 @@
+"""FreeSolv transfer experiment, one command: does pre-training help at CPU scale?
+
+Stages, in order (each skipped when its output already exists, so an interrupted run goes on):
+
+1. ``pool``: :mod:`build_pool` (RDKit NCI 5K + shared ChEMBL sample + micro ZINC, canonical
+   dedup, every FreeSolv molecule removed) -> ``pool.smi`` and ``pool.json`` (counts).
+2. ``prepare``: ``molssl prepare`` (one ETKDG + MMFF conformer each, shards of 400 so that
+   validation can be held out by shard).
+3. ``pretrain``: ``molssl fit`` of each pre-training config (default UniCorn) with small
+   encoders under a wall-clock budget (``--trainer.max_time``).
+4. ``finetune``: ``molssl seeds`` on FreeSolv (scaffold split, seeds change init and batch
+   order only) from scratch and from each pre-trained checkpoint, with the same encoder size,
+   epochs and learning-rate search; per variant the learning rate with the lowest mean
+   validation RMSE is chosen and its test RMSE reported.
+5. ``embed``: ``molssl embed`` on FreeSolv for the pre-trained encoder and a random-init one.
+6. ``report``: the table (mean ± std test RMSE over seeds, change against scratch), written to
+   ``results.json`` and printed.
+
+    OMP_NUM_THREADS=1 python benchmarks/transfer/run.py --output runs/transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+BENCHMARKS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BENCHMARKS))
+
+from freesolv_scratch import mean_predictor_rmse  # noqa: E402
+from machine_info import load_average  # noqa: E402
+from molssl.commands.seeds import run_seeds  # noqa: E402
+from molssl.datamodules.moleculenet import MoleculeNetDataModule  # noqa: E402
+
+REPO = BENCHMARKS.parent
+FREESOLV = REPO.parent / "shared" / "data" / "freesolv.csv"
+FINETUNE_CONFIG = REPO / "configs" / "finetune" / "freesolv.yaml"
+PRETRAIN_CONFIGS = {
+    "unicorn": REPO / "configs" / "unicorn.yaml",
+    "unicorn_no_denoise": REPO / "configs" / "ablations" / "unicorn_no_denoise.yaml",
+    "unicorn_no_mask_contrast": REPO / "configs" / "ablations" / "unicorn_no_mask_contrast.yaml",
+    "frad": REPO / "configs" / "frad.yaml",
+}
+MOLSSL = [sys.executable, "-c", "from molssl.cli import main; main()"]
+
+
+def encoder_overrides(key: str, hidden: int, layers: int, heads: int, rbf: int | None) -> list[str]:
+    """Overrides shrinking the encoder at ``model.init_args.<key>``."""
+    prefix = f"--model.init_args.{key}.init_args"
+    sizes = [f"{prefix}.hidden_channels={hidden}", f"{prefix}.num_layers={layers}"]
+    sizes.append(f"{prefix}.num_heads={heads}")
+    return sizes + ([f"{prefix}.num_rbf={rbf}"] if rbf is not None else [])
+
+
+def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> list[str]:
+    """Small encoders, CPU, wall-clock budget, prepared pool; the config's objectives as given."""
+    model_args = (yaml.safe_load(config.read_text())["model"] or {}).get("init_args", {})
+    overrides: list[str] = []
+    if "encoder_3d" in model_args:
+        overrides += encoder_overrides("encoder_3d", args.hidden, args.layers, args.heads, args.rbf)
+    if "encoder_2d" in model_args:
+        overrides += encoder_overrides("encoder_2d", args.hidden, args.layers, args.heads, None)
+    minutes = args.pretrain_minutes
+    return [
+        *overrides,
+        "--trainer.accelerator=cpu",
+        "--trainer.max_steps=1000000",
+        f"--trainer.max_time=00:{minutes // 60:02d}:{minutes % 60:02d}:00",
+        f"--trainer.val_check_interval={args.pretrain_val_every}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={output}",
+        f"--checkpoint.every_n_train_steps={args.pretrain_val_every}",
+        f"--model.init_args.lr={args.pretrain_lr}",
+        f"--model.init_args.warmup_steps={args.pretrain_warmup}",
+        # The run ends on max_time, so the cosine horizon is an estimate of the steps it reaches.
+        f"--model.init_args.max_steps={args.pretrain_horizon}",
+        f"--data.init_args.root={output.parent / 'pool_prepared'}",
+        f"--data.init_args.batch_size={args.pretrain_batch}",
+        "--data.init_args.num_workers=1",
+        "--data.init_args.val_fraction=0.05",
+    ]
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """Newest ``last.ckpt`` of the logger version folders in ``folder``."""
+    found = folder.glob("version_*/checkpoints/last.ckpt")
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def best_validation_rmse(ckpt: str) -> float:
+    """Best monitored validation RMSE stored by the ModelCheckpoint callback in ``ckpt``."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    scores = [
+        float(value["best_model_score"])
+        for key, value in state.get("callbacks", {}).items()
+        if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None
+    ]
+    if not scores:
+        raise RuntimeError(f"{ckpt}: no validation score stored by ModelCheckpoint")
+    return min(scores)
+
+
+def finetune_overrides(args: argparse.Namespace, lr: float, init_from: Path | None) -> list[str]:
+    """The same FreeSolv settings for every variant; only ``init_from`` differs."""
+    data = {
+        "path": str(args.freesolv),
+        "preset": "freesolv",
+        "split": "scaffold",
+        "batch_size": 32,
+        "num_workers": 0,
+        "progress": False,
+        "prepare_workers": 1,
+    }
+    return [
+        *encoder_overrides("encoder", args.hidden, args.layers, args.heads, args.rbf),
+        *(f"--data.init_args.{key}={value}" for key, value in data.items()),
+        f"--trainer.max_epochs={args.epochs}",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--model.init_args.lr={lr}",
+        *([f"--model.init_args.init_from={init_from}"] if init_from is not None else []),
+    ]
+
+
+def record_time(output: Path, name: str, seconds: float) -> None:
+    """Adds ``name: seconds`` (and the load average) to ``timings.json``."""
+    path = output / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[name] = {"wall_s": round(seconds, 1), "load_average_after": load_average()}
+    path.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def run_logged(command: list[str], log: Path) -> None:
+    """Runs ``command`` with stdout and stderr in ``log``; a failure names the log."""
+    with log.open("w") as handle:
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"failed (exit {result.returncode}): see {log}")
+
+
+def stage_pool(output: Path) -> None:
+    """``pool.smi`` and its counts."""
+    if (output / "pool.smi").is_file():
+        return
+    start = time.perf_counter()
+    script = Path(__file__).with_name("build_pool.py")
+    command = [sys.executable, str(script), "--output", str(output / "pool.smi")]
+    run_logged(command, output / "pool.log")
+    record_time(output, "pool", time.perf_counter() - start)
+
+
+def stage_prepare(output: Path, workers: int) -> None:
+    """Conformers and shards of the pool."""
+    if (output / "pool_prepared" / "manifest.json").is_file():
+        return
+    start = time.perf_counter()
+    command = [*MOLSSL, "prepare", "--input", str(output / "pool.smi")]
+    command += ["--output", str(output / "pool_prepared"), "--workers", str(workers)]
+    command += ["--shard-size", "400", "--no-progress"]
+    run_logged(command, output / "prepare.log")
+    record_time(output, "prepare", time.perf_counter() - start)
+
+
+def stage_pretrain(output: Path, variant: str, args: argparse.Namespace) -> Path:
+    """Pre-trains ``variant`` under the wall budget; returns its ``last.ckpt``."""
+    folder = output / "pretrain"
+    config = PRETRAIN_CONFIGS[variant]
+    name_override = f"--trainer.logger.init_args.name={variant}"
+    existing = last_checkpoint(folder / variant) if (folder / variant).is_dir() else None
+    if existing is not None:
+        return existing
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    command = [*MOLSSL, "fit", "--config", str(config), *pretrain_overrides(config, args, folder)]
+    run_logged([*command, name_override], folder / f"{variant}.log")
+    record_time(output, f"pretrain/{variant}", time.perf_counter() - start)
+    ckpt = last_checkpoint(folder / variant)
+    if ckpt is None:
+        raise SystemExit(f"pre-training {variant} wrote no last.ckpt under {folder / variant}")
+    return ckpt
+
+
+def stage_finetune(
+    output: Path, variant: str, init_from: Path | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Seeds x learning rates for one variant; the learning rate chosen on validation RMSE."""
+    by_lr: dict[str, Any] = {}
+    for lr in args.lrs:
+        folder = output / "finetune" / variant / f"lr_{lr:g}"
+        seeds_file = folder / "seeds.json"
+        if seeds_file.is_file():
+            record = json.loads(seeds_file.read_text())
+        else:
+            start = time.perf_counter()
+            record = run_seeds(
+                FINETUNE_CONFIG, args.seeds, folder, finetune_overrides(args, lr, init_from)
+            )
+            record_time(output, f"finetune/{variant}/lr_{lr:g}", time.perf_counter() - start)
+        val = [best_validation_rmse(run["ckpt_path"]) for run in record["runs"]]
+        test = record["summary"]["test/rmse"]
+        by_lr[f"{lr:g}"] = {"val_rmse": val, "val_rmse_mean": sum(val) / len(val), "test": test}
+    chosen = min(by_lr, key=lambda key: by_lr[key]["val_rmse_mean"])
+    return {"init_from": str(init_from) if init_from else None, "by_lr": by_lr, "chosen_lr": chosen}
+
+
+def stage_embed(output: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """t-SNE + Davies-Bouldin on FreeSolv for the pre-trained and a random-init encoder."""
+    results: dict[str, Any] = {}
+    for name, extra in (("pretrained", []), ("random_init", ["--random-init"])):
+        folder = output / "embed" / name
+        if not (folder / "metrics.json").is_file():
+            start = time.perf_counter()
+            command = [*MOLSSL, "embed", "--ckpt", str(ckpt), "--input", str(args.freesolv)]
+            command += ["--output", str(folder), "--smiles-column", "smiles"]
+            command += ["--label-column", "expt", "--threads", "1", *extra]
+            folder.mkdir(parents=True, exist_ok=True)
+            run_logged(command, output / "embed" / f"{name}.log")
+            record_time(output, f"embed/{name}", time.perf_counter() - start)
+        results[name] = json.loads((folder / "metrics.json").read_text())
+    return results
+
+
+def report(output: Path, finetune: dict[str, Any], baseline: float) -> None:
+    """Prints the table and writes ``results.json``."""
+    scratch = finetune.get("scratch")
+    scratch_mean = scratch["by_lr"][scratch["chosen_lr"]]["test"]["mean"] if scratch else None
+    print(f"\nFreeSolv test RMSE (kcal/mol), scaffold split; train-mean baseline {baseline:.3f}")
+    print("| variant | lr (chosen on val) | test RMSE mean ± std | per seed | vs scratch |")
+    print("| --- | --- | --- | --- | --- |")
+    for variant, entry in finetune.items():
+        test = entry["by_lr"][entry["chosen_lr"]]["test"]
+        change = ""
+        if scratch_mean is not None and variant != "scratch":
+            change = f"{100.0 * (test['mean'] - scratch_mean) / scratch_mean:+.1f}%"
+        values = ", ".join(f"{v:.3f}" for v in test["values"])
+        print(
+            f"| {variant} | {entry['chosen_lr']} | {test['mean']:.3f} ± {test['std']:.3f} "
+            f"(n={test['n']}) | {values} | {change} |"
+        )
+    results = {"finetune": finetune, "train_mean_baseline_rmse": baseline}
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=REPO / "runs" / "transfer")
+    parser.add_argument("--freesolv", type=Path, default=FREESOLV)
+    parser.add_argument("--pretrain", nargs="*", default=["unicorn"], choices=PRETRAIN_CONFIGS)
+    parser.add_argument("--pretrain-minutes", type=int, default=25)
+    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
+    parser.add_argument("--pretrain-warmup", type=int, default=100)
+    parser.add_argument("--pretrain-horizon", type=int, default=1500, help="cosine steps")
+    parser.add_argument("--pretrain-batch", type=int, default=64)
+    parser.add_argument("--pretrain-val-every", type=int, default=100, help="steps")
+    parser.add_argument("--prepare-workers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--rbf", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=["pool", "prepare", "pretrain", "finetune", "embed", "report"],
+        help="run only these stages (finetune runs scratch plus every pre-trained variant)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {load_average()}")
+    if "pool" in args.stages:
+        stage_pool(output)
+    if "prepare" in args.stages:
+        stage_prepare(output, args.prepare_workers)
+    checkpoints: dict[str, Path | None] = {"scratch": None}
+    for variant in args.pretrain:
+        if "pretrain" in args.stages:
+            checkpoints[variant] = stage_pretrain(output, variant, args)
+        elif (ckpt := last_checkpoint(output / "pretrain" / variant)) is not None:
+            checkpoints[variant] = ckpt
+    finetune: dict[str, Any] = {}
+    if "finetune" in args.stages or "report" in args.stages:
+        for variant, ckpt in checkpoints.items():
+            if "finetune" in args.stages or (output / "finetune" / variant).is_dir():
+                finetune[variant] = stage_finetune(output, variant, ckpt, args)
+    if "embed" in args.stages and checkpoints.get("unicorn") is not None:
+        embed = stage_embed(output, checkpoints["unicorn"], args)
+        print(json.dumps(embed, indent=2))
+    if "report" in args.stages and finetune:
+        data_args = {"path": str(args.freesolv), "preset": "freesolv", "split": "scaffold"}
+        baseline = mean_predictor_rmse(
+            MoleculeNetDataModule(**data_args, num_workers=0, progress=False)
+        )
+        report(output, finetune, baseline)
+    print(f"load average at end: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
