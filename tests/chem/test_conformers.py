@@ -10,7 +10,12 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers, rdMolTransforms
 
-from molssl.chem.conformers import ConformerOptions, conformer_positions, embed_conformers
+from molssl.chem.conformers import (
+    ConformerOptions,
+    conformer_positions,
+    embed_conformers,
+    etkdg_parameters,
+)
 from molssl.chem.errors import EmbeddingError, UnsupportedElementError
 from molssl.chem.features import mol_from_smiles
 from tests.conftest import read_nci_smiles
@@ -141,10 +146,57 @@ def test_force_field_crash_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Invariant Violation")
 
-    monkeypatch.setattr(rdForceFieldHelpers, "MMFFOptimizeMoleculeConfs", broken)
+    monkeypatch.setattr(rdForceFieldHelpers, "OptimizeMoleculeConfs", broken)
     with pytest.raises(EmbeddingError, match="Invariant Violation") as info:
         embed_conformers(mol_from_smiles("CCO"))
     assert info.value.reason == "force_field_failed"
+    monkeypatch.setattr(rdForceFieldHelpers, "UFFOptimizeMoleculeConfs", broken)
+    with pytest.raises(EmbeddingError, match="UFF optimisation failed") as info:
+        embed_conformers(mol_from_smiles("C[Hg]C"))
+    assert info.value.reason == "force_field_failed"
+
+
+def _rdkit_reference(mol: Chem.Mol, options: ConformerOptions) -> np.ndarray | None:
+    """RDKit's own calls for the same chemistry: ETKDGv3 attempts with embed_conformers'
+    parameters, then MMFFOptimizeMoleculeConfs (else UFF) on a fresh copy."""
+    work = Chem.Mol(mol)
+    for attempt in range(options.max_attempts):
+        params = etkdg_parameters(options, attempt, options.timeout_s)
+        if list(rdDistGeom.EmbedMultipleConfs(work, options.num_conformers, params)):
+            break
+    if not work.GetNumConformers():
+        return None
+    relaxed = Chem.Mol(work)
+    if rdForceFieldHelpers.MMFFHasAllMoleculeParams(Chem.Mol(mol)):
+        rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
+            relaxed, numThreads=1, maxIters=options.max_optimize_iters
+        )
+    elif rdForceFieldHelpers.UFFHasAllMoleculeParams(Chem.Mol(mol)):
+        rdForceFieldHelpers.UFFOptimizeMoleculeConfs(
+            relaxed, numThreads=1, maxIters=options.max_optimize_iters
+        )
+    else:
+        return None
+    return conformer_positions(relaxed)
+
+
+def test_coordinates_equal_rdkit_etkdg_then_mmff_optimize_molecule_confs() -> None:
+    """One MMFF94 typing reused for the minimisation gives RDKit's coordinates bit for bit."""
+    options = ConformerOptions(num_conformers=2, seed=5)
+    smiles = [*read_nci_smiles(40), "C[Hg]C", "[Na+].[Cl-]", "CC(=O)[O-].[NH4+]"]
+    compared = 0
+    for text in smiles:
+        mol = mol_from_smiles(text)
+        expected = _rdkit_reference(mol, options)
+        try:
+            result = embed_conformers(mol, options)
+        except (EmbeddingError, UnsupportedElementError):
+            assert expected is None, text
+            continue
+        assert expected is not None, text
+        np.testing.assert_array_equal(conformer_positions(result), expected, err_msg=text)
+        compared += 1
+    assert compared >= 35
 
 
 def test_rdkit_log_is_silent_and_explanation_is_in_the_error(capfd: pytest.CaptureFixture) -> None:

@@ -175,3 +175,24 @@ def test_featurize_smiles_is_parse_embed_featurize() -> None:
         assert torch.equal(data[key], expected[key])
     np.testing.assert_array_equal(data.pos.numpy(), conformer_positions(mol)[0].astype(np.float32))
     assert data.smiles == "CC(=O)Nc1ccc(O)cc1" and int((data.z == 1).sum()) == 9
+
+
+def test_vectorised_features_equal_rdkit_queries_on_nci_and_other_buckets(
+    nci_smiles: list[str],
+) -> None:
+    """Column by column against RDKit's per-atom / per-bond queries, "other" buckets included
+    (charges beyond +-2, degree 7+, 5+ hydrogens, unlisted elements, dative bonds)."""
+    exotic = ["[Fe-4]", "[U]", "C[N+3]", "FS(F)(F)(F)(F)F", "[I-](F)(F)(F)(F)(F)(F)F", "C[NH3+]"]
+    exotic += ["[CH4]", "N->[Pt](<-N)(Cl)Cl", "C/C=C\\Cl", "[H][H]", "[Na+].[Cl-]", "[13CH3]O"]
+    mols = parse_all(nci_smiles + exotic)
+    assert len(mols) >= 290
+    for mol in mols + [Chem.RemoveHs(m) for m in mols[:50]]:
+        data = mol_to_data(mol)
+        assert data.z.dtype == data.x.dtype == data.edge_index.dtype == torch.long
+        assert_atoms_match_rdkit(mol, data)
+        assert_bonds_match_rdkit(mol, data)
+        # Bond b is columns 2b (begin -> end) and 2b + 1 (end -> begin).
+        ends = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()]
+        assert data.edge_index[:, 0::2].T.tolist() == [list(e) for e in ends]
+        assert data.edge_index[:, 1::2].T.tolist() == [[j, i] for i, j in ends]
+    assert mol_to_data(Chem.Mol()).x.shape == (0, len(ATOM_FEATURE_DIMS))

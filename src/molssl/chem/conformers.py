@@ -39,7 +39,7 @@ from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 from molssl.chem.errors import EmbeddingError, UnsupportedElementError
 from molssl.chem.rdkit_log import quiet_rdkit
 
-__all__ = ["ConformerOptions", "conformer_positions", "embed_conformers"]
+__all__ = ["ConformerOptions", "conformer_positions", "embed_conformers", "etkdg_parameters"]
 
 # Prime stride between the seeds of successive attempts, so attempts never reuse a seed.
 _SEED_STRIDE = 7919
@@ -90,12 +90,36 @@ class ConformerOptions:
             raise ValueError(f"max_optimize_iters must be >= 1, got {self.max_optimize_iters}")
 
 
-def _force_field(mol: Chem.Mol) -> str | None:
-    if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
-        return "MMFF94"
-    if rdForceFieldHelpers.UFFHasAllMoleculeParams(mol):
-        return "UFF"
-    return None
+@dataclass
+class _Typing:
+    """Which force field can relax a molecule, and what typing it cost, for reuse.
+
+    ``typed`` is a copy of the molecule that the typers have run on (MMFF94's set-up
+    re-perceives aromaticity in place, so never the caller's molecule); ``mmff`` holds its
+    MMFF94 atom types when ``force_field == "MMFF94"``, so the optimisation builds its force
+    field from them instead of typing the molecule a second time.
+    """
+
+    force_field: str | None
+    typed: Chem.Mol
+    mmff: object | None
+
+
+def _type_atoms(mol: Chem.Mol) -> _Typing:
+    typed = Chem.Mol(mol)
+    # None exactly when MMFFHasAllMoleculeParams is False (both build the same properties).
+    mmff = rdForceFieldHelpers.MMFFGetMoleculeProperties(typed)
+    if mmff is not None:
+        return _Typing("MMFF94", typed, mmff)
+    if rdForceFieldHelpers.UFFHasAllMoleculeParams(typed):
+        return _Typing("UFF", typed, None)
+    return _Typing(None, typed, None)
+
+
+def _label(mol: Chem.Mol) -> str:
+    # Only for error messages: a canonical SMILES costs as much as the features of an atom
+    # list, so it is written only when something failed.
+    return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
 
 
 def _is_degenerate(positions: np.ndarray, min_distance: float) -> bool:
@@ -115,7 +139,32 @@ def _describe(causes: Counter[str]) -> str:
     return ", ".join(f"{name} x{count}" for name, count in causes.most_common())
 
 
-def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
+def etkdg_parameters(
+    options: ConformerOptions, attempt: int, timeout_s: float
+) -> rdDistGeom.EmbedParameters:
+    """The ETKDGv3 settings of embedding attempt ``attempt`` (0-based) under ``options``.
+
+    Args:
+        options: Conformer settings (seed, random-coordinates fallback).
+        attempt: Which attempt; each has its own seed, and attempts after the first start
+            from random coordinates when ``options.random_coords_fallback`` is set.
+        timeout_s: This attempt's share of the time budget (ETKDG counts whole seconds, at
+            least one).
+    """
+    params = rdDistGeom.ETKDGv3()
+    # ETKDG returns copies of one conformer for randomSeed 0, hence the + 1.
+    params.randomSeed = options.seed + 1 + attempt * _SEED_STRIDE
+    params.timeout = max(1, int(timeout_s))
+    params.numThreads = 1  # determinism and fairness with data-loader worker processes
+    params.useRandomCoords = attempt > 0 and options.random_coords_fallback
+    params.trackFailures = True
+    # Embedded separately, the fragments of a salt all land on the origin; embedded
+    # together, distance bounds keep counter-ions apart.
+    params.embedFragmentsSeparately = False
+    return params
+
+
+def _embed(mol: Chem.Mol, options: ConformerOptions) -> list[int]:
     deadline = time.monotonic() + options.timeout_s
     causes: Counter[str] = Counter()
     attempts_made = 0
@@ -123,21 +172,12 @@ def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:  # reported below as a timeout: fewer attempts than allowed
             break
-        params = rdDistGeom.ETKDGv3()
-        # ETKDG returns copies of one conformer for randomSeed 0, hence the + 1.
-        params.randomSeed = options.seed + 1 + attempt * _SEED_STRIDE
-        params.timeout = max(1, int(remaining / (options.max_attempts - attempt)))
-        params.numThreads = 1  # determinism and fairness with data-loader worker processes
-        params.useRandomCoords = attempt > 0 and options.random_coords_fallback
-        params.trackFailures = True
-        # Embedded separately, the fragments of a salt all land on the origin; embedded
-        # together, distance bounds keep counter-ions apart.
-        params.embedFragmentsSeparately = False
+        params = etkdg_parameters(options, attempt, remaining / (options.max_attempts - attempt))
         try:
             embedded = rdDistGeom.EmbedMultipleConfs(mol, options.num_conformers, params)
         except (RuntimeError, ValueError) as error:
             raise EmbeddingError(
-                f"ETKDG cannot embed {label!r}: {error}", reason="embedding_failed"
+                f"ETKDG cannot embed {_label(mol)!r}: {error}", reason="embedding_failed"
             ) from None
         attempts_made += 1
         # A failed embedding returns [-1] or an empty list, depending on the failure.
@@ -147,6 +187,7 @@ def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
         counts = zip(_FAILURE_CAUSES, params.GetFailureCounts(), strict=False)
         causes.update({name: count for name, count in counts if count})
     budget = f"{options.timeout_s:g} s budget, {attempts_made} attempt(s)"
+    label = _label(mol)
     if causes["EXCEEDED_TIMEOUT"] or attempts_made < options.max_attempts:
         raise EmbeddingError(
             f"ETKDG ran out of time on {label!r} ({budget}; {_describe(causes)})",
@@ -158,21 +199,28 @@ def _embed(mol: Chem.Mol, options: ConformerOptions, label: str) -> list[int]:
     )
 
 
-def _optimize(mol: Chem.Mol, force_field: str, max_iters: int, label: str) -> None:
+def _optimize(mol: Chem.Mol, typing: _Typing, max_iters: int) -> None:
     # MMFF94's set-up re-perceives aromaticity on the molecule it is given (e.g. some
     # 2-iminothiazolines lose aromatic flags), which would change the features read from the
-    # returned molecule: relax a copy and take back only its coordinates.
-    work = Chem.Mol(mol)
-    optimize = (
-        rdForceFieldHelpers.MMFFOptimizeMoleculeConfs
-        if force_field == "MMFF94"
-        else rdForceFieldHelpers.UFFOptimizeMoleculeConfs
-    )
+    # returned molecule: relax a copy and take back only its coordinates. For MMFF94 that copy
+    # is the one already typed; UFF relaxes a fresh copy, as its typer sees the molecule
+    # before MMFF94's aromaticity (what RDKit's UFFOptimizeMoleculeConfs on it would do).
     try:
-        optimize(work, numThreads=1, maxIters=max_iters)
+        if typing.force_field == "MMFF94":
+            work = typing.typed
+            for conformer in mol.GetConformers():
+                work.AddConformer(conformer, assignId=False)
+            force_field = rdForceFieldHelpers.MMFFGetMoleculeForceField(work, typing.mmff)
+            # The same minimisation as MMFFOptimizeMoleculeConfs, without typing again.
+            rdForceFieldHelpers.OptimizeMoleculeConfs(
+                work, force_field, numThreads=1, maxIters=max_iters
+            )
+        else:
+            work = Chem.Mol(mol)
+            rdForceFieldHelpers.UFFOptimizeMoleculeConfs(work, numThreads=1, maxIters=max_iters)
     except (RuntimeError, ValueError) as error:
         raise EmbeddingError(
-            f"{force_field} optimisation failed on {label!r}: {error}",
+            f"{typing.force_field} optimisation failed on {_label(mol)!r}: {error}",
             reason="force_field_failed",
         ) from None
     for relaxed in work.GetConformers():
@@ -200,18 +248,18 @@ def embed_conformers(mol: Chem.Mol, options: ConformerOptions | None = None) -> 
     options = options or ConformerOptions()
     mol = Chem.Mol(mol)
     mol.RemoveAllConformers()
-    label = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
     with quiet_rdkit() as log:
-        force_field = _force_field(Chem.Mol(mol))  # typing re-perceives aromaticity
+        typing = _type_atoms(mol)
+        force_field = typing.force_field
         if force_field is None and options.require_force_field:
             detail = log.summary()
             raise UnsupportedElementError(
-                f"neither MMFF94 nor UFF has parameters for every atom of {label!r}"
+                f"neither MMFF94 nor UFF has parameters for every atom of {_label(mol)!r}"
                 + (f" (RDKit: {detail})" if detail else "")
             )
-        conf_ids = _embed(mol, options, label)
+        conf_ids = _embed(mol, options)
         if options.optimize and force_field is not None:
-            _optimize(mol, force_field, options.max_optimize_iters, label)
+            _optimize(mol, typing, options.max_optimize_iters)
     bad = [
         cid
         for cid in conf_ids
@@ -219,7 +267,7 @@ def embed_conformers(mol: Chem.Mol, options: ConformerOptions | None = None) -> 
     ]
     if len(bad) == len(conf_ids):
         raise EmbeddingError(
-            f"every conformer of {label!r} has overlapping atoms or non-finite coordinates",
+            f"every conformer of {_label(mol)!r} has overlapping atoms or non-finite coordinates",
             reason="degenerate_conformer",
         )
     for cid in bad:
