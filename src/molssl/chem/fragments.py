@@ -14,6 +14,12 @@ Labels are ``0 .. F-1`` in order of each fragment's lowest heavy-atom index (the
 hydrogen-only components, lowest atom index), so they do not depend on where the explicit
 hydrogens sit in the atom list. A molecule without BRICS bonds is a single fragment (all
 zeros) if it is connected.
+
+The labels are computed in RDKit's C++ (``FragmentOnBRICSBonds`` on the hydrogen-free copy,
+then ``GetMolFrags``), each hydrogen taking its heavy atom's label; molecules whose hydrogens
+are not each bonded to exactly one heavy atom (``[H][H]``, ``[H+]``, bridging hydrogens) take
+the general path: a breadth-first search over the bonds :func:`brics_bonds` does not cut.
+RDKit's C++ and Python BRICS rules cut the same bonds (tested on NCI and ChEMBL molecules).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import BRICS
 
+from molssl.chem.bond_sides import mol_bonds
 from molssl.chem.errors import MoleculeError
 from molssl.chem.rdkit_log import quiet_rdkit
 
@@ -36,6 +43,19 @@ def _check_mol(mol: object) -> Chem.Mol:
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"expected an RDKit Chem.Mol, got {type(mol).__name__}")
     return mol
+
+
+def _without_hydrogens(mol: Chem.Mol) -> Chem.Mol:
+    """Sanitised hydrogen-free copy (BRICS environments count heavy neighbours)."""
+    with quiet_rdkit() as log:
+        try:
+            return Chem.RemoveAllHs(mol, sanitize=True)
+        except (ValueError, RuntimeError) as exc:  # MolSanitizeException is a ValueError
+            detail = log.summary() or str(exc)
+            raise MoleculeError(
+                f"cannot find BRICS bonds of {Chem.MolToSmiles(mol)!r}: {detail}",
+                reason="fragmentation_failed",
+            ) from exc
 
 
 def brics_bonds(mol: Chem.Mol) -> np.ndarray:
@@ -56,15 +76,8 @@ def brics_bonds(mol: Chem.Mol) -> np.ndarray:
     heavy = Chem.Mol(mol)
     for atom in heavy.GetAtoms():
         atom.SetIntProp(_ORIGINAL_INDEX, atom.GetIdx())
-    with quiet_rdkit() as log:
-        try:
-            heavy = Chem.RemoveAllHs(heavy, sanitize=True)
-        except (ValueError, RuntimeError) as exc:  # MolSanitizeException is a ValueError
-            detail = log.summary() or str(exc)
-            raise MoleculeError(
-                f"cannot find BRICS bonds of {Chem.MolToSmiles(mol)!r}: {detail}",
-                reason="fragmentation_failed",
-            ) from exc
+    heavy = _without_hydrogens(heavy)
+    with quiet_rdkit():
         found = list(BRICS.FindBRICSBonds(heavy))
     original = [atom.GetIntProp(_ORIGINAL_INDEX) for atom in heavy.GetAtoms()]
     pairs = {tuple(sorted((original[a], original[b]))) for (a, b), _ in found}
@@ -85,11 +98,58 @@ def brics_fragment_labels(mol: Chem.Mol) -> np.ndarray:
         MoleculeError: ``reason="fragmentation_failed"`` for a molecule that is not sanitised.
     """
     mol = _check_mol(mol)
+    labels = _labels_in_cpp(mol)
+    if labels is None:
+        labels = _labels_by_search(mol, brics_bonds(mol))
+    return labels
+
+
+def _labels_in_cpp(mol: Chem.Mol) -> np.ndarray | None:
+    """The labels when every hydrogen hangs on exactly one heavy atom, else ``None``."""
     n = mol.GetNumAtoms()
-    cut = {(int(a), int(b)) for a, b in brics_bonds(mol)}
+    atoms = list(map(mol.GetAtomWithIdx, range(n)))
+    is_hydrogen = np.fromiter(map(Chem.Atom.GetAtomicNum, atoms), dtype=np.int64, count=n) == 1
+    ends = np.asarray(mol_bonds(mol), dtype=np.int64).reshape(-1, 2)
+    hydrogen_ends = is_hydrogen[ends]
+    bonds_per_hydrogen = np.bincount(ends[hydrogen_ends], minlength=n)[is_hydrogen]
+    if hydrogen_ends.all(axis=1).any() or (bonds_per_hydrogen != 1).any():
+        return None
+    heavy_index = np.flatnonzero(~is_hydrogen)
+    heavy = _without_hydrogens(mol)
+    if heavy.GetNumAtoms() != len(heavy_index):  # RemoveAllHs kept or lost an atom
+        return None
+    with quiet_rdkit() as log:
+        try:
+            # Original atoms keep their indices; each cut adds two dummy atoms after them.
+            pieces = Chem.GetMolFrags(Chem.FragmentOnBRICSBonds(heavy))
+        except (ValueError, RuntimeError) as exc:
+            raise MoleculeError(
+                f"cannot cut the BRICS bonds of {Chem.MolToSmiles(mol)!r}: {log.summary() or exc}",
+                reason="fragmentation_failed",
+            ) from exc
+    piece_of = np.empty(sum(map(len, pieces)), dtype=np.int64)
+    for piece, members in enumerate(pieces):
+        piece_of[list(members)] = piece
+    piece_of = piece_of[: len(heavy_index)]
+    # Number pieces by their lowest heavy atom: RemoveAllHs keeps the heavy atoms' order.
+    _, first_atom, piece_of = np.unique(piece_of, return_index=True, return_inverse=True)
+    rank = np.empty(len(first_atom), dtype=np.int64)
+    rank[np.argsort(first_atom)] = np.arange(len(first_atom))
+    labels = np.empty(n, dtype=np.int64)
+    labels[heavy_index] = rank[piece_of.reshape(-1)]
+    hydrogen_bonds = ends[hydrogen_ends.any(axis=1)]
+    hydrogen_side = hydrogen_ends[hydrogen_ends.any(axis=1)]
+    hydrogens = hydrogen_bonds[hydrogen_side]
+    labels[hydrogens] = labels[hydrogen_bonds[~hydrogen_side]]
+    return labels
+
+
+def _labels_by_search(mol: Chem.Mol, cut_bonds: np.ndarray) -> np.ndarray:
+    """Connected pieces once ``cut_bonds`` are removed, numbered heavy atoms first."""
+    n = mol.GetNumAtoms()
+    cut = {(int(a), int(b)) for a, b in cut_bonds}
     neighbours: list[list[int]] = [[] for _ in range(n)]
-    for bond in mol.GetBonds():
-        a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+    for a, b in mol_bonds(mol):
         if (min(a, b), max(a, b)) not in cut:
             neighbours[a].append(b)
             neighbours[b].append(a)
