@@ -1,9 +1,13 @@
 """``molssl prepare`` throughput against the bare ETKDG + MMFF94 floor, per core.
 
-The floor is what any conformer-based preparation must pay: for each of the same molecules,
-``mol_from_smiles`` then RDKit's ETKDGv3 embedding and MMFF94 optimisation (UFF where MMFF
-has no parameters), called directly, in one process, with the same seed per molecule
-(``molecule_seed(seed, mol_id)``), conformer count and iteration limit. ``prepare_dataset``
+The floor is what any conformer-based preparation must pay to produce the same conformers:
+for each of the same molecules, ``mol_from_smiles`` then RDKit's ETKDGv3 embedding with the
+parameters ``embed_conformers`` uses (``etkdg_parameters``: seed ``molecule_seed(seed, mol_id)
++ 1``, fragments embedded together, further attempts from random coordinates when one finds
+nothing, as salts need) and one MMFF94 typing + minimisation (UFF where MMFF has no
+parameters), called directly, in one process, with the same conformer count and iteration
+limit. The floor's coordinates are checked against the prepared shards (they must agree
+bit for bit, float32), so both sides are known to do the same chemistry. ``prepare_dataset``
 adds reading the file, features, BRICS fragments, torsions and their masks, the shortest-path
 matrix, packing, tar shards, hashes and the manifest, and with several workers the pool's
 start-up and the ordered hand-back. Reported: molecules/s of each, and prepare's throughput
@@ -24,15 +28,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from rdkit import RDConfig, rdBase
+import numpy as np
+from rdkit import Chem, RDConfig, rdBase
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
 from machine_info import load_average
-from molssl.chem.conformers import ConformerOptions
+from molssl.chem.conformers import ConformerOptions, conformer_positions, etkdg_parameters
 from molssl.chem.errors import MoleculeError
 from molssl.chem.features import mol_from_smiles
 from molssl.datamodules.embedded import molecule_seed
 from molssl.datamodules.prepare import _Workers, prepare_dataset
+from molssl.datamodules.shards import read_shard
 from molssl.datamodules.sources import SourceEntry
 
 NCI = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
@@ -44,52 +50,88 @@ def nci_lines(n: int) -> list[str]:
         return [line for line, _ in zip(handle, range(n), strict=False)]
 
 
-def floor_one(smiles: str, options: ConformerOptions) -> None:
+def floor_one(smiles: str, options: ConformerOptions) -> Chem.Mol | None:
     """Parse, embed (ETKDGv3) and optimise (MMFF94, else UFF) one molecule, nothing more."""
     try:
         mol = mol_from_smiles(smiles, max_heavy_atoms=None)
     except MoleculeError:
-        return
-    params = rdDistGeom.ETKDGv3()
-    params.randomSeed = options.seed
-    params.timeout = max(1, int(options.timeout_s))
-    params.numThreads = 1
-    rdDistGeom.EmbedMultipleConfs(mol, options.num_conformers, params)
+        return None
+    # Typed before embedding, on a copy (MMFF94 re-perceives aromaticity, and ETKDG must see
+    # the molecule as embed_conformers does); molecules neither force field types are
+    # refused before any embedding, as embed_conformers refuses them.
+    typed = Chem.Mol(mol)
+    mmff = rdForceFieldHelpers.MMFFGetMoleculeProperties(typed)
+    if mmff is None and not rdForceFieldHelpers.UFFHasAllMoleculeParams(typed):
+        return None
+    for attempt in range(options.max_attempts):
+        timeout = options.timeout_s / (options.max_attempts - attempt)
+        params = etkdg_parameters(options, attempt, timeout)
+        rdDistGeom.EmbedMultipleConfs(mol, options.num_conformers, params)
+        if mol.GetNumConformers():  # a failed attempt returns [] or [-1]
+            break
     if not mol.GetNumConformers() or not options.optimize:
-        return
-    if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
-        rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(
-            mol, numThreads=1, maxIters=options.max_optimize_iters
-        )
-    elif rdForceFieldHelpers.UFFHasAllMoleculeParams(mol):
-        rdForceFieldHelpers.UFFOptimizeMoleculeConfs(
-            mol, numThreads=1, maxIters=options.max_optimize_iters
-        )
+        return mol
+    iters = options.max_optimize_iters
+    if mmff is not None:
+        for conformer in mol.GetConformers():
+            typed.AddConformer(conformer, assignId=False)
+        field = rdForceFieldHelpers.MMFFGetMoleculeForceField(typed, mmff)
+        rdForceFieldHelpers.OptimizeMoleculeConfs(typed, field, numThreads=1, maxIters=iters)
+        return typed
+    rdForceFieldHelpers.UFFOptimizeMoleculeConfs(mol, numThreads=1, maxIters=iters)
+    return mol
 
 
-def floor_seconds(lines: list[str], conformers: int, seed: int) -> tuple[float, float]:
-    """Wall and CPU seconds of the floor over all molecules, single process."""
+def floor_seconds(
+    lines: list[str], conformers: int, seed: int
+) -> tuple[float, float, dict[int, np.ndarray]]:
+    """Wall and CPU seconds of the floor over all molecules, single process, and the
+    coordinates it made (float32, by mol_id)."""
     base = ConformerOptions(num_conformers=conformers, seed=seed)
+    made: dict[int, Chem.Mol | None] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
     with rdBase.BlockLogs():
         for mol_id, line in enumerate(lines):
             parts = line.split()
             options = replace(base, seed=molecule_seed(seed, mol_id))
-            floor_one(parts[0] if parts else "", options)
-    return time.perf_counter() - start, time.process_time() - cpu_start
+            made[mol_id] = floor_one(parts[0] if parts else "", options)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    positions = {
+        mol_id: conformer_positions(mol).astype(np.float32)
+        for mol_id, mol in made.items()
+        if mol is not None and mol.GetNumConformers()
+    }
+    return wall, cpu, positions
 
 
 def prepare_seconds(
     source: Path, workers: int, conformers: int, seed: int
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, dict[int, np.ndarray]]:
     """Wall seconds of ``prepare_dataset`` into a fresh directory, this process's CPU
-    seconds (all of the work when ``workers == 1``), and its ok count."""
+    seconds (all of the work when ``workers == 1``), its ok count, and the coordinates of
+    its records (read back after the clock stops)."""
     with tempfile.TemporaryDirectory() as output:
         start, cpu_start = time.perf_counter(), time.process_time()
         manifest = prepare_dataset(
             [source], output, conformers, workers, seed, progress=False, max_heavy_atoms=None
         )
-        return time.perf_counter() - start, time.process_time() - cpu_start, manifest["ok"]
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        positions = {
+            record.mol_id: np.asarray(record.conformers)
+            for shard in manifest["shards"]
+            for record in read_shard(Path(output) / shard["file"])
+        }
+        return wall, cpu, manifest["ok"], positions
+
+
+def agreement(floor: dict[int, np.ndarray], prepared: dict[int, np.ndarray]) -> str:
+    """How many molecules got bit-identical conformers from the floor and from prepare."""
+    same = sum(
+        1
+        for mol_id, coordinates in prepared.items()
+        if mol_id in floor and np.array_equal(floor[mol_id], coordinates)
+    )
+    return f"{same}/{len(prepared)} prepared molecules have the floor's coordinates"
 
 
 def pool_startup_seconds(workers: int) -> float:
@@ -121,9 +163,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "nci.smi"
         source.write_text("".join(lines))
-        floor, floor_cpu = min(
-            floor_seconds(lines, args.conformers, args.seed) for _ in range(args.repeat)
-        )
+        floor_runs = [floor_seconds(lines, args.conformers, args.seed) for _ in range(args.repeat)]
+        floor, floor_cpu, floor_positions = min(floor_runs, key=lambda run: run[0])
         # First, on a fresh forkserver: later pools in this process fork from the same one,
         # so the prepare runs below measure the steady state.
         startup = {w: pool_startup_seconds(w) if w > 1 else 0.0 for w in worker_counts}
@@ -141,7 +182,7 @@ def main() -> None:
     )
     print(f"  {'':22s} {'mol/s':>8s} {'per core vs floor':>18s} {'CPU s/mol vs floor':>19s}")
     print(f"  {'floor (1 process)':22s} {n / floor:8.1f} {1.0:18.2f} {1.0:19.2f}")
-    for workers, (seconds, cpu, ok) in runs.items():
+    for workers, (seconds, cpu, ok, _) in runs.items():
         seconds += startup[workers]  # as a one-off `molssl prepare` pays it
         per_core = (n / seconds) / workers / (n / floor)
         # CPU time is load-independent, but only measures everything in-process (1 worker).
@@ -155,6 +196,8 @@ def main() -> None:
                 f"{steady:.2f}"
             )
     print("  goal: per core >= 0.90 of the floor (throughput ratio; 1.00 = no overhead)")
+    for workers, (*_, positions) in runs.items():
+        print(f"  same chemistry, {workers} worker(s): {agreement(floor_positions, positions)}")
 
 
 if __name__ == "__main__":

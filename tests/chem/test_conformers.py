@@ -162,7 +162,8 @@ def _rdkit_reference(mol: Chem.Mol, options: ConformerOptions) -> np.ndarray | N
     work = Chem.Mol(mol)
     for attempt in range(options.max_attempts):
         params = etkdg_parameters(options, attempt, options.timeout_s)
-        if list(rdDistGeom.EmbedMultipleConfs(work, options.num_conformers, params)):
+        rdDistGeom.EmbedMultipleConfs(work, options.num_conformers, params)
+        if work.GetNumConformers():  # a failed attempt returns [] or [-1]
             break
     if not work.GetNumConformers():
         return None

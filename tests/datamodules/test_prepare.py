@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
@@ -196,3 +197,20 @@ def test_hydrogens_of_sdf_entries_are_completed(prepared: Path) -> None:
     record = {r.mol_id: r for r in all_records(prepared)}[18]
     mol = Chem.RemoveHs(embedded_nci(6)[0])
     assert record.num_atoms == Chem.AddHs(mol).GetNumAtoms()
+
+
+def _thread_counts(_: int) -> tuple[int, list[int]]:
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return torch.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]
+
+
+def test_workers_run_one_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # what a worker would otherwise inherit
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1, initializer=prepare_module._one_thread_per_worker) as pool:
+        torch_threads, pool_threads = pool.map(_thread_counts, [0])[0]
+    assert torch_threads == 1
+    assert pool_threads and set(pool_threads) == {1}

@@ -136,6 +136,22 @@ def _prepare_entry(task: tuple[int, SourceEntry, ConformerOptions, int | None]) 
     )
 
 
+def _one_thread_per_worker() -> None:
+    """Pool initializer: N workers use N cores, whatever OMP_NUM_THREADS says.
+
+    RDKit is already asked for one thread per call; torch's and the BLAS/OpenMP pools of the
+    forked interpreter would otherwise be sized to every core of the machine, in each worker.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional (scikit-learn's dependency): only torch is limited then
+        return
+    threadpool_limits(limits=1)
+
+
 class _Workers:
     """Maps entries to results in order, in this process or in a pool kept for the whole run."""
 
@@ -155,7 +171,7 @@ class _Workers:
             )
             if "forkserver" in methods:
                 context.set_forkserver_preload(["molssl.datamodules.prepare"])
-            self._pool = context.Pool(processes=self.workers)
+            self._pool = context.Pool(processes=self.workers, initializer=_one_thread_per_worker)
         chunksize = max(1, min(16, len(tasks) // (self.workers * 8)))
         # imap keeps input order, so the output does not depend on the number of workers.
         return self._pool.imap(_prepare_entry, tasks, chunksize=chunksize)
