@@ -363,3 +363,22 @@ def test_bad_input_gives_clear_errors() -> None:
         apply_torsion_deltas(collapsed, torsions, masks, np.zeros(len(torsions)))
     with pytest.raises(ValueError, match="shape"):
         perturb_torsions(mol, pos[:, :2], torsions, np.zeros(len(torsions)))
+
+
+def test_distance_matrix_masks_equal_the_bridge_search_on_300_nci(nci_smiles: list[str]) -> None:
+    """Molecules take RDKit's distance matrix, edge indices the bridge search: same masks,
+    hydrogen rotors and counter-ions included."""
+    compared = 0
+    for smiles in [*nci_smiles, "CCCC[N+](C)(C)C.[Cl-]", "OCCO.CCCO"]:
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            continue
+        mol = Chem.AddHs(mol)
+        edge_index = np.array([[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] for b in mol.GetBonds()])
+        edge_index = edge_index.T.reshape(2, -1)
+        for rotors in (False, True):
+            torsions = rotatable_torsions(mol, hydrogen_rotors=rotors)
+            expected = torsion_moving_masks(edge_index, torsions, num_nodes=mol.GetNumAtoms())
+            np.testing.assert_array_equal(torsion_moving_masks(mol, torsions), expected)
+            compared += len(torsions)
+    assert compared > 1000

@@ -86,7 +86,10 @@ def rotatable_torsions(mol: Chem.Mol, hydrogen_rotors: bool = False) -> np.ndarr
     adjacency = adjacency_lists(mol.GetNumAtoms(), bonds)
     atom_at = mol.GetAtomWithIdx
     is_hydrogen = [atom_at(idx).GetAtomicNum() == 1 for idx in range(mol.GetNumAtoms())]
-    sides = BondSides(adjacency)
+    # Across a bridge j-k, an atom is on k's side exactly when it is closer to k than to j;
+    # RDKit's C++ distance matrix (cached on the molecule, so the shortest-path matrix of a
+    # record reuses it) gives both sides' sizes without a graph search in Python.
+    distances = Chem.GetDistanceMatrix(mol)
     rows: list[tuple[int, int, int, int, int]] = []
     for a, b in matches:
         if not hydrogen_rotors and any(
@@ -94,9 +97,10 @@ def rotatable_torsions(mol: Chem.Mol, hydrogen_rotors: bool = False) -> np.ndarr
         ):
             continue
         j, k = (a, b) if a < b else (b, a)
-        k_side = sides.side_size(j, k)
-        j_side = sides.component_size[sides.root_of[k]] - k_side
-        if k_side > j_side:
+        if mol.GetBondBetweenAtoms(j, k).IsInRing():  # the SMARTS excludes these
+            raise ValueError(f"bond {j}-{k} lies on a ring: cutting it does not split the molecule")
+        to_j, to_k = distances[j], distances[k]
+        if np.count_nonzero(to_k < to_j) > np.count_nonzero(to_j < to_k):
             j, k = k, j
         i = _first_neighbour(adjacency[j], exclude=k, is_hydrogen=is_hydrogen)
         l = _first_neighbour(adjacency[k], exclude=j, is_hydrogen=is_hydrogen)
@@ -147,9 +151,8 @@ def torsion_moving_masks(
                 f"num_nodes={num_nodes} but the molecule has "
                 f"{mol_or_edge_index.GetNumAtoms()} atoms"
             )
-        adjacency = adjacency_lists(mol_or_edge_index.GetNumAtoms(), mol_bonds(mol_or_edge_index))
-    else:
-        adjacency = edge_index_adjacency(mol_or_edge_index, num_nodes)
+        return _masks_of_mol(mol_or_edge_index, _as_torsion_array(torsions))
+    adjacency = edge_index_adjacency(mol_or_edge_index, num_nodes)
     n = len(adjacency)
     torsion_array = _as_torsion_array(torsions)
     if len(torsion_array) == 0:
@@ -173,6 +176,29 @@ def torsion_moving_masks(
     in_subtree = (preorder >= lower[:, None]) & (preorder <= upper[:, None])
     same_component = root_of[None, :] == component[:, None]
     return same_component & (in_subtree ^ complement[:, None])
+
+
+def _masks_of_mol(mol: Chem.Mol, torsion_array: np.ndarray) -> np.ndarray:
+    """:func:`torsion_moving_masks` of a molecule, from RDKit's distance matrix.
+
+    Cutting a bridge ``j-k`` leaves ``k``'s side as the atoms closer to ``k`` than to ``j``
+    (every path from them to ``j`` passes ``k``); atoms of other fragments are at the same
+    (unreachable) distance from both, so they stay still. The same masks as the bridge
+    search over the graph, for which ``edge_index`` inputs still use :class:`BondSides`.
+    """
+    n = mol.GetNumAtoms()
+    if len(torsion_array) == 0:
+        return np.zeros((0, n), dtype=bool)
+    if torsion_array.min() < 0 or torsion_array.max() >= n:
+        raise ValueError(f"torsions refer to atoms outside [0, {n})")
+    for j, k in torsion_array[:, 1:3].tolist():
+        bond = mol.GetBondBetweenAtoms(j, k)
+        if bond is None:
+            raise ValueError(f"atoms {j} and {k} are not bonded; j-k must be a bond")
+        if bond.IsInRing():
+            raise ValueError(f"bond {j}-{k} lies on a ring: cutting it does not split the molecule")
+    distances = Chem.GetDistanceMatrix(mol)
+    return distances[torsion_array[:, 2]] < distances[torsion_array[:, 1]]
 
 
 def apply_torsion_deltas(pos: Any, torsions: Any, moving_masks: Any, deltas_rad: Any) -> np.ndarray:
