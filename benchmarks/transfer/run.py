@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from freesolv_scratch import mean_predictor_rmse  # noqa: E402
 from machine_info import load_average  # noqa: E402
-from molssl.commands.seeds import run_seeds  # noqa: E402
+from molssl.commands.seeds import SEEDS_FILE, run_seeds, summarise_runs  # noqa: E402
 from molssl.datamodules.moleculenet import MoleculeNetDataModule  # noqa: E402
 
 REPO = BENCHMARKS.parent
@@ -132,6 +134,29 @@ def finetune_overrides(args: argparse.Namespace, lr: float, init_from: Path | No
     ]
 
 
+def run_seeds_parallel(
+    seeds: list[int], folder: Path, overrides: list[str], jobs: int
+) -> dict[str, Any]:
+    """``run_seeds`` with the seeds in ``jobs`` processes; the same ``seeds.json`` record.
+
+    Each seed runs in its own folder (``part_<seed>``); the runs are merged in seed order.
+    """
+    if jobs <= 1:
+        return run_seeds(FINETUNE_CONFIG, seeds, folder, overrides)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [
+            pool.submit(run_seeds, FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
+            for seed in seeds
+        ]
+        parts = [future.result() for future in futures]
+    runs = [run for part in parts for run in part["runs"]]
+    record = {**parts[0], "output": str(folder), "seeds": list(seeds), "runs": runs}
+    record["summary"] = summarise_runs(runs)
+    (folder / SEEDS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def record_time(output: Path, name: str, seconds: float) -> None:
     """Adds ``name: seconds`` (and the load average) to ``timings.json``."""
     path = output / "timings.json"
@@ -202,9 +227,8 @@ def stage_finetune(
             record = json.loads(seeds_file.read_text())
         else:
             start = time.perf_counter()
-            record = run_seeds(
-                FINETUNE_CONFIG, args.seeds, folder, finetune_overrides(args, lr, init_from)
-            )
+            overrides = finetune_overrides(args, lr, init_from)
+            record = run_seeds_parallel(args.seeds, folder, overrides, args.jobs)
             record_time(output, f"finetune/{variant}/lr_{lr:g}", time.perf_counter() - start)
         val = [best_validation_rmse(run["ckpt_path"]) for run in record["runs"]]
         test = record["summary"]["test/rmse"]
@@ -256,11 +280,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "transfer")
     parser.add_argument("--freesolv", type=Path, default=FREESOLV)
     parser.add_argument("--pretrain", nargs="*", default=["unicorn"], choices=PRETRAIN_CONFIGS)
-    parser.add_argument("--pretrain-minutes", type=int, default=25)
+    parser.add_argument("--pretrain-minutes", type=int, default=15)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--pretrain-warmup", type=int, default=100)
-    parser.add_argument("--pretrain-horizon", type=int, default=1500, help="cosine steps")
-    parser.add_argument("--pretrain-batch", type=int, default=64)
+    parser.add_argument("--pretrain-warmup", type=int, default=50)
+    parser.add_argument("--pretrain-horizon", type=int, default=1000, help="cosine steps")
+    parser.add_argument("--pretrain-batch", type=int, default=32)
     parser.add_argument("--pretrain-val-every", type=int, default=100, help="steps")
     parser.add_argument("--prepare-workers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=64)
@@ -268,8 +292,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--rbf", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="fine-tuning seeds run at once")
     parser.add_argument(
         "--stages",
         nargs="+",
