@@ -10,6 +10,7 @@ hyper-parameters stored in the checkpoint: LightningCLI records each one's class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,40 @@ def find_run_config(ckpt_path: str | Path, levels_up: int = 2) -> Path | None:
     return None
 
 
+def load_checkpoint_file(
+    path: str | Path,
+    error: Callable[[str, str], Exception] = CheckpointError,
+    label: str = "checkpoint",
+) -> Any:
+    """The object stored in a checkpoint file, loaded on the CPU without running its code.
+
+    Args:
+        path: A ``.ckpt`` or state-dict file.
+        error: Builds the exception raised, from a reason code and a message (each caller
+            keeps its own error type, e.g. :class:`CheckpointError`).
+        label: What the file is called in the messages (``"checkpoint"``,
+            ``"init_from checkpoint"``).
+
+    Raises:
+        Exception: ``error("checkpoint_not_found", ...)`` for a missing file,
+            ``error("checkpoint_unreadable", ...)`` for one torch cannot read safely.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error("checkpoint_not_found", f"{label} not found: {path}")
+    try:
+        # weights_only: a checkpoint from elsewhere must not be able to run code on load; the
+        # hyper-parameters LightningCLI saves are plain YAML values, which this allows.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many unrelated types for a bad file
+        # torch's first line is enough to tell a truncated file from a foreign one.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise error(
+            "checkpoint_unreadable",
+            f"cannot read {label} {path} ({type(exc).__name__}: {detail})",
+        ) from exc
+
+
 def load_checkpoint_hparams(ckpt_path: str | Path) -> dict[str, Any]:
     """Model and datamodule hyper-parameters stored in a checkpoint, as config sections.
 
@@ -70,19 +105,7 @@ def load_checkpoint_hparams(ckpt_path: str | Path) -> dict[str, Any]:
         CheckpointError: If the file is missing or is not a readable checkpoint.
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError("checkpoint_not_found", f"checkpoint not found: {path}")
-    try:
-        # weights_only: a checkpoint from elsewhere must not be able to run code on load; the
-        # hyper-parameters LightningCLI saves are plain YAML values, which this allows.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many unrelated types for a bad file
-        # torch's first line is enough to tell a truncated file from a foreign one.
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            "checkpoint_unreadable",
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {detail})",
-        ) from exc
+    checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, dict):
         raise CheckpointError("checkpoint_unreadable", f"{path} is not a Lightning checkpoint")
     sections: dict[str, Any] = {}

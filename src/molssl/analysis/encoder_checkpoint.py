@@ -31,7 +31,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
-from molssl.checkpoints import CheckpointError, find_run_config
+from molssl.checkpoints import CheckpointError, find_run_config, load_checkpoint_file
 
 __all__ = ["ENCODER_NAMES", "CheckpointEncoder", "load_checkpoint_encoder"]
 
@@ -147,16 +147,7 @@ def load_checkpoint_encoder(
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError("checkpoint_not_found", f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many unrelated types for a bad file
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            "checkpoint_unreadable",
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {detail})",
-        ) from exc
+    checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise CheckpointError(
             "checkpoint_unreadable", f"{path} is not a Lightning checkpoint (no state_dict)"

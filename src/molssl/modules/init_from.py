@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from molssl.checkpoints import load_checkpoint_file
 
 __all__ = ["InitFromError", "InitReport", "load_encoder_weights", "read_state_dict"]
 
@@ -102,16 +103,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         InitFromError: Missing file, a file torch cannot read safely, or one holding no tensors.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InitFromError("checkpoint_not_found", f"init_from checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many unrelated types for a bad file
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InitFromError(
-            "checkpoint_unreadable",
-            f"cannot read init_from checkpoint {path} ({type(exc).__name__}: {detail})",
-        ) from exc
+    checkpoint = load_checkpoint_file(path, InitFromError, "init_from checkpoint")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, Mapping):
         raise InitFromError(
