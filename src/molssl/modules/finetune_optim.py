@@ -22,8 +22,8 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import nn
 
+from molssl.modules.optimization import cosine_horizon, decay_parameter_groups
 from molssl.modules.schedules import warmup_cosine_scheduler
 
 __all__ = ["SCHEDULES", "FinetuneOptimization", "Schedule"]
@@ -33,7 +33,6 @@ Schedule = Literal["cosine", "plateau", "constant"]
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
 #: The metric ``ReduceLROnPlateau`` watches.
 PLATEAU_MONITOR = "val/loss"
-_NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
 class FinetuneOptimization(LightningModule):
@@ -100,33 +99,11 @@ class FinetuneOptimization(LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        if self.weight_decay == 0.0:
-            return [{"params": trainable, "weight_decay": 0.0}]
-        exempt: set[int] = set()
-        for module in self.modules():
-            for name, parameter in module.named_parameters(recurse=False):
-                if name.endswith("bias") or isinstance(module, _NO_DECAY_MODULES):
-                    exempt.add(id(parameter))
-        return [
-            {
-                "params": [p for p in trainable if id(p) not in exempt],
-                "weight_decay": self.weight_decay,
-            },
-            {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0},
-        ]
+        return decay_parameter_groups(self, self.weight_decay)
 
     def schedule_horizon(self) -> int:
         """Optimiser steps of the cosine decay: ``max_steps``, else the run's length."""
-        if self.max_steps is not None:
-            return self.max_steps
-        estimated = self.trainer.estimated_stepping_batches
-        if not math.isfinite(estimated):
-            raise ValueError(
-                "the run's length is unbounded, so the cosine decay has no horizon: set "
-                "trainer.max_epochs or trainer.max_steps, or model.init_args.max_steps"
-            )
-        return int(estimated)
+        return cosine_horizon(self.max_steps, self.trainer)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW and the per-step (cosine, constant) or per-epoch (plateau) schedule."""

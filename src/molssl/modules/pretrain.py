@@ -62,6 +62,7 @@ from molssl.modules.checkpoint_metadata import (
     write_checkpoint_metadata,
 )
 from molssl.modules.guards import NonFiniteLossGuard
+from molssl.modules.optimization import cosine_horizon, decay_parameter_groups
 from molssl.modules.schedules import warmup_cosine_scheduler
 from molssl.objectives.base import ENCODER_ROLES, Objective, ObjectiveResult, View
 
@@ -69,8 +70,6 @@ __all__ = ["PretrainModule", "merge_views"]
 
 #: Constructor arguments holding built components rather than plain values.
 COMPONENT_ARGUMENTS = ("objectives", "encoder_3d", "encoder_2d", "encoder_blend", "views")
-# Parameters that AdamW's weight decay leaves alone: biases and normalisation layers.
-_NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
 def encoder_argument(role: str) -> str:
@@ -381,32 +380,11 @@ class PretrainModule(LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        if self.weight_decay == 0.0:
-            return [{"params": trainable, "weight_decay": 0.0}]
-        exempt: set[int] = set()
-        for module in self.modules():
-            for name, parameter in module.named_parameters(recurse=False):
-                if name.endswith("bias") or isinstance(module, _NO_DECAY_MODULES):
-                    exempt.add(id(parameter))
-        decay = [p for p in trainable if id(p) not in exempt]
-        no_decay = [p for p in trainable if id(p) in exempt]
-        return [
-            {"params": decay, "weight_decay": self.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        return decay_parameter_groups(self, self.weight_decay)
 
     def schedule_horizon(self) -> int:
         """Step at which the cosine reaches its floor: ``max_steps`` or the run's length."""
-        if self.max_steps is not None:
-            return self.max_steps
-        estimated = self.trainer.estimated_stepping_batches
-        if not math.isfinite(estimated):
-            raise ValueError(
-                "the length of the run is unbounded, so the cosine decay has no horizon: set "
-                "trainer.max_steps (or max_epochs), or model.init_args.max_steps"
-            )
-        return int(estimated)
+        return cosine_horizon(self.max_steps, self.trainer)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with a per-step linear warm-up + cosine schedule."""

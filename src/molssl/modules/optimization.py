@@ -1,0 +1,54 @@
+"""AdamW parameter groups and the cosine horizon shared by pre-training and fine-tuning."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lightning.pytorch import Trainer
+from torch import nn
+
+__all__ = ["NO_DECAY_MODULES", "cosine_horizon", "decay_parameter_groups"]
+
+#: Modules whose parameters (normalisation scales and shifts) get no weight decay.
+NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def decay_parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups of ``module``'s trainable parameters.
+
+    Biases and the parameters of normalisation layers (:data:`NO_DECAY_MODULES`) get no weight
+    decay: decaying them only pulls activations towards zero. With ``weight_decay == 0`` there
+    is one group.
+    """
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if weight_decay == 0.0:
+        return [{"params": trainable, "weight_decay": 0.0}]
+    exempt: set[int] = set()
+    for child in module.modules():
+        for name, parameter in child.named_parameters(recurse=False):
+            if name.endswith("bias") or isinstance(child, NO_DECAY_MODULES):
+                exempt.add(id(parameter))
+    return [
+        {"params": [p for p in trainable if id(p) not in exempt], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0},
+    ]
+
+
+def cosine_horizon(max_steps: int | None, trainer: Trainer) -> int:
+    """Optimiser step at which the cosine decay reaches its floor.
+
+    ``max_steps`` when given, else the run's length as the trainer estimates it.
+
+    Raises:
+        ValueError: Neither is bounded.
+    """
+    if max_steps is not None:
+        return max_steps
+    estimated = trainer.estimated_stepping_batches
+    if not math.isfinite(estimated):
+        raise ValueError(
+            "the run's length is unbounded, so the cosine decay has no horizon: set "
+            "trainer.max_epochs or trainer.max_steps, or model.init_args.max_steps"
+        )
+    return int(estimated)
