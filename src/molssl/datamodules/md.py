@@ -270,17 +270,10 @@ class MD17DataModule(MDDataModule):
         root: str | os.PathLike[str] | None = "data/md17",
         train_size: int | float = 950,
         val_size: int | float = 50,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        split: str = "random",
-        eval_batch_size: int | None = None,
-        transform: Callable[[Data], Data] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            path, molecule, root, train_size, val_size, batch_size, num_workers, seed, split,
-            eval_batch_size, transform,
-        )  # fmt: skip
+        # Only the defaults differ; the loader settings pass through unchanged.
+        super().__init__(path, molecule, root, train_size, val_size, **kwargs)
 
 
 class MD22DataModule(MDDataModule):
@@ -297,14 +290,7 @@ class MD22DataModule(MDDataModule):
         root: str | os.PathLike[str] | None = "data/md22",
         train_size: int | float = 0.8,
         val_size: int | float = 0.1,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        split: str = "random",
-        eval_batch_size: int | None = None,
-        transform: Callable[[Data], Data] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            path, molecule, root, train_size, val_size, batch_size, num_workers, seed, split,
-            eval_batch_size, transform,
-        )  # fmt: skip
+        # Only the defaults differ; the loader settings pass through unchanged.
+        super().__init__(path, molecule, root, train_size, val_size, **kwargs)
