@@ -148,6 +148,10 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
     :attr:`split_indices`, :meth:`stats`, :meth:`target_statistics` and the loaders.
     """
 
+    #: Split names the subclass accepts, checked in ``__init__``; ``None``: checked later, by
+    #: :meth:`_split`.
+    supported_splits: tuple[str, ...] | None = None
+
     def __init__(
         self,
         batch_size: int = 32,
@@ -176,6 +180,8 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.split = str(split)
+        if self.supported_splits is not None and self.split not in self.supported_splits:
+            raise ValueError(_unsupported_split(type(self).__name__, split, self.supported_splits))
         self.split_fractions: tuple[float, float, float] = fractions  # type: ignore[assignment]
         self.transform = transform
         self.data: list[Data] = []
@@ -386,6 +392,12 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
     def test_dataloader(self) -> DataLoader:
         """Test batches in split order."""
         return self._loader(self.test_dataset, train=False)
+
+
+def _unsupported_split(name: str, split: str, supported: tuple[str, ...]) -> str:
+    if supported == ("random",):
+        return f"{name} supports split='random' only, got {split!r}"
+    return f"unknown split {split!r}; choose one of {supported}"
 
 
 def _describe_reasons(failures: Sequence[Failure]) -> str:

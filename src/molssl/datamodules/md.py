@@ -148,6 +148,7 @@ class MDDataModule(FinetuneDataModule):
             ``"random"``).
     """
 
+    supported_splits = ("random",)
     dataset_name = "MD"
     file_prefix = "md"
     known_files: dict[str, tuple[str, ...]] = {}
@@ -174,8 +175,6 @@ class MDDataModule(FinetuneDataModule):
             eval_batch_size=eval_batch_size,
             transform=transform,
         )
-        if split != "random":
-            raise ValueError(f"{type(self).__name__} supports split='random' only, got {split!r}")
         if path is None and (molecule is None or root is None):
             raise ValueError(f"{type(self).__name__}: pass path=, or molecule= and root=")
         self.path = None if path is None else Path(path)

@@ -155,6 +155,8 @@ class MoleculeNetDataModule(FinetuneDataModule):
         transform: Optional per-sample transform.
     """
 
+    supported_splits = SPLITS
+
     def __init__(
         self,
         path: str,
@@ -186,8 +188,6 @@ class MoleculeNetDataModule(FinetuneDataModule):
             transform=transform,
         )
         self.save_hyperparameters(ignore=["transform"])
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
         chosen = get_preset(preset) if preset is not None else None
         self.preset = chosen.name if chosen is not None else None
         self.smiles_column = smiles_column or (chosen.smiles_column if chosen else "smiles")

@@ -164,6 +164,8 @@ class QM9DataModule(FinetuneDataModule):
             :class:`~molssl.datamodules.finetune_base.FinetuneDataModule` (split: ``"random"``).
     """
 
+    supported_splits = ("random",)
+
     def __init__(
         self,
         root: str | os.PathLike[str] | None = "data/qm9",
@@ -194,8 +196,6 @@ class QM9DataModule(FinetuneDataModule):
             eval_batch_size=eval_batch_size,
             transform=transform,
         )
-        if split != "random":
-            raise ValueError(f"QM9DataModule supports split='random' only, got {split!r}")
         if on_sanitize_error not in ("relax", "drop"):
             raise ValueError(
                 f"on_sanitize_error must be 'relax' or 'drop', got {on_sanitize_error!r}"
