@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import Trainer
 from torch_geometric.data import Batch
 
 from molssl.datamodules import PretrainDataModule
@@ -61,6 +62,22 @@ def prepare_small_cache(cache_dir: Path) -> Path:
 def small_datamodule(cache_dir: Path, **overrides: Any) -> PretrainDataModule:
     """A datamodule on the small embedded default, with overrides."""
     return PretrainDataModule(**{**small_data_args(cache_dir), **overrides})
+
+
+def quiet_trainer(root: Path, **overrides: Any) -> Trainer:
+    """A CPU trainer under ``root`` with no logger, checkpoints, progress bar or summary.
+
+    ``overrides`` are further ``Trainer`` arguments and win over these settings.
+    """
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "default_root_dir": str(root),
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "logger": False,
+    }
+    return Trainer(**{**settings, **overrides})
 
 
 def tiny_et() -> EquivariantTransformer:

@@ -21,22 +21,11 @@ from tests.modules.finetune_fixtures import (
     brute_force_auroc,
     mmff_frames,
 )
+from tests.modules.pretrain_fixtures import quiet_trainer
 
 
 def tiny_et() -> EquivariantTransformer:
     return EquivariantTransformer(**TINY_ET_ARGS)
-
-
-def quiet_trainer(root: Path, **kwargs: object) -> Trainer:
-    settings: dict = {
-        "accelerator": "cpu",
-        "default_root_dir": str(root),
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "logger": False,
-    }
-    return Trainer(**{**settings, **kwargs})
 
 
 def collect(module: FinetuneModule, loader) -> tuple[torch.Tensor, torch.Tensor]:

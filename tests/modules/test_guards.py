@@ -19,7 +19,12 @@ from molssl.encoders.base import EncoderOutput
 from molssl.modules import PretrainModule
 from molssl.modules.guards import NonFiniteLossError, NonFiniteLossGuard
 from molssl.objectives import CoordDenoise, ObjectiveResult
-from tests.modules.pretrain_fixtures import prepare_small_cache, small_datamodule, tiny_et
+from tests.modules.pretrain_fixtures import (
+    prepare_small_cache,
+    quiet_trainer,
+    small_datamodule,
+    tiny_et,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +105,8 @@ def fit(
     module: PretrainModule, cache_dir: Path, root: Path, **trainer_args: object
 ) -> StepRecorder:
     recorder = StepRecorder()
-    settings: dict = {
-        "accelerator": "cpu",
-        "default_root_dir": str(root),
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "logger": False,
-        "limit_val_batches": 0,
-        "callbacks": [recorder],
-    }
-    settings.update(trainer_args)
-    Trainer(**settings).fit(module, small_datamodule(cache_dir))
+    settings = {"limit_val_batches": 0, "callbacks": [recorder], **trainer_args}
+    quiet_trainer(root, **settings).fit(module, small_datamodule(cache_dir))
     return recorder
 
 

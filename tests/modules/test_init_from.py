@@ -13,6 +13,7 @@ from molssl.modules import PretrainModule
 from molssl.modules.finetune import FinetuneModule
 from molssl.modules.init_from import InitFromError, load_encoder_weights, read_state_dict
 from molssl.objectives import CoordDenoise, FragmentMask
+from tests.modules import pretrain_fixtures
 from tests.modules.finetune_fixtures import TINY_ET_ARGS, DescriptorData
 from tests.modules.pretrain_fixtures import (
     prepare_small_cache,
@@ -23,16 +24,7 @@ from tests.modules.pretrain_fixtures import (
 
 
 def quiet_trainer(root: Path, **kwargs: object) -> Trainer:
-    settings: dict = {
-        "accelerator": "cpu",
-        "default_root_dir": str(root),
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "logger": False,
-        "num_sanity_val_steps": 0,
-    }
-    return Trainer(**{**settings, **kwargs})
+    return pretrain_fixtures.quiet_trainer(root, **{"num_sanity_val_steps": 0, **kwargs})
 
 
 @pytest.fixture(scope="module")

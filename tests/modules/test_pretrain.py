@@ -33,6 +33,7 @@ from molssl.objectives import (
     TorsionAugment,
 )
 from molssl.objectives.fragment_mask import FragmentMaskView
+from tests.modules import pretrain_fixtures
 from tests.modules.custom_objective import HeavyAtomCount, HeavyAtomCountView
 from tests.modules.pretrain_fixtures import (
     TINY_ENCODER_ARGS,
@@ -65,17 +66,7 @@ def unicorn_like(**kwargs: object) -> PretrainModule:
 
 
 def quiet_trainer(root: Path, **kwargs: object) -> Trainer:
-    settings: dict = {
-        "accelerator": "cpu",
-        "default_root_dir": str(root),
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "logger": False,
-        "num_sanity_val_steps": 0,
-    }
-    settings.update(kwargs)
-    return Trainer(**settings)
+    return pretrain_fixtures.quiet_trainer(root, **{"num_sanity_val_steps": 0, **kwargs})
 
 
 def first_batch(cache_dir: Path, module: PretrainModule) -> Batch:
