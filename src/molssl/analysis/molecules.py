@@ -26,6 +26,7 @@ from molssl.chem.conformers import ConformerOptions
 from molssl.chem.errors import MoleculeError
 from molssl.chem.scaffold import murcko_scaffold
 from molssl.datamodules.embedded import molecule_seed
+from molssl.datamodules.prepare import EntryFailure
 from molssl.datamodules.records import MoleculeRecord
 from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_source
 
@@ -62,16 +63,12 @@ class EmbedMolecule:
 
 
 @dataclass(frozen=True)
-class MoleculeFailure:
-    """An input entry that gave no molecule (written to ``failures.json``)."""
+class MoleculeFailure(EntryFailure):
+    """An input entry that gave no molecule (written to ``failures.json``).
 
-    file: str
-    line: int
-    index: int
-    mol_id: int
-    source_id: str
-    reason: str
-    message: str
+    The fields of :class:`~molssl.datamodules.prepare.EntryFailure`: a failure is described
+    the same way whether the molecule was wanted for a shard or for an analysis.
+    """
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values."""
