@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 from rdkit import Chem
+
 from tests.conftest import read_nci_smiles
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer" / "build_pool.py"
