@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 
-from molssl.modules.optimization import cosine_horizon, decay_parameter_groups
+from molssl.modules.optimization import CosineAdamWModule
 from molssl.modules.schedules import warmup_cosine_scheduler
 
 __all__ = ["SCHEDULES", "FinetuneOptimization", "Schedule"]
@@ -35,7 +34,7 @@ SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
 PLATEAU_MONITOR = "val/loss"
 
 
-class FinetuneOptimization(LightningModule):
+class FinetuneOptimization(CosineAdamWModule):
     """A LightningModule base owning AdamW and the fine-tuning schedules.
 
     Subclasses call :meth:`configure_optimization` in ``__init__``. Settings:
@@ -96,14 +95,6 @@ class FinetuneOptimization(LightningModule):
         self.min_lr = float(min_lr)
         self.plateau_factor = float(plateau_factor)
         self.plateau_patience = int(plateau_patience)
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
-        return decay_parameter_groups(self, self.weight_decay)
-
-    def schedule_horizon(self) -> int:
-        """Optimiser steps of the cosine decay: ``max_steps``, else the run's length."""
-        return cosine_horizon(self.max_steps, self.trainer)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW and the per-step (cosine, constant) or per-epoch (plateau) schedule."""

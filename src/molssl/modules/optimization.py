@@ -1,14 +1,19 @@
-"""AdamW parameter groups and the cosine horizon shared by pre-training and fine-tuning."""
+"""AdamW parameter groups and the cosine horizon shared by pre-training and fine-tuning.
+
+:class:`CosineAdamWModule` is the common base of
+:class:`~molssl.modules.pretrain.PretrainModule` and
+:class:`~molssl.modules.finetune_optim.FinetuneOptimization`.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-__all__ = ["NO_DECAY_MODULES", "cosine_horizon", "decay_parameter_groups"]
+__all__ = ["NO_DECAY_MODULES", "CosineAdamWModule", "cosine_horizon", "decay_parameter_groups"]
 
 #: Modules whose parameters (normalisation scales and shifts) get no weight decay.
 NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
@@ -52,3 +57,22 @@ def cosine_horizon(max_steps: int | None, trainer: Trainer) -> int:
             "trainer.max_epochs or trainer.max_steps, or model.init_args.max_steps"
         )
     return int(estimated)
+
+
+class CosineAdamWModule(LightningModule):
+    """A ``LightningModule`` whose AdamW groups and cosine horizon follow its settings.
+
+    Subclasses set ``weight_decay`` (float) and ``max_steps`` (int or ``None``) in their
+    ``__init__`` and build the optimiser and schedule in ``configure_optimizers``.
+    """
+
+    weight_decay: float
+    max_steps: int | None
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
+        return decay_parameter_groups(self, self.weight_decay)
+
+    def schedule_horizon(self) -> int:
+        """Step at which the cosine reaches its floor: ``max_steps``, else the run's length."""
+        return cosine_horizon(self.max_steps, self.trainer)

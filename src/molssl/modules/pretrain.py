@@ -50,7 +50,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch_geometric.data import Batch
@@ -62,7 +61,7 @@ from molssl.modules.checkpoint_metadata import (
     write_checkpoint_metadata,
 )
 from molssl.modules.guards import NonFiniteLossGuard
-from molssl.modules.optimization import cosine_horizon, decay_parameter_groups
+from molssl.modules.optimization import CosineAdamWModule
 from molssl.modules.schedules import warmup_cosine_scheduler
 from molssl.objectives.base import ENCODER_ROLES, Objective, ObjectiveResult, View
 
@@ -130,7 +129,7 @@ def _hparams_come_from_config() -> bool:
     return _given_hyperparameters.get() is not None
 
 
-class PretrainModule(LightningModule):
+class PretrainModule(CosineAdamWModule):
     """Self-supervised pre-training of molecular encoders on a weighted sum of objectives.
 
     Args:
@@ -377,14 +376,6 @@ class PretrainModule(LightningModule):
             self.nonfinite_guard.load_state_dict(entry["nonfinite"])
 
     # -- optimisation ----------------------------------------------------------------------
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW parameter groups: with weight decay, and without (biases, normalisation)."""
-        return decay_parameter_groups(self, self.weight_decay)
-
-    def schedule_horizon(self) -> int:
-        """Step at which the cosine reaches its floor: ``max_steps`` or the run's length."""
-        return cosine_horizon(self.max_steps, self.trainer)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with a per-step linear warm-up + cosine schedule."""
