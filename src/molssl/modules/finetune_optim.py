@@ -15,14 +15,13 @@ AdamW's weight decay skips biases and normalisation layers, as in pre-training.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from molssl.modules.optimization import CosineAdamWModule
+from molssl.modules.optimization import CosineAdamWModule, check_adamw_settings
 from molssl.modules.schedules import warmup_cosine_scheduler
 
 __all__ = ["SCHEDULES", "FinetuneOptimization", "Schedule"]
@@ -68,18 +67,9 @@ class FinetuneOptimization(CosineAdamWModule):
         Raises:
             ValueError: Naming the first setting out of range.
         """
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr}")
-        if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+        check_adamw_settings(lr, betas, weight_decay, warmup_steps, max_steps)
         if not 0.0 <= min_lr <= lr:
             raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr}")
         if not 0.0 < plateau_factor < 1.0:

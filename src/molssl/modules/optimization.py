@@ -8,15 +8,46 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-__all__ = ["NO_DECAY_MODULES", "CosineAdamWModule", "cosine_horizon", "decay_parameter_groups"]
+__all__ = [
+    "NO_DECAY_MODULES",
+    "CosineAdamWModule",
+    "check_adamw_settings",
+    "cosine_horizon",
+    "decay_parameter_groups",
+]
 
 #: Modules whose parameters (normalisation scales and shifts) get no weight decay.
 NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def check_adamw_settings(
+    lr: float,
+    betas: Sequence[float],
+    weight_decay: float,
+    warmup_steps: int,
+    max_steps: int | None,
+) -> None:
+    """Checks the AdamW and warm-up settings common to pre-training and fine-tuning.
+
+    Raises:
+        ValueError: Naming the first setting out of range.
+    """
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
 
 
 def decay_parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

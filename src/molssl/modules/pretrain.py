@@ -45,7 +45,6 @@ the held-out validation split with its fixed views) under ``test/...``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,7 +60,7 @@ from molssl.modules.checkpoint_metadata import (
     write_checkpoint_metadata,
 )
 from molssl.modules.guards import NonFiniteLossGuard
-from molssl.modules.optimization import CosineAdamWModule
+from molssl.modules.optimization import CosineAdamWModule, check_adamw_settings
 from molssl.modules.schedules import warmup_cosine_scheduler
 from molssl.objectives.base import ENCODER_ROLES, Objective, ObjectiveResult, View
 
@@ -428,15 +427,6 @@ def _check_optimizer_settings(
     max_steps: int | None,
     min_lr_ratio: float,
 ) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
-    if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    check_adamw_settings(lr, betas, weight_decay, warmup_steps, max_steps)
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
