@@ -69,12 +69,13 @@ def unknown_element(work: Path, shared: SharedInputs) -> str:
 def empty_file(work: Path, shared: SharedInputs) -> str:
     path = work / "empty.smi"
     path.write_text("")
-    manifest, records, _ = _prepare(path, work)
-    assert (manifest["read"], records) == (0, [])
+    described = _exit_2(path, work)
+    manifest = json.loads((work / "dataset" / MANIFEST_FILE).read_text())
+    assert (manifest["read"], manifest["ok"], manifest["shards"]) == (0, 0, [])
     try:
         PretrainDataModule(root=str(work / "dataset")).setup("fit")
     except ValueError as error:
-        return f"prepare: {manifest['read']} entries, 0 shards; then data setup: {error}"
+        return f"{described}; data setup on it: {error}"
     raise AssertionError("an empty data set was accepted for training")
 
 
@@ -110,9 +111,10 @@ def truncated_sdf(work: Path, shared: SharedInputs) -> str:
 def invalid_json(work: Path, shared: SharedInputs) -> str:
     path = work / "m0.json"
     path.write_text('{"pubchem": {"cid": 1, "atoms": [')
-    manifest, records, _ = _prepare(path, work)
-    assert records == []
-    return _recorded(manifest)
+    described = _exit_2(path, work)  # its only entry failed: nothing to train on
+    manifest = json.loads((work / "dataset" / MANIFEST_FILE).read_text())
+    assert (manifest["read"], manifest["ok"], manifest["shards"]) == (1, 0, [])
+    return f"{described}; manifest: {_recorded(manifest)}"
 
 
 def _exit_2(path: Path, work: Path) -> str:

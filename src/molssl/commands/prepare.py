@@ -58,7 +58,11 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 
 def run(options: Namespace) -> None:
-    """Prepare the data set and print a one-paragraph summary; errors exit with status 2."""
+    """Prepare the data set and print a one-paragraph summary.
+
+    Errors, and a preparation that ends without a single molecule (empty inputs, or every entry
+    failed), exit with status 2; the manifest of the latter is still written.
+    """
     try:
         manifest = prepare_dataset(
             inputs=list(options.input),
@@ -76,6 +80,19 @@ def run(options: Namespace) -> None:
         sys.stderr.write(f"molssl prepare: error: {error}\n")
         raise SystemExit(2) from None
     reasons = ", ".join(f"{k} {v}" for k, v in manifest["failures_by_reason"].items()) or "none"
+    if manifest["ok"] == 0:
+        # The manifest is still written (it says what was read and why each entry failed), but a
+        # data set without a molecule must not pass for a finished preparation in a job script.
+        read = (
+            "no entry was read from the inputs"
+            if manifest["read"] == 0
+            else (f"none of the {manifest['read']} entries read could be prepared ({reasons})")
+        )
+        sys.stderr.write(
+            f"molssl prepare: error: {read}; nothing to train on (see "
+            f"{options.output}/{MANIFEST_FILE})\n"
+        )
+        raise SystemExit(2)
     print(
         f"molssl prepare: {manifest['read']} entries read, {manifest['ok']} prepared, "
         f"{manifest['failed']} failed ({reasons}); {len(manifest['shards'])} shard(s), "
