@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,51 @@ def test_prepare_command_errors_exit_2(
         main(["prepare", "--input", str(inputs[1]), "--output", str(tmp_path / "other")])
     assert exit_info.value.code == 2
     assert "smiles_column" in capsys.readouterr().err
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendant processes of ``pid`` (Linux /proc; zombies count as gone)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_worker_pool_and_the_run_resumes(tmp_path: Path) -> None:
+    source = tmp_path / "nci.smi"
+    source.write_text("".join(nci_lines(120)))
+    output = tmp_path / "dataset"
+    command = [sys.executable, "-c", "from molssl.cli import main; main()", "prepare"]
+    command += ["--input", str(source), "--output", str(output), "--workers", "2"]
+    command += ["--shard-size", "10", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(output.glob("shard-*.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.2)
+    workers = _descendants(process.pid)
+    assert len(workers) >= 2, "the pool was expected to be running"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while _descendants(process.pid) | {p for p in workers if Path(f"/proc/{p}").exists()}:
+        assert time.monotonic() < deadline, "worker processes outlived a SIGTERM-ed prepare"
+        time.sleep(0.2)
+    finished = sorted(p.name for p in output.glob("shard-*.json"))
+    assert finished and not (output / MANIFEST_FILE).exists()
+
+    main([*command[3:], "--workers", "1"])  # the same settings: resumes the finished shards
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    assert manifest["read"] == 120 and manifest["resumed_shards"] >= len(finished) - 1

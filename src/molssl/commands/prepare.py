@@ -10,7 +10,10 @@ See :mod:`molssl.datamodules.prepare` for what is written and what is guaranteed
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from types import FrameType
 
 from jsonargparse import ArgumentParser, Namespace
 
@@ -57,12 +60,22 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Python's default SIGTERM action ends the process without unwinding, leaving the worker
+    # pool running; raising here unwinds through prepare_dataset, which stops the workers.
+    # Finished shards stay on disk, so the same command resumes.
+    raise SystemExit(128 + signum)
+
+
 def run(options: Namespace) -> None:
     """Prepare the data set and print a one-paragraph summary.
 
     Errors, and a preparation that ends without a single molecule (empty inputs, or every entry
     failed), exit with status 2; the manifest of the latter is still written.
     """
+    # signal handlers can only be set from the main thread (not, e.g., in a notebook's worker).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
         manifest = prepare_dataset(
             inputs=list(options.input),
@@ -79,6 +92,9 @@ def run(options: Namespace) -> None:
     except (PrepareError, SourceError, ValueError) as error:
         sys.stderr.write(f"molssl prepare: error: {error}\n")
         raise SystemExit(2) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     reasons = ", ".join(f"{k} {v}" for k, v in manifest["failures_by_reason"].items()) or "none"
     if manifest["ok"] == 0:
         # The manifest is still written (it says what was read and why each entry failed), but a

@@ -176,10 +176,18 @@ class _Workers:
         # imap keeps input order, so the output does not depend on the number of workers.
         return self._pool.imap(_prepare_entry, tasks, chunksize=chunksize)
 
-    def close(self) -> None:
-        if self._pool is not None:
+    def close(self, finished: bool = True) -> None:
+        """Waits for the workers after a finished run; stops them at once after an error."""
+        if self._pool is None:
+            return
+        if finished:
             self._pool.close()
-            self._pool.join()
+        else:
+            # Interrupted (Ctrl-C, SIGTERM from a scheduler, an error): workers would otherwise
+            # finish their queued molecules, or outlive us, for results nobody reads.
+            self._pool.terminate()
+        self._pool.join()
+        self._pool = None
 
 
 def _shards_of(
@@ -316,9 +324,12 @@ def _run(
                 shards.append(ShardInfo.from_dict(sidecar["info"]))
             failures.extend(sidecar["failures"])
             bar.set_postfix(shard=shard_index, failed=len(failures), refresh=False)
-    finally:
+    except BaseException:
         bar.close()
-        pool.close()
+        pool.close(finished=False)
+        raise
+    bar.close()
+    pool.close()
     return shards, failures, read, resumed
 
 
