@@ -55,31 +55,49 @@ MOLSSL = [sys.executable, "-c", "from molssl.cli import main; main()"]
 
 
 def encoder_overrides(key: str, hidden: int, layers: int, heads: int, rbf: int | None) -> list[str]:
-    """Overrides shrinking the encoder at ``model.init_args.<key>``."""
+    """Overrides setting the size of the encoder at ``model.init_args.<key>``.
+
+    ``rbf`` ``None`` or 0 keeps the config's number of radial basis functions.
+    """
     prefix = f"--model.init_args.{key}.init_args"
     sizes = [f"{prefix}.hidden_channels={hidden}", f"{prefix}.num_layers={layers}"]
     sizes.append(f"{prefix}.num_heads={heads}")
-    return sizes + ([f"{prefix}.num_rbf={rbf}"] if rbf is not None else [])
+    return sizes + ([f"{prefix}.num_rbf={rbf}"] if rbf else [])
+
+
+def trainer_overrides(args: argparse.Namespace) -> list[str]:
+    """Device, precision and quiet output, the same for pre-training and fine-tuning."""
+    return [
+        f"--trainer.accelerator={args.accelerator}",
+        "--trainer.devices=1",
+        f"--trainer.precision={args.precision}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
 
 
 def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> list[str]:
-    """Small encoders, CPU, wall-clock budget, prepared pool; the config's objectives as given."""
+    """Encoder sizes, device, wall-clock budget, prepared pool; the config's objectives as given."""
     model_args = (yaml.safe_load(config.read_text())["model"] or {}).get("init_args", {})
     overrides: list[str] = []
     if "encoder_3d" in model_args:
         overrides += encoder_overrides("encoder_3d", args.hidden, args.layers, args.heads, args.rbf)
     if "encoder_2d" in model_args:
-        overrides += encoder_overrides("encoder_2d", args.hidden, args.layers, args.heads, None)
+        overrides += encoder_overrides(
+            "encoder_2d",
+            args.hidden_2d or args.hidden,
+            args.layers_2d or args.layers,
+            args.heads_2d or args.heads,
+            None,
+        )
     minutes = args.pretrain_minutes
     return [
         *overrides,
-        "--trainer.accelerator=cpu",
+        *trainer_overrides(args),
         # Whichever comes first: the end of the cosine schedule or the wall budget.
         f"--trainer.max_steps={args.pretrain_horizon}",
         f"--trainer.max_time=00:{minutes // 60:02d}:{minutes % 60:02d}:00",
         f"--trainer.val_check_interval={args.pretrain_val_every}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
         f"--trainer.logger.init_args.save_dir={output}",
         f"--checkpoint.every_n_train_steps={args.pretrain_val_every}",
         f"--model.init_args.lr={args.pretrain_lr}",
@@ -89,7 +107,7 @@ def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> 
         f"--model.init_args.max_steps={args.pretrain_horizon}",
         f"--data.init_args.root={output.parent / 'pool_prepared'}",
         f"--data.init_args.batch_size={args.pretrain_batch}",
-        "--data.init_args.num_workers=1",
+        f"--data.init_args.num_workers={args.pretrain_workers}",
         "--data.init_args.val_fraction=0.05",
     ]
 
@@ -113,13 +131,23 @@ def best_validation_rmse(ckpt: str) -> float:
     return min(scores)
 
 
-def finetune_overrides(args: argparse.Namespace, lr: float, init_from: Path | None) -> list[str]:
+FREESOLV_DATA = {"preset": "freesolv", "split": "scaffold", "batch_size": 32}
+
+
+def freesolv_datamodule(args: argparse.Namespace) -> MoleculeNetDataModule:
+    """The FreeSolv datamodule every fine-tuning run uses (for the cache and the baseline)."""
+    return MoleculeNetDataModule(
+        path=str(args.freesolv), **FREESOLV_DATA, num_workers=0, progress=False
+    )
+
+
+def finetune_overrides(
+    args: argparse.Namespace, lr: float, init_from: Path | None, encoder_lr_scale: float = 1.0
+) -> list[str]:
     """The same FreeSolv settings for every variant; only ``init_from`` differs."""
     data = {
         "path": str(args.freesolv),
-        "preset": "freesolv",
-        "split": "scaffold",
-        "batch_size": 32,
+        **FREESOLV_DATA,
         "num_workers": 0,
         "progress": False,
         "prepare_workers": 1,
@@ -128,35 +156,40 @@ def finetune_overrides(args: argparse.Namespace, lr: float, init_from: Path | No
         *encoder_overrides("encoder", args.hidden, args.layers, args.heads, args.rbf),
         *(f"--data.init_args.{key}={value}" for key, value in data.items()),
         f"--trainer.max_epochs={args.epochs}",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        *trainer_overrides(args),
         f"--model.init_args.lr={lr}",
+        f"--model.init_args.encoder_lr_scale={encoder_lr_scale}",
         *([f"--model.init_args.init_from={init_from}"] if init_from is not None else []),
     ]
 
 
-def run_seeds_parallel(
-    seeds: list[int], folder: Path, overrides: list[str], jobs: int
-) -> dict[str, Any]:
-    """``run_seeds`` with the seeds in ``jobs`` processes; the same ``seeds.json`` record.
-
-    Each seed runs in its own folder (``part_<seed>``); the runs are merged in seed order.
-    """
-    if jobs <= 1:
-        return run_seeds(FINETUNE_CONFIG, seeds, folder, overrides)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [
-            pool.submit(run_seeds, FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
-            for seed in seeds
-        ]
-        parts = [future.result() for future in futures]
+def merge_seed_runs(folder: Path, seeds: list[int]) -> dict[str, Any]:
+    """Merges the ``part_<seed>/seeds.json`` records of one grid point into ``seeds.json``."""
+    parts = [json.loads((folder / f"part_{seed}" / SEEDS_FILE).read_text()) for seed in seeds]
     runs = [run for part in parts for run in part["runs"]]
     record = {**parts[0], "output": str(folder), "seeds": list(seeds), "runs": runs}
     record["summary"] = summarise_runs(runs)
     (folder / SEEDS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def run_finetune_grid(points: list[tuple[Path, list[str]]], seeds: list[int], jobs: int) -> None:
+    """Every seed of every grid point ``(folder, overrides)``, ``jobs`` runs at a time.
+
+    Each seed runs in its own process and folder (``part_<seed>``); a point's seeds are merged
+    in seed order into its ``seeds.json`` once all of them have finished.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+        futures = [
+            pool.submit(run_seeds, FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
+            for folder, overrides in points
+            for seed in seeds
+        ]
+        for future in futures:
+            future.result()
+    for folder, _ in points:
+        merge_seed_runs(folder, seeds)
 
 
 def record_time(output: Path, name: str, seconds: float) -> None:
@@ -217,26 +250,50 @@ def stage_pretrain(output: Path, variant: str, args: argparse.Namespace) -> Path
     return ckpt
 
 
+def grid_key(lr: float, encoder_lr_scale: float) -> str:
+    """Name of a fine-tuning grid point (and of its folder, after ``lr_``)."""
+    return f"{lr:g}" if encoder_lr_scale == 1.0 else f"{lr:g}_enc{encoder_lr_scale:g}"
+
+
 def stage_finetune(
-    output: Path, variant: str, init_from: Path | None, args: argparse.Namespace
+    output: Path, checkpoints: dict[str, Path | None], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Seeds x learning rates for one variant; the learning rate chosen on validation RMSE."""
-    by_lr: dict[str, Any] = {}
-    for lr in args.lrs:
-        folder = output / "finetune" / variant / f"lr_{lr:g}"
-        seeds_file = folder / "seeds.json"
-        if seeds_file.is_file():
+    """Seeds x learning rates x encoder learning-rate scales for every variant.
+
+    The missing grid points of all variants run together (``--jobs`` at a time); per variant
+    the point with the lowest mean validation RMSE over the seeds is chosen.
+    """
+    grid = [(lr, scale) for lr in args.lrs for scale in args.encoder_lr_scales]
+    missing: list[tuple[Path, list[str]]] = []
+    for variant, init_from in checkpoints.items():
+        for lr, scale in grid:
+            folder = output / "finetune" / variant / f"lr_{grid_key(lr, scale)}"
+            if not (folder / SEEDS_FILE).is_file():
+                missing.append((folder, finetune_overrides(args, lr, init_from, scale)))
+    if missing:
+        # Conformers once, before the parallel runs would each compute them.
+        freesolv_datamodule(args).prepare_data()
+        start = time.perf_counter()
+        run_finetune_grid(missing, args.seeds, args.jobs)
+        names = ", ".join(str(folder.relative_to(output)) for folder, _ in missing)
+        record_time(output, f"finetune ({names})", time.perf_counter() - start)
+    results: dict[str, Any] = {}
+    for variant, init_from in checkpoints.items():
+        by_lr: dict[str, Any] = {}
+        for lr, scale in grid:
+            key = grid_key(lr, scale)
+            seeds_file = output / "finetune" / variant / f"lr_{key}" / SEEDS_FILE
             record = json.loads(seeds_file.read_text())
-        else:
-            start = time.perf_counter()
-            overrides = finetune_overrides(args, lr, init_from)
-            record = run_seeds_parallel(args.seeds, folder, overrides, args.jobs)
-            record_time(output, f"finetune/{variant}/lr_{lr:g}", time.perf_counter() - start)
-        val = [best_validation_rmse(run["ckpt_path"]) for run in record["runs"]]
-        test = record["summary"]["test/rmse"]
-        by_lr[f"{lr:g}"] = {"val_rmse": val, "val_rmse_mean": sum(val) / len(val), "test": test}
-    chosen = min(by_lr, key=lambda key: by_lr[key]["val_rmse_mean"])
-    return {"init_from": str(init_from) if init_from else None, "by_lr": by_lr, "chosen_lr": chosen}
+            val = [best_validation_rmse(run["ckpt_path"]) for run in record["runs"]]
+            test = record["summary"]["test/rmse"]
+            by_lr[key] = {"val_rmse": val, "val_rmse_mean": sum(val) / len(val), "test": test}
+        chosen = min(by_lr, key=lambda key: by_lr[key]["val_rmse_mean"])
+        results[variant] = {
+            "init_from": str(init_from) if init_from else None,
+            "by_lr": by_lr,
+            "chosen_lr": chosen,
+        }
+    return results
 
 
 def stage_embed(output: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -292,11 +349,24 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--rbf", type=int, default=32)
+    parser.add_argument("--rbf", type=int, default=32, help="0 keeps the config's")
+    parser.add_argument("--hidden-2d", type=int, default=None, help="Graphormer; default --hidden")
+    parser.add_argument("--layers-2d", type=int, default=None, help="default --layers")
+    parser.add_argument("--heads-2d", type=int, default=None, help="default --heads")
+    parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (Lightning's names)")
+    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU")
+    parser.add_argument("--pretrain-workers", type=int, default=1, help="loader processes")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3, 4e-3])
+    parser.add_argument(
+        "--encoder-lr-scales",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="encoder learning rate as a fraction of the head's (searched for every variant)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=1, help="fine-tuning seeds run at once")
+    parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once")
     parser.add_argument(
         "--stages",
         nargs="+",
@@ -319,18 +389,16 @@ def main() -> None:
         elif (ckpt := last_checkpoint(output / "pretrain" / variant)) is not None:
             checkpoints[variant] = ckpt
     finetune: dict[str, Any] = {}
-    if "finetune" in args.stages or "report" in args.stages:
-        for variant, ckpt in checkpoints.items():
-            if "finetune" in args.stages or (output / "finetune" / variant).is_dir():
-                finetune[variant] = stage_finetune(output, variant, ckpt, args)
+    if "finetune" in args.stages:
+        finetune = stage_finetune(output, checkpoints, args)
+    elif "report" in args.stages:
+        done = {v: c for v, c in checkpoints.items() if (output / "finetune" / v).is_dir()}
+        finetune = stage_finetune(output, done, args) if done else {}
     if "embed" in args.stages and checkpoints.get("unicorn") is not None:
         embed = stage_embed(output, checkpoints["unicorn"], args)
         print(json.dumps(embed, indent=2))
     if "report" in args.stages and finetune:
-        data_args = {"path": str(args.freesolv), "preset": "freesolv", "split": "scaffold"}
-        baseline = mean_predictor_rmse(
-            MoleculeNetDataModule(**data_args, num_workers=0, progress=False)
-        )
+        baseline = mean_predictor_rmse(freesolv_datamodule(args))
         report(output, finetune, baseline)
     print(f"load average at end: {load_average()}")
 

@@ -272,6 +272,44 @@ def test_warm_up_then_schedule(schedule: str, tmp_path: Path) -> None:
         assert record.lrs[3:] == pytest.approx([1e-3] * 3)
 
 
+class RecordGroupLRs(Callback):
+    """Each step's learning rate of the encoder's and of the head's parameters."""
+
+    def __init__(self) -> None:
+        self.encoder: list[float] = []
+        self.head: list[float] = []
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        encoder_ids = {id(p) for p in pl_module.encoder.parameters()}
+        for group in optimizer.param_groups:
+            in_encoder = {id(p) in encoder_ids for p in group["params"]}
+            assert len(in_encoder) == 1, "a group mixes encoder and head parameters"
+            (self.encoder if in_encoder.pop() else self.head).append(group["lr"])
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "constant", "cosine"])
+def test_encoder_lr_scale_scales_the_whole_schedule_of_the_encoder(
+    schedule: str, tmp_path: Path
+) -> None:
+    module = FinetuneModule(
+        tiny_et(), num_tasks=2, lr=1e-3, encoder_lr_scale=0.1, warmup_steps=3,
+        schedule=schedule, weight_decay=1e-5,
+    )  # fmt: skip
+    record = RecordGroupLRs()
+    trainer = quiet_trainer(tmp_path, max_steps=6, callbacks=[record], limit_val_batches=1)
+    trainer.fit(module, DescriptorData(batch_size=8))
+    # Two groups each (decayed and exempt), every step; the encoder's always a tenth.
+    assert len(record.encoder) == len(record.head) == 12
+    assert record.encoder == pytest.approx([0.1 * lr for lr in record.head])
+    assert record.head[:4] == pytest.approx([1e-3 / 3] * 2 + [2e-3 / 3] * 2)
+    optimised = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert optimised == {id(p) for p in module.parameters() if p.requires_grad}
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        FinetuneModule(tiny_et(), encoder_lr_scale=0.0)
+
+
 def test_checkpoint_monitor_must_be_logged_and_its_mode_right(tmp_path: Path) -> None:
     for monitor, mode, match in [
         ("val/accuracy", "max", "does not log; use 'val/auroc'"),

@@ -35,6 +35,7 @@ when a ``ModelCheckpoint`` monitors a metric this module does not log or uses th
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -96,6 +97,9 @@ class FinetuneModule(FinetuneOptimization):
         lr, betas, weight_decay, schedule, warmup_steps, max_steps, min_lr, plateau_factor,
             plateau_patience: The optimiser and its schedule; see
             :class:`~molssl.modules.finetune_optim.FinetuneOptimization`.
+        encoder_lr_scale: The encoder's learning rate as a fraction of ``lr`` (the head's);
+            values below 1 move pre-trained weights less than the new head. It scales the
+            whole schedule (warm-up, cosine, plateau reductions) of the encoder's parameters.
         max_consecutive_nonfinite: Non-finite training losses in a row that stop the run
             (:class:`~molssl.modules.guards.NonFiniteLossGuard`).
 
@@ -126,6 +130,7 @@ class FinetuneModule(FinetuneOptimization):
         force_weight: float = 0.8,
         regression_metric: Literal["rmse", "mae"] = "rmse",
         lr: float = 1e-4,
+        encoder_lr_scale: float = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         schedule: Schedule = "cosine",
@@ -166,6 +171,11 @@ class FinetuneModule(FinetuneOptimization):
             lr, betas, weight_decay, schedule, warmup_steps, max_steps, min_lr,
             plateau_factor, plateau_patience,
         )  # fmt: skip
+        if not (math.isfinite(encoder_lr_scale) and encoder_lr_scale > 0):
+            raise ValueError(
+                f"encoder_lr_scale must be a finite number > 0, got {encoder_lr_scale}"
+            )
+        self.encoder_lr_scale = float(encoder_lr_scale)
         self.task: str = task
         self.num_tasks = int(num_tasks)
         self.head_kind = head
@@ -194,6 +204,25 @@ class FinetuneModule(FinetuneOptimization):
         self.metrics = TaskMetrics(task, self.num_tasks)
         self.nonfinite_guard = NonFiniteLossGuard(max_consecutive_nonfinite)
         self.init_report: InitReport | None = None
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups; with ``encoder_lr_scale != 1`` the encoder's get ``lr * scale``.
+
+        Each group carries its ``lr_scale`` so that the plateau warm-up scales it too.
+        """
+        groups = super().parameter_groups()
+        if self.encoder_lr_scale == 1.0:
+            return groups
+        encoder_ids = {id(parameter) for parameter in self.encoder.parameters()}
+        split: list[dict[str, Any]] = []
+        for group in groups:
+            for in_encoder, scale in ((True, self.encoder_lr_scale), (False, 1.0)):
+                params = [p for p in group["params"] if (id(p) in encoder_ids) == in_encoder]
+                if params:
+                    split.append(
+                        {**group, "params": params, "lr": self.lr * scale, "lr_scale": scale}
+                    )
+        return split
 
     # -- set-up from the data ----------------------------------------------------------------
 

@@ -129,11 +129,11 @@ class FinetuneOptimization(CosineAdamWModule):
         """The plateau schedule's linear warm-up, set per step (as TorchMD-NET does).
 
         ``ReduceLROnPlateau`` owns the learning rate after the warm-up; during it, each step's
-        learning rate is ``lr * (step + 1) / warmup_steps``.
+        learning rate is ``lr * (step + 1) / warmup_steps`` (times a group's ``lr_scale``).
         """
         if self.schedule != "plateau" or self.trainer.global_step >= self.warmup_steps:
             return
         factor = (self.trainer.global_step + 1) / self.warmup_steps
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = self.lr * factor
+                group["lr"] = self.lr * group.get("lr_scale", 1.0) * factor
