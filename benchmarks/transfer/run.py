@@ -12,9 +12,11 @@ Stages, in order (each skipped when its output already exists, so an interrupted
    order only) from scratch and from each pre-trained checkpoint, with the same encoder size,
    epochs and learning-rate search; per variant the learning rate with the lowest mean
    validation RMSE is chosen and its test RMSE reported.
-5. ``embed``: ``molssl embed`` on FreeSolv for the pre-trained encoder and a random-init one.
-6. ``report``: the table (mean ± std test RMSE over seeds, change against scratch), written to
-   ``results.json`` and printed.
+5. ``embed``: ``molssl embed`` on FreeSolv for each pre-trained encoder and a random-init one.
+6. ``probe``: ridge regression on those frozen embeddings (:mod:`probe`), on the fine-tuning
+   split and on 10 seeded balanced scaffold splits, paired against the random-init encoder.
+7. ``report``: the tables (mean ± std test RMSE over seeds, change against scratch; the probe),
+   written to ``results.json`` and printed.
 
     OMP_NUM_THREADS=1 python benchmarks/transfer/run.py --output runs/transfer
 """
@@ -36,6 +38,9 @@ import yaml
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(BENCHMARKS / "transfer"))
+
+from probe import probe_embeddings, probe_splits, summarise_probes  # noqa: E402
 
 from freesolv_scratch import mean_predictor_rmse  # noqa: E402
 from machine_info import load_average  # noqa: E402
@@ -296,10 +301,19 @@ def stage_finetune(
     return results
 
 
-def stage_embed(output: Path, ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """t-SNE + Davies-Bouldin on FreeSolv for the pre-trained and a random-init encoder."""
+def stage_embed(
+    output: Path, checkpoints: dict[str, Path], args: argparse.Namespace
+) -> dict[str, Any]:
+    """t-SNE + Davies-Bouldin on FreeSolv for each pre-trained encoder and a random-init one.
+
+    The random-init encoder takes the architecture of the first pre-trained checkpoint.
+    """
+    if not checkpoints:
+        return {}
+    runs = [(name, ckpt, []) for name, ckpt in checkpoints.items()]
+    runs.append(("random_init", next(iter(checkpoints.values())), ["--random-init"]))
     results: dict[str, Any] = {}
-    for name, extra in (("pretrained", []), ("random_init", ["--random-init"])):
+    for name, ckpt, extra in runs:
         folder = output / "embed" / name
         if not (folder / "metrics.json").is_file():
             start = time.perf_counter()
@@ -313,8 +327,51 @@ def stage_embed(output: Path, ckpt: Path, args: argparse.Namespace) -> dict[str,
     return results
 
 
-def report(output: Path, finetune: dict[str, Any], baseline: float) -> None:
-    """Prints the table and writes ``results.json``."""
+def stage_probe(output: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Ridge probe (:mod:`probe`) of every embedded encoder; paired against random init."""
+    folders = sorted(p.parent for p in (output / "embed").glob("*/embeddings.npy"))
+    if not folders:
+        return {}
+    splits = probe_splits(args.freesolv)
+    by_encoder = {
+        folder.name: {name: probe_embeddings(folder, ids) for name, ids in splits.items()}
+        for folder in folders
+    }
+    results: dict[str, Any] = {}
+    reference = by_encoder.get("random_init")
+    for name, by_split in by_encoder.items():
+        summary = summarise_probes(by_split)
+        if reference is not None and name != "random_init":
+            names = [k for k in by_split if k.startswith("balanced_scaffold")]
+            diffs = [by_split[k]["test_rmse"] - reference[k]["test_rmse"] for k in names]
+            summary["balanced_minus_random_mean"] = sum(diffs) / len(diffs)
+            summary["balanced_lower_than_random"] = sum(d < 0 for d in diffs)
+        results[name] = {"summary": summary, "splits": by_split}
+    return results
+
+
+def print_probe_table(probe: dict[str, Any]) -> None:
+    """The probe's summary table (test RMSE of ridge on frozen embeddings)."""
+    print("\nRidge probe on frozen mean-pooled embeddings, FreeSolv test RMSE (kcal/mol)")
+    print("| encoder | scaffold split | 10 balanced scaffold splits | minus random init (paired) |")
+    print("| --- | --- | --- | --- |")
+    for name, entry in probe.items():
+        summary = entry["summary"]
+        paired = ""
+        if "balanced_minus_random_mean" in summary:
+            paired = (
+                f"{summary['balanced_minus_random_mean']:+.3f} "
+                f"(lower on {summary['balanced_lower_than_random']}/{summary['balanced_n']})"
+            )
+        print(
+            f"| {name} | {summary['scaffold_test_rmse']:.3f} | "
+            f"{summary['balanced_test_rmse_mean']:.3f} ± {summary['balanced_test_rmse_std']:.3f}"
+            f" | {paired} |"
+        )
+
+
+def report(output: Path, finetune: dict[str, Any], baseline: float, probe: dict[str, Any]) -> None:
+    """Prints the tables and writes ``results.json``."""
     scratch = finetune.get("scratch")
     scratch_mean = scratch["by_lr"][scratch["chosen_lr"]]["test"]["mean"] if scratch else None
     print(f"\nFreeSolv test RMSE (kcal/mol), scaffold split; train-mean baseline {baseline:.3f}")
@@ -330,7 +387,9 @@ def report(output: Path, finetune: dict[str, Any], baseline: float) -> None:
             f"| {variant} | {entry['chosen_lr']} | {test['mean']:.3f} ± {test['std']:.3f} "
             f"(n={test['n']}) | {values} | {change} |"
         )
-    results = {"finetune": finetune, "train_mean_baseline_rmse": baseline}
+    if probe:
+        print_probe_table(probe)
+    results = {"finetune": finetune, "train_mean_baseline_rmse": baseline, "probe": probe}
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -370,7 +429,7 @@ def main() -> None:
     parser.add_argument(
         "--stages",
         nargs="+",
-        default=["pool", "prepare", "pretrain", "finetune", "embed", "report"],
+        default=["pool", "prepare", "pretrain", "finetune", "embed", "probe", "report"],
         help="run only these stages (finetune runs scratch plus every pre-trained variant)",
     )
     args = parser.parse_args()
@@ -394,12 +453,14 @@ def main() -> None:
     elif "report" in args.stages:
         done = {v: c for v, c in checkpoints.items() if (output / "finetune" / v).is_dir()}
         finetune = stage_finetune(output, done, args) if done else {}
-    if "embed" in args.stages and checkpoints.get("unicorn") is not None:
-        embed = stage_embed(output, checkpoints["unicorn"], args)
-        print(json.dumps(embed, indent=2))
+    if "embed" in args.stages:
+        pretrained = {v: c for v, c in checkpoints.items() if c is not None}
+        embed = stage_embed(output, pretrained, args)
+        print(json.dumps({k: v["davies_bouldin"] for k, v in embed.items()}, indent=2))
+    probe = stage_probe(output, args) if "probe" in args.stages else {}
     if "report" in args.stages and finetune:
         baseline = mean_predictor_rmse(freesolv_datamodule(args))
-        report(output, finetune, baseline)
+        report(output, finetune, baseline, probe)
     print(f"load average at end: {load_average()}")
 
 
