@@ -370,8 +370,10 @@ def print_probe_table(probe: dict[str, Any]) -> None:
         )
 
 
-def report(output: Path, finetune: dict[str, Any], baseline: float, probe: dict[str, Any]) -> None:
-    """Prints the tables and writes ``results.json``."""
+def report(
+    results_file: Path, finetune: dict[str, Any], baseline: float, probe: dict[str, Any]
+) -> None:
+    """Prints the tables and writes them to ``results_file``."""
     scratch = finetune.get("scratch")
     scratch_mean = scratch["by_lr"][scratch["chosen_lr"]]["test"]["mean"] if scratch else None
     print(f"\nFreeSolv test RMSE (kcal/mol), scaffold split; train-mean baseline {baseline:.3f}")
@@ -390,7 +392,7 @@ def report(output: Path, finetune: dict[str, Any], baseline: float, probe: dict[
     if probe:
         print_probe_table(probe)
     results = {"finetune": finetune, "train_mean_baseline_rmse": baseline, "probe": probe}
-    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_file.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main() -> None:
@@ -425,6 +427,7 @@ def main() -> None:
         help="encoder learning rate as a fraction of the head's (searched for every variant)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--results", default="results.json", help="report file, in --output")
     parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once")
     parser.add_argument(
         "--stages",
@@ -460,7 +463,7 @@ def main() -> None:
     probe = stage_probe(output, args) if "probe" in args.stages else {}
     if "report" in args.stages and finetune:
         baseline = mean_predictor_rmse(freesolv_datamodule(args))
-        report(output, finetune, baseline, probe)
+        report(output / args.results, finetune, baseline, probe)
     print(f"load average at end: {load_average()}")
 
 
