@@ -182,7 +182,8 @@ def run_finetune_grid(points: list[tuple[Path, list[str]]], seeds: list[int], jo
     """Every seed of every grid point ``(folder, overrides)``, ``jobs`` runs at a time.
 
     Each seed runs in its own process and folder (``part_<seed>``); a point's seeds are merged
-    in seed order into its ``seeds.json`` once all of them have finished.
+    in seed order into its ``seeds.json`` once all of them have finished. A seed whose
+    ``part_<seed>/seeds.json`` exists (an interrupted grid) is not run again.
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
@@ -190,6 +191,7 @@ def run_finetune_grid(points: list[tuple[Path, list[str]]], seeds: list[int], jo
             pool.submit(run_seeds, FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
             for folder, overrides in points
             for seed in seeds
+            if not (folder / f"part_{seed}" / SEEDS_FILE).is_file()
         ]
         for future in futures:
             future.result()
