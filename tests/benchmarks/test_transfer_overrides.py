@@ -1,0 +1,103 @@
+"""The transfer experiment's command-line overrides name real settings of the shipped configs.
+
+A misspelt override would only fail deep into a long run; here every override the script
+passes is parsed by the real CLI against the config it is meant for (``--print_config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from molssl.cli import main
+
+TRANSFER = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer"
+
+
+@pytest.fixture(scope="module")
+def run_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("transfer_run", TRANSFER / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_args(tmp_path: Path, **changes: object) -> argparse.Namespace:
+    settings: dict[str, object] = {
+        "freesolv": tmp_path / "SAMPL.csv",
+        "hidden": 32,
+        "layers": 2,
+        "heads": 2,
+        "rbf": 16,
+        "hidden_2d": None,
+        "layers_2d": None,
+        "heads_2d": None,
+        "accelerator": "cpu",
+        "precision": "32-true",
+        "epochs": 3,
+        "pretrain_minutes": 15,
+        "pretrain_horizon": 1000,
+        "pretrain_val_every": 100,
+        "pretrain_lr": 1e-3,
+        "pretrain_warmup": 50,
+        "pretrain_batch": 32,
+        "pretrain_workers": 1,
+    }
+    settings.update(changes)
+    return argparse.Namespace(**settings)
+
+
+def printed_config(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_finetune_overrides_set_what_they_say(
+    run_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = script_args(tmp_path)
+    init_from = tmp_path / "last.ckpt"
+    overrides = run_script.finetune_overrides(args, 2e-3, init_from, 0.1)
+    config = printed_config(
+        capsys, ["fit", "--config", str(run_script.FINETUNE_CONFIG), *overrides]
+    )
+    model = config["model"]["init_args"]
+    assert model["lr"] == 2e-3
+    assert model["encoder_lr_scale"] == 0.1
+    assert model["init_from"] == str(init_from)
+    assert model["encoder"]["init_args"]["hidden_channels"] == 32
+    assert model["encoder"]["init_args"]["num_rbf"] == 16
+    assert config["data"]["init_args"]["path"] == str(args.freesolv)
+    assert config["trainer"]["max_epochs"] == 3
+
+
+@pytest.mark.parametrize("variant", ["unicorn", "unicorn_no_denoise", "frad"])
+def test_pretrain_overrides_fit_each_config(
+    run_script: ModuleType, variant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = script_args(tmp_path, rbf=0, hidden_2d=48, heads_2d=4)
+    config_path = run_script.PRETRAIN_CONFIGS[variant]
+    overrides = run_script.pretrain_overrides(config_path, args, tmp_path / "pretrain")
+    config = printed_config(capsys, ["fit", "--config", str(config_path), *overrides])
+    model = config["model"]["init_args"]
+    encoder_3d = model["encoder_3d"]["init_args"]
+    assert (encoder_3d["hidden_channels"], encoder_3d["num_layers"]) == (32, 2)
+    # rbf 0 keeps the config's radial basis.
+    shipped = yaml.safe_load(config_path.read_text())["model"]["init_args"]["encoder_3d"]
+    assert encoder_3d["num_rbf"] == shipped["init_args"]["num_rbf"]
+    if model.get("encoder_2d") is not None:
+        encoder_2d = model["encoder_2d"]["init_args"]
+        assert (encoder_2d["hidden_channels"], encoder_2d["num_heads"]) == (48, 4)
+    assert config["trainer"]["max_steps"] == 1000
+    assert model["max_steps"] == 1000
+    assert config["data"]["init_args"]["root"] == str(tmp_path / "pool_prepared")
