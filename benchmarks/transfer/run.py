@@ -401,7 +401,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "transfer")
     parser.add_argument("--freesolv", type=Path, default=FREESOLV)
-    parser.add_argument("--pretrain", nargs="*", default=["unicorn"], choices=PRETRAIN_CONFIGS)
+    parser.add_argument(
+        "--pretrain",
+        nargs="*",
+        default=["unicorn", "frad", "unicorn_no_denoise"],
+        choices=PRETRAIN_CONFIGS,
+    )
     parser.add_argument("--pretrain-minutes", type=int, default=15)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--pretrain-warmup", type=int, default=50)
@@ -420,7 +425,7 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU")
     parser.add_argument("--pretrain-workers", type=int, default=1, help="loader processes")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3, 4e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3, 4e-3, 8e-3])
     parser.add_argument(
         "--encoder-lr-scales",
         type=float,
