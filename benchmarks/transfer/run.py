@@ -329,7 +329,8 @@ def stage_embed(
     return results
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command line (also read by the tests, so their settings are the script's)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "transfer")
     parser.add_argument("--freesolv", type=Path, default=FREESOLV)
@@ -374,7 +375,11 @@ def main() -> None:
         default=["pool", "prepare", "pretrain", "finetune", "embed", "probe", "report"],
         help="run only these stages (finetune runs scratch plus every pre-trained variant)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(1)
     output = args.output.resolve()
     output.mkdir(parents=True, exist_ok=True)

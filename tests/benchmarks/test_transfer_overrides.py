@@ -30,29 +30,12 @@ def run_script() -> ModuleType:
     return module
 
 
-def script_args(tmp_path: Path, **changes: object) -> argparse.Namespace:
-    settings: dict[str, object] = {
-        "freesolv": tmp_path / "SAMPL.csv",
-        "hidden": 32,
-        "layers": 2,
-        "heads": 2,
-        "rbf": 16,
-        "hidden_2d": None,
-        "layers_2d": None,
-        "heads_2d": None,
-        "accelerator": "cpu",
-        "precision": "32-true",
-        "epochs": 3,
-        "pretrain_minutes": 15,
-        "pretrain_horizon": 1000,
-        "pretrain_val_every": 100,
-        "pretrain_lr": 1e-3,
-        "pretrain_warmup": 50,
-        "pretrain_batch": 32,
-        "pretrain_workers": 1,
-    }
-    settings.update(changes)
-    return argparse.Namespace(**settings)
+def script_args(run_script: ModuleType, tmp_path: Path, *extra: str) -> argparse.Namespace:
+    """The script's own parser, with tiny sizes and a FreeSolv path under ``tmp_path``."""
+    sizes = ["--hidden", "32", "--layers", "2", "--heads", "2", "--rbf", "16", "--epochs", "3"]
+    return run_script.build_parser().parse_args(
+        ["--freesolv", str(tmp_path / "SAMPL.csv"), *sizes, *extra]
+    )
 
 
 def printed_config(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
@@ -65,7 +48,7 @@ def printed_config(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
 def test_finetune_overrides_set_what_they_say(
     run_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = script_args(tmp_path)
+    args = script_args(run_script, tmp_path)
     init_from = tmp_path / "last.ckpt"
     overrides = run_script.finetune_overrides(args, 2e-3, init_from, 0.1)
     config = printed_config(
@@ -85,7 +68,7 @@ def test_finetune_overrides_set_what_they_say(
 def test_pretrain_overrides_fit_each_config(
     run_script: ModuleType, variant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = script_args(tmp_path, rbf=0, hidden_2d=48, heads_2d=4)
+    args = script_args(run_script, tmp_path, "--rbf", "0", "--hidden-2d", "48", "--heads-2d", "4")
     config_path = run_script.PRETRAIN_CONFIGS[variant]
     overrides = run_script.pretrain_overrides(config_path, args, tmp_path / "pretrain")
     config = printed_config(capsys, ["fit", "--config", str(config_path), *overrides])
