@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from molssl.errors import UserError
+
 RUN_CONFIG_NAME = "config.yaml"
 
 # The keys of a Lightning checkpoint that hold the hyper-parameters of each CLI section.
@@ -25,7 +27,7 @@ _INSTANTIATOR_KEY = "_instantiator"
 _CLASS_PATH_KEY = "_class_path"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used: missing, unreadable, or not describing its model.
 
     Attributes:

@@ -56,6 +56,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from molssl import __version__
 from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
+from molssl.errors import DEBUG_FLAG, UserError, debug_requested, one_line
 from molssl.last_checkpoint import (
     find_last_checkpoint,
     last_checkpoint_folders,
@@ -228,20 +229,26 @@ def main(args: list[str] | None = None) -> None:
 
     Raises:
         SystemExit: With status 2 and a one-line message on stderr for a bad command line or
-            config, a missing or unreadable checkpoint, or a checkpoint that does not fit the
-            model (:class:`~molssl.checkpoints.CheckpointError`).
+            config, a missing or unreadable checkpoint, a checkpoint that does not fit the
+            model, or any other :class:`~molssl.errors.UserError` (bad input data); with
+            ``--debug`` or ``MOLSSL_DEBUG=1`` a ``UserError`` keeps its traceback.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    debug = debug_requested(argv)
+    argv = [token for token in argv if token != DEBUG_FLAG]
+    subcommand = argv[0] if argv else ""
     _make_working_directory_importable()
-    if argv and argv[0] in EXTRA_SUBCOMMANDS:
-        _run_extra_subcommand(argv[0], argv[1:])
-        return
     try:
-        run_trainer_command(argv)
-    except CheckpointError as error:
-        # A checkpoint that does not fit the model (other objectives, other module, newer
-        # format) is the user's input, not a bug: its message, without a traceback.
-        _exit_with_error(argv[0] if argv else "", str(error))
+        if subcommand in EXTRA_SUBCOMMANDS:
+            _run_extra_subcommand(subcommand, argv[1:])
+        else:
+            run_trainer_command(argv)
+    except UserError as error:
+        # Bad data, a bad option value, a checkpoint that does not fit the model: the user's
+        # to mend, so one line and exit 2 (molssl.errors); --debug keeps the traceback.
+        if debug:
+            raise
+        _exit_with_error(subcommand, one_line(error))
 
 
 def run_trainer_command(argv: list[str]) -> MolsslCLI:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from molssl.errors import UserError
+
 __all__ = ["EmbedError"]
 
 
-class EmbedError(ValueError):
+class EmbedError(UserError):
     """An embedding run that cannot go on.
 
     Attributes:

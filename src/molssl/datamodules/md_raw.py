@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from molssl.datamodules.embedded import Failure
+from molssl.errors import UserError
 
 __all__ = ["MD_UNITS", "MDFormatError", "MDTrajectory", "read_sgdml"]
 
@@ -52,7 +53,7 @@ _LENGTH_UNITS = {"ang": 1.0, "angstrom": 1.0, "å": 1.0, "a": 1.0, "bohr": 0.529
 _MAX_Z = 118
 
 
-class MDFormatError(ValueError):
+class MDFormatError(UserError):
     """An sGDML file that cannot be used as a whole.
 
     Attributes:

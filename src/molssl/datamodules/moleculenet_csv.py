@@ -22,10 +22,12 @@ from typing import IO
 
 import numpy as np
 
+from molssl.errors import UserError
+
 __all__ = ["LabelTable", "MoleculeNetFormatError", "read_label_table"]
 
 
-class MoleculeNetFormatError(ValueError):
+class MoleculeNetFormatError(UserError):
     """A MoleculeNet CSV that cannot be read as asked.
 
     Attributes:

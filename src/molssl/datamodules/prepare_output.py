@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from molssl.datamodules.shards import MANIFEST_FILE, TEMP_SUFFIX, file_sha256, shard_file_name
+from molssl.errors import UserError
 
 __all__ = [
     "PrepareError",
@@ -29,7 +30,7 @@ __all__ = [
 _LOCK_FILE = ".prepare.lock"
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
     """The output directory cannot take this preparation.
 
     Attributes:

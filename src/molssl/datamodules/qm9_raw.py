@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from molssl.errors import UserError
+
 __all__ = [
     "HARTREE_TO_MEV",
     "QM9_TARGETS",
@@ -88,7 +90,7 @@ _ID_COLUMN = "mol_id"
 _GDB_TITLE = re.compile(r"^gdb_(\d+)$")
 
 
-class QM9FormatError(ValueError):
+class QM9FormatError(UserError):
     """A QM9 raw file that cannot be read as a whole (names the file, line and column).
 
     Attributes:

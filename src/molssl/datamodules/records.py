@@ -38,6 +38,7 @@ from molssl.chem.fragments import brics_fragment_labels
 from molssl.chem.graph import shortest_path_matrix
 from molssl.chem.torsions import rotatable_torsions, torsion_moving_masks
 from molssl.datamodules.samples import record_data
+from molssl.errors import UserError
 
 __all__ = [
     "RECORD_FORMAT_VERSION",
@@ -81,7 +82,7 @@ _CONCATENATED_KEYS = (
 )
 
 
-class RecordsFormatError(ValueError):
+class RecordsFormatError(UserError):
     """A file that is not a readable molssl records ``.npz`` of the current format."""
 
 

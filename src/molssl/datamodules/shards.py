@@ -44,6 +44,7 @@ from molssl.datamodules.records import (
     read_records_npz,
     records_npz_bytes,
 )
+from molssl.errors import UserError
 
 __all__ = [
     "MANIFEST_FILE",
@@ -76,7 +77,7 @@ _HASH_BLOCK = 1 << 20
 _FILE_MODE = 0o644
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A missing or invalid ``manifest.json``, or a shard that does not match it."""
 
 

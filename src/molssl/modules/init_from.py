@@ -21,6 +21,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from molssl.checkpoints import load_checkpoint_file
+from molssl.errors import UserError
 
 __all__ = ["InitFromError", "InitReport", "load_encoder_weights", "read_state_dict"]
 
@@ -29,7 +30,7 @@ DEFAULT_PREFIX = "encoder_3d."
 _MAX_LISTED = 12
 
 
-class InitFromError(ValueError):
+class InitFromError(UserError):
     """A pre-training checkpoint that cannot initialise the encoder.
 
     Attributes:

@@ -13,11 +13,12 @@ from pathlib import Path
 from rdkit import Chem
 
 from molssl.chem.errors import MoleculeError
+from molssl.errors import UserError
 
 __all__ = ["SourceEntry", "SourceError", "SourceRecordError", "default_source_id"]
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A whole input file cannot be read (found before any of its entries).
 
     Attributes:
