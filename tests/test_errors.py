@@ -67,7 +67,9 @@ class _FailingDataset(Dataset):
         return 2
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        raise _BadRecordError(f"shard-000003.tar, record {index}: sha256 does not match the manifest")
+        raise _BadRecordError(
+            f"shard-000003.tar, record {index}: sha256 does not match the manifest"
+        )
 
 
 def test_an_error_from_a_loader_worker_keeps_its_own_message() -> None:
