@@ -3,17 +3,24 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The exact versions that make install, make test and CI use (pip constraints; Python 3.11,
+# x86-64 Linux). pyproject.toml keeps the ranges that users install from; `make lock` refreshes
+# this file from them, so a new release of a dependency reaches main only through a commit.
+LOCK   := constraints.txt
+TORCH_VERSION := 2.13.0
 # pytest-xdist: the suite is CPU-bound and the CI machine has 2 cores.
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: install test test-slow lint demo tensorboard clean
+.PHONY: install test test-slow lint lock lock-check demo tensorboard clean
 
-$(STAMP): pyproject.toml
+# pip, setuptools and wheel come from the lock too, and molssl is built without build isolation,
+# so that not even the build backend is a floating version. The CPU wheel of torch goes in first,
+# so that no dependency can pull a CUDA build.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU wheel first, so that no dependency can pull a CUDA build of torch.
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --upgrade -c $(LOCK) pip setuptools wheel
+	$(BIN)/python -m pip install -q -c $(LOCK) torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -c $(LOCK) --no-build-isolation -e ".[test]"
 	@$(BIN)/python -c "import torch; print('installed torch', torch.__version__)"
 	touch $(STAMP)
 
@@ -25,6 +32,31 @@ test: $(STAMP)
 # pytest exits 5 when no test is marked slow; that is not a failure.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m slow || [ $$? -eq 5 ]
+
+# Re-resolves pyproject.toml's ranges in a scratch venv (newest releases that fit, CPU torch) and
+# writes every installed distribution's exact version to the lock. Review the diff, run make test.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(LOCK_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[test]"
+	{ echo "# Exact versions for make install / make test / CI (pip constraints). Regenerate with"; \
+	  echo "# 'make lock' after changing pyproject.toml; never edit by hand. torch is the CPU build."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | sed -e 's/+cpu$$//' \
+	    | LC_ALL=C sort -f; } > $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@echo "wrote $(LOCK); now: make clean install test"
+
+# Fails when the venv holds a distribution, or a version, that the lock does not name: a
+# dependency added to pyproject.toml without `make lock` would otherwise float.
+lock-check: $(STAMP)
+	@$(BIN)/python -m pip freeze --all --exclude-editable | sed -e 's/+cpu$$//' | LC_ALL=C sort -f \
+	  > $(VENV)/.frozen
+	@grep -v '^#' $(LOCK) | LC_ALL=C sort -f | diff - $(VENV)/.frozen \
+	  && echo "lock-check: the venv is exactly $(LOCK)" \
+	  || { echo "lock-check: the venv differs from $(LOCK) (< lock, > venv): run make lock"; exit 1; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -70,4 +102,4 @@ tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir runs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .ruff_cache src/*.egg-info
