@@ -9,7 +9,10 @@ dropped, PyG collation) -- independent of the data module's loader classes:
   masking, torsion-augmented denoising, cross-modal InfoNCE) -- forward of both encoders, every
   loss, backward, gradient clipping at 5, AdamW step -- at the paper size (ET 256/8 layers/8
   heads, Graphormer 512/12/32) and at the demo's small size (64 wide, 3 layers, 4 heads), in
-  steps/s and molecules/s after warm-up steps;
+  steps/s and molecules/s after warm-up steps. Each size runs twice on the same batches: with
+  the InfoNCE key from the unmasked graph (``view_2d="unmasked"``, configs/unicorn.yaml: a
+  second Graphormer pass) and from the masked graph (``"masked"``, one pass; the ablation),
+  whose ratio is the cost of the unmasked key (``--views`` picks);
 * the data pipeline: samples/s of one loader worker (sample building with all views on:
   torsion augmentation, coordinate noise, fragment mask, plus PyG collation), against the same
   without views as the in-run baseline, and with ``AddGraphRelations`` added per sample.
@@ -76,9 +79,10 @@ SIZES = {
 
 @dataclass
 class ModelTiming:
-    """Timed training steps of one model size."""
+    """Timed training steps of one model size and InfoNCE key view."""
 
     size: str
+    view_2d: str
     parameters: int
     steps: int
     seconds: float
@@ -94,11 +98,16 @@ class ModelTiming:
         return self.molecules / self.seconds
 
 
-def unicorn_module(size: str) -> PretrainModule:
-    """The UniCorn objectives on encoders of the given size (paper hyper-parameters otherwise)."""
+def unicorn_module(size: str, view_2d: str = "unmasked") -> PretrainModule:
+    """The UniCorn objectives on encoders of the given size (paper hyper-parameters otherwise);
+    ``view_2d`` is the InfoNCE key's view of the graph."""
     sizes = SIZES[size]
     return PretrainModule(
-        objectives=[FragmentMask(), CoordDenoise(sigma=0.04), CrossModalInfoNCE(temperature=0.5)],
+        objectives=[
+            FragmentMask(),
+            CoordDenoise(sigma=0.04),
+            CrossModalInfoNCE(temperature=0.5, view_2d=view_2d),
+        ],
         encoder_3d=EquivariantTransformer(
             **sizes["et"], rbf_trainable=False, layernorm_on_vec="whitened"
         ),
@@ -159,6 +168,7 @@ def training_batches(
 
 def time_model(
     size: str,
+    view_2d: str,
     records: list[MoleculeRecord],
     batch_size: int,
     relations: bool,
@@ -170,10 +180,12 @@ def time_model(
 ) -> ModelTiming:
     """Warm-up steps, then ``steps`` timed training steps on pre-built batches."""
     torch.manual_seed(0)
-    module = unicorn_module(size).to(device)
+    module = unicorn_module(size, view_2d).to(device)
     module.train()
     views = sorted(module.pipeline_views(), key=lambda view: view.order)
     relation_transform = graph_relations(module) if relations else None
+    # Same seed, same draws: both key views train on the same batches.
+    torch.manual_seed(1)
     batches = training_batches(records, views, relation_transform, batch_size, warmup + steps)
     batches = [b.to(device) for b in batches]
     optimizer = torch.optim.AdamW(module.parameters(), lr=4e-4, betas=(0.9, 0.999))
@@ -206,7 +218,7 @@ def time_model(
         print_profile(step, batches[warmup], device, profile_rows)
     parameters = sum(p.numel() for p in module.parameters())
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return ModelTiming(size, parameters, steps, seconds, molecules, peak)
+    return ModelTiming(size, view_2d, parameters, steps, seconds, molecules, peak)
 
 
 def print_profile(
@@ -272,6 +284,11 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=32, help="molecules per batch")
     parser.add_argument("--sizes", default="small,paper", help="comma-separated: small,paper")
+    parser.add_argument(
+        "--views",
+        default="unmasked,masked",
+        help="InfoNCE key views to time, comma-separated: unmasked (default), masked (ablation)",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per size")
     parser.add_argument("--small-steps", type=int, default=10, help="timed steps, small size")
     parser.add_argument("--paper-steps", type=int, default=3, help="timed steps, paper size")
@@ -332,6 +349,7 @@ def main() -> None:
     timings = [
         time_model(
             size,
+            view_2d,
             records,
             args.batch,
             args.precompute_relations,
@@ -342,6 +360,7 @@ def main() -> None:
             args.profile,
         )
         for size in args.sizes.split(",")
+        for view_2d in args.views.split(",")
     ]
     where = "in the loader" if args.precompute_relations else "in the step (on the CPU)"
     print(
@@ -349,8 +368,9 @@ def main() -> None:
         f"2D relations {where}:"
     )
     print(
-        f"  {'size':<6} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8} {'mol/s':>8}"
-        f" {'peak GPU':>9}  {'workers needed':>14}  bottleneck ({args.workers} workers)"
+        f"  {'size':<6} {'key':<9} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8}"
+        f" {'mol/s':>8} {'peak GPU':>9}  {'workers needed':>14}"
+        f"  bottleneck ({args.workers} workers)"
     )
     for t in timings:
         needed = t.molecules_per_s / supply_rate
@@ -358,12 +378,29 @@ def main() -> None:
         verdict = "loader" if supply < t.molecules_per_s else "model"
         peak = f"{t.peak_gpu_bytes / 2**30:6.2f} GB" if t.peak_gpu_bytes is not None else "-"
         print(
-            f"  {t.size:<6} {t.parameters / 1e6:9.2f}M {t.steps:>5} "
+            f"  {t.size:<6} {t.view_2d:<9} {t.parameters / 1e6:9.2f}M {t.steps:>5} "
             f"{1000 * t.seconds / t.steps:9.1f} {t.steps_per_s:8.2f} {t.molecules_per_s:8.1f}"
             f" {peak:>9}"
             f"  {needed:14.2f}  {verdict} (loader {supply:.0f} vs model "
             f"{t.molecules_per_s:.0f} mol/s, {supply / t.molecules_per_s:.1f}x)"
         )
+    print_key_cost(timings)
+
+
+def print_key_cost(timings: list[ModelTiming]) -> None:
+    """Per size, the step time of the unmasked key over the masked one (same batches)."""
+    by_size: dict[str, dict[str, ModelTiming]] = {}
+    for timing in timings:
+        by_size.setdefault(timing.size, {})[timing.view_2d] = timing
+    for size, views in by_size.items():
+        if {"unmasked", "masked"} <= set(views):
+            unmasked_ms = 1000 * views["unmasked"].seconds / views["unmasked"].steps
+            masked_ms = 1000 * views["masked"].seconds / views["masked"].steps
+            print(
+                f"  {size}: the unmasked key (second Graphormer pass) costs "
+                f"{unmasked_ms - masked_ms:+.1f} ms/step, {unmasked_ms / masked_ms:.2f}x the "
+                "masked key's step time"
+            )
 
 
 if __name__ == "__main__":

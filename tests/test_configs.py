@@ -115,6 +115,7 @@ def test_configs_are_found() -> None:
         "attrmask.yaml",
         "ablations/unicorn_no_denoise.yaml",
         "ablations/unicorn_no_mask_contrast.yaml",
+        "ablations/unicorn_masked_key.yaml",
     } <= names
     assert {path.name for path in FINETUNE_CONFIGS} >= {
         "freesolv.yaml",

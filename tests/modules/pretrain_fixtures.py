@@ -16,6 +16,7 @@ from torch_geometric.data import Batch
 
 from molssl.datamodules import PretrainDataModule
 from molssl.encoders import EquivariantTransformer, Graphormer
+from molssl.encoders.base import EncoderOutput
 from molssl.modules import PretrainModule
 
 #: Molecules of the embedded default used by the tests (the first lines of the NCI file).
@@ -88,6 +89,20 @@ def tiny_et() -> EquivariantTransformer:
 def tiny_graphormer() -> Graphormer:
     """A Graphormer of the tests' tiny size."""
     return Graphormer(**TINY_ENCODER_ARGS["molssl.encoders.Graphormer"])
+
+
+class CountingEncoder(torch.nn.Module):
+    """Wraps an encoder and counts its forward calls."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.out_dim = inner.out_dim
+        self.calls = 0
+
+    def forward(self, batch: Batch) -> EncoderOutput:
+        self.calls += 1
+        return self.inner(batch)
 
 
 def weighted_epoch_metrics(

@@ -37,6 +37,7 @@ from tests.modules import pretrain_fixtures
 from tests.modules.custom_objective import HeavyAtomCount, HeavyAtomCountView
 from tests.modules.pretrain_fixtures import (
     TINY_ENCODER_ARGS,
+    CountingEncoder,
     prepare_small_cache,
     small_data_args,
     small_datamodule,
@@ -172,20 +173,6 @@ def test_bad_optimiser_settings_are_rejected() -> None:
 
 
 # --- one step ------------------------------------------------------------------------------------
-
-
-class CountingEncoder(nn.Module):
-    """Wraps an encoder and counts its forward calls."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.out_dim = inner.out_dim
-        self.calls = 0
-
-    def forward(self, batch: Batch) -> EncoderOutput:
-        self.calls += 1
-        return self.inner(batch)
 
 
 def test_each_encoder_runs_once_and_losses_are_weighted(cache_dir: Path) -> None:

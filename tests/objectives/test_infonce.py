@@ -12,6 +12,7 @@ from torch_geometric.data import Batch
 from molssl.encoders.base import EncoderOutput
 from molssl.encoders.et import EquivariantTransformer
 from molssl.encoders.graphormer import Graphormer
+from molssl.objectives.base import unmasked
 from molssl.objectives.infonce import CrossModalInfoNCE, duplicate_pairs, info_nce
 from molssl.objectives.views import CoordNoise, TorsionAugment
 from tests.conftest import read_nci_smiles
@@ -43,11 +44,19 @@ def reference_info_nce(
 
 
 def outputs(graph_3d: torch.Tensor, graph_2d: torch.Tensor) -> dict[str, EncoderOutput]:
-    """Encoder outputs that carry only the molecule embeddings this objective reads."""
+    """Encoder outputs that carry only the molecule embeddings this objective reads (an
+    unmasked batch: the masked and the unmasked 2D encodings are one)."""
+    encoding_2d = EncoderOutput(node=graph_2d.new_zeros(1, 1), graph=graph_2d)
     return {
         "3d": EncoderOutput(node=graph_3d.new_zeros(1, 1), graph=graph_3d),
-        "2d": EncoderOutput(node=graph_2d.new_zeros(1, 1), graph=graph_2d),
+        "2d": encoding_2d,
+        unmasked("2d"): encoding_2d,
     }
+
+
+def outputs_of(encoding_3d: EncoderOutput, encoding_2d: EncoderOutput) -> dict:
+    """Real encoders' outputs on an unmasked batch, under the keys the module gives them."""
+    return {"3d": encoding_3d, "2d": encoding_2d, unmasked("2d"): encoding_2d}
 
 
 def fake_batch(num_graphs: int, smiles: list[str] | None = None) -> Batch:
@@ -170,7 +179,7 @@ def test_stop_grad_2d_on_real_encoders(molecules: Batch, stop_grad_2d: bool) -> 
     encoder_3d = EquivariantTransformer(hidden_channels=16, num_layers=1, num_heads=2, num_rbf=8)
     encoder_2d = Graphormer(num_layers=1, num_heads=2, hidden_channels=24, max_spd=6)
     objective = CrossModalInfoNCE(proj_dim=8, stop_grad_2d=stop_grad_2d)
-    result = objective.loss(molecules, {"3d": encoder_3d(molecules), "2d": encoder_2d(molecules)})
+    result = objective.loss(molecules, outputs_of(encoder_3d(molecules), encoder_2d(molecules)))
     assert torch.isfinite(result.loss)
     result.loss.backward()
 
@@ -191,6 +200,12 @@ def test_bad_settings_and_inputs_are_clear_errors() -> None:
             CrossModalInfoNCE(temperature=temperature)
     with pytest.raises(ValueError, match="proj_dim"):
         CrossModalInfoNCE(proj_dim=0)
+    with pytest.raises(ValueError, match="view_2d"):
+        CrossModalInfoNCE(view_2d="noisy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="2d/unmasked"):
+        CrossModalInfoNCE(proj_dim=4).loss(
+            fake_batch(3), {"3d": outputs(torch.randn(3, 5), torch.randn(3, 5))["3d"]}
+        )
     objective = CrossModalInfoNCE(proj_dim=4)
     with pytest.raises(ValueError, match="same molecules"):
         objective.loss(fake_batch(3), outputs(torch.randn(3, 5), torch.randn(2, 5)))

@@ -9,9 +9,12 @@ names the encoders and lists the objectives by ``class_path``, and the module
   pipeline (equal views are merged, conflicting ones are an error);
 * hands the data pipeline its views through :meth:`PretrainModule.pipeline_views` (the
   datamodule asks for them in ``setup``);
-* runs each encoder that some objective reads exactly once per batch, lets every objective
-  compute its loss from those outputs, and optimises ``sum(weight * loss)`` with AdamW under a
-  linear warm-up + cosine schedule stepped per optimiser step;
+* runs each encoder that some objective reads once per batch -- twice where one objective
+  reads its view of the masked batch and another its view of the unmasked one (UniCorn: fragment
+  masking reads the masked graph, the 2D->3D distillation the whole graph; see
+  :meth:`PretrainModule.forward`) -- lets every objective compute its loss from those outputs,
+  and optimises ``sum(weight * loss)`` with AdamW under a linear warm-up + cosine schedule
+  stepped per optimiser step;
 * logs ``<stage>/loss`` (on the progress bar), ``<stage>/<objective>/loss`` and
   ``<stage>/<objective>/<metric>`` for ``train``, ``val`` and ``test``, each averaged over what
   its objective says it averages over (masked atoms, atoms, molecules), plus ``train/lr``.
@@ -45,6 +48,7 @@ the held-out validation split with its fixed views) under ``test/...``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,9 +66,16 @@ from molssl.modules.checkpoint_metadata import (
 from molssl.modules.guards import NonFiniteLossGuard
 from molssl.modules.optimization import CosineAdamWModule, check_adamw_settings
 from molssl.modules.schedules import warmup_cosine_scheduler
-from molssl.objectives.base import ENCODER_ROLES, Objective, ObjectiveResult, View
+from molssl.objectives.base import (
+    ENCODER_ROLES,
+    MASK_KEYS,
+    Objective,
+    ObjectiveResult,
+    View,
+    unmasked,
+)
 
-__all__ = ["PretrainModule", "merge_views"]
+__all__ = ["PretrainModule", "merge_views", "without_masks"]
 
 #: Constructor arguments holding built components rather than plain values.
 COMPONENT_ARGUMENTS = ("objectives", "encoder_3d", "encoder_2d", "encoder_blend", "views")
@@ -189,6 +200,7 @@ class PretrainModule(CosineAdamWModule):
         self.encoder_blend = encoder_blend
         self.objectives = nn.ModuleList(_checked_objectives(objectives))
         self.required_roles = self._check_encoders()
+        self.masked_roles, self.unmasked_roles = self._encodings_read()
         widths = {
             role: int(self.encoder(role).out_dim)
             for role in self.required_roles
@@ -240,6 +252,23 @@ class PretrainModule(CosineAdamWModule):
                 )
         return tuple(role for role in ENCODER_ROLES if role in required)
 
+    def _encodings_read(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The roles read on the batch as the views left it, and those read unmasked."""
+        masked: set[str] = set()
+        unmasked_roles: set[str] = set()
+        for objective in self.objectives:
+            wanted = tuple(objective.unmasked_roles())
+            for role in wanted:
+                if role not in objective.requires:
+                    raise ValueError(
+                        f"objective {objective.name!r} ({type(objective).__name__}) reads the "
+                        f"unmasked {role!r} encoding but does not require the {role!r} encoder; "
+                        f"add it to `requires` (it requires {objective.requires})"
+                    )
+            unmasked_roles.update(wanted)
+            masked.update(role for role in objective.requires if role not in wanted)
+        return frozenset(masked), frozenset(unmasked_roles)
+
     def pipeline_views(self) -> list[View]:
         """The per-sample views of the data pipeline: this module's and every objective's.
 
@@ -254,22 +283,38 @@ class PretrainModule(CosineAdamWModule):
     # -- forward and losses ----------------------------------------------------------------
 
     def forward(self, batch: Batch) -> dict[str, EncoderOutput]:
-        """Runs every encoder that some objective reads, once, on ``batch``.
+        """Runs every encoder that some objective reads on ``batch``.
+
+        An encoder runs once on the batch as the views left it (``outputs[role]``). Where an
+        objective reads a role's unmasked encoding (:meth:`Objective.unmasked_roles`), that
+        comes from a second pass on the batch without its masks (:data:`MASK_KEYS`) when the
+        batch has one and another objective reads the masked encoding; with no mask on the
+        batch the one pass serves both keys, and with no reader of the masked encoding only the
+        unmasked pass runs.
 
         Returns:
-            Encoder outputs by role (``"3d"``, ``"2d"``, ``"blend"``).
+            Encoder outputs by role (``"3d"``, ``"2d"``, ``"blend"``) and, for the roles read
+            unmasked, by ``unmasked(role)`` (e.g. ``"2d/unmasked"``).
         """
         outputs: dict[str, EncoderOutput] = {}
+        masked = any(getattr(batch, key, None) is not None for key in MASK_KEYS)
+        plain = without_masks(batch) if masked and self.unmasked_roles else batch
         for role in self.required_roles:
-            encoder = self.encoder(role)
-            output = encoder(batch)
-            if not isinstance(output, EncoderOutput):
-                raise TypeError(
-                    f"{encoder_argument(role)} ({type(encoder).__name__}) returned a "
-                    f"{type(output).__name__}; encoders must return molssl EncoderOutput"
-                )
-            outputs[role] = output
+            if role in self.masked_roles or not masked:
+                outputs[role] = self._encode(role, batch)
+            if role in self.unmasked_roles:
+                outputs[unmasked(role)] = outputs[role] if not masked else self._encode(role, plain)
         return outputs
+
+    def _encode(self, role: str, batch: Batch) -> EncoderOutput:
+        encoder = self.encoder(role)
+        output = encoder(batch)
+        if not isinstance(output, EncoderOutput):
+            raise TypeError(
+                f"{encoder_argument(role)} ({type(encoder).__name__}) returned a "
+                f"{type(output).__name__}; encoders must return molssl EncoderOutput"
+            )
+        return output
 
     def objective_results(self, batch: Batch) -> tuple[Tensor, dict[str, ObjectiveResult]]:
         """The weighted total loss and every objective's result on one batch.
@@ -394,6 +439,16 @@ class PretrainModule(CosineAdamWModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+
+def without_masks(batch: Batch) -> Batch:
+    """A shallow copy of ``batch`` without the masking views' keys (:data:`MASK_KEYS`); the
+    tensors are shared, ``batch`` itself keeps its masks."""
+    plain = copy.copy(batch)
+    for key in MASK_KEYS:
+        if key in plain:
+            del plain[key]
+    return plain
 
 
 def _checked_objectives(objectives: Sequence[Objective]) -> list[Objective]:

@@ -10,6 +10,13 @@ A pre-training run is a list of objectives over one batch. Each objective
   loss plus metrics, which the module logs as ``train/<name>/loss``,
   ``train/<name>/<metric>`` (and ``val/...``) next to the weighted total.
 
+An encoder sees the batch as the views left it, masks included (``batch.atom_mask``). An
+objective that needs an encoder's view of the *unmasked* molecule (UniCorn's 2D->3D
+distillation aligns the conformer with its whole graph) names that role in
+:meth:`~Objective.unmasked_roles` and reads ``outputs[unmasked(role)]``; the module then runs
+that encoder a second time on the batch without :data:`MASK_KEYS` (or once, when the batch has
+no mask).
+
 Writing an ablation means subclassing one objective and overriding one method; the YAML then
 names the subclass by ``class_path``. There is no registry to edit.
 """
@@ -27,10 +34,28 @@ from torch_geometric.data import Batch, Data
 from molssl.encoders.base import EncoderOutput
 from molssl.objectives.lazy_head import LazyHead
 
-__all__ = ["ENCODER_ROLES", "Objective", "ObjectiveResult", "View", "snake_case"]
+__all__ = [
+    "ENCODER_ROLES",
+    "MASK_KEYS",
+    "Objective",
+    "ObjectiveResult",
+    "View",
+    "snake_case",
+    "unmasked",
+]
 
 #: Roles an encoder can play in a pre-training module; objectives name the ones they read.
 ENCODER_ROLES = ("3d", "2d", "blend")
+
+#: Per-sample keys through which masking views hide input from the encoders; an unmasked
+#: encoding is one of the batch without them.
+MASK_KEYS = ("atom_mask",)
+
+
+def unmasked(role: str) -> str:
+    """Key of ``role``'s encoding of the unmasked batch in the outputs objectives read:
+    ``"2d"`` → ``"2d/unmasked"``."""
+    return f"{role}/unmasked"
 
 
 def snake_case(name: str) -> str:
@@ -99,6 +124,11 @@ class Objective(nn.Module, ABC):
     def views(self) -> list[View]:
         """Per-sample views this objective needs in the data pipeline (none by default)."""
         return []
+
+    def unmasked_roles(self) -> tuple[str, ...]:
+        """Roles among :attr:`requires` whose encoding of the *unmasked* batch ``loss`` reads,
+        under ``outputs[unmasked(role)]`` instead of ``outputs[role]``; none by default."""
+        return ()
 
     def bind_encoders(self, widths: Mapping[str, int]) -> None:
         """Builds the heads that read an encoder, now that its width is known.

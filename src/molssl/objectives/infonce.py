@@ -1,11 +1,13 @@
 """UniCorn's cross-modal distillation: InfoNCE between 3D and 2D molecule embeddings.
 
-Each molecule of a batch is seen by the 3D encoder (its torsion-augmented, noised conformer)
-and by the 2D encoder (its graph). Projection heads map both molecule embeddings to a common
-space; the cosine similarity over a temperature scores every (3D, 2D) pair of the batch, and
-cross-entropy asks each 3D embedding to pick its own molecule's 2D embedding among the batch's
-(in-batch negatives). UniCorn distils 2D knowledge *into* the 3D encoder, so the default is
-one-directional with the 3D embedding as the query; see :class:`CrossModalInfoNCE`.
+Each molecule of a batch is seen by the 3D encoder (its torsion-augmented, noised conformer) and
+by the 2D encoder (its whole graph: the fragment mask of masked fragment modelling is not
+applied to this view, see :class:`CrossModalInfoNCE`). Projection heads map both molecule
+embeddings to a common space; the cosine similarity over a temperature scores every (3D, 2D)
+pair of the batch, and cross-entropy asks each 3D embedding to pick its own molecule's 2D
+embedding among the batch's (in-batch negatives). UniCorn distils 2D knowledge *into* the 3D
+encoder, so the default is one-directional with the 3D embedding as the query; see
+:class:`CrossModalInfoNCE`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from molssl.encoders.base import EncoderOutput
-from molssl.objectives.base import Objective, ObjectiveResult
+from molssl.objectives.base import Objective, ObjectiveResult, unmasked
 from molssl.objectives.lazy_head import LazyHead
 
 __all__ = ["CrossModalInfoNCE", "ProjectionHead", "duplicate_pairs", "info_nce"]
@@ -113,6 +116,15 @@ class CrossModalInfoNCE(Objective):
     ``symmetric=True`` also makes each 2D embedding retrieve its 3D one and averages the two
     directions (CLIP's loss).
 
+    **The 2D view is the unmasked graph** (``view_2d="unmasked"``, the default). UniCorn's
+    distillation (paper Section 4.4, Eq. 9) aligns the 3D conformer with the embedding of its 2D
+    graph ``G``; the masked graph (``G`` less ``M``) appears only in the masked fragment loss
+    (Eq. 7). With a mask ratio of 0.2 a molecule of few BRICS fragments has all of them masked,
+    and a key computed from the masked graph would then have seen no atom type at all. The
+    module therefore runs the 2D encoder a second time on the batch without ``atom_mask`` (one
+    pass when no objective masks). ``view_2d="masked"`` contrasts with the masked graph's
+    embedding, what molssl did before (one 2D pass per step), kept for ablation.
+
     ``stop_grad_2d=True`` detaches the 2D encoder's embedding before the 2D projection head:
     the 2D encoder then gets no gradient from this loss (a pure teacher), while the 2D head
     still learns to align.
@@ -131,6 +143,8 @@ class CrossModalInfoNCE(Objective):
         proj_dim: Width of the shared contrastive space.
         symmetric: Add the 2D→3D retrieval direction (mean of both).
         stop_grad_2d: Detach the 2D embedding (no gradient into the 2D encoder).
+        view_2d: ``"unmasked"`` (the 2D encoder's view of the whole graph) or ``"masked"``
+            (its view of the batch with the masking objective's ``atom_mask``; ablation).
         name: Name in logged metrics (default ``cross_modal_info_nce``).
         in_dim_3d: Width of the 3D encoder's embedding; ``None`` reads it from the first batch.
         in_dim_2d: Width of the 2D encoder's embedding; ``None`` reads it from the first batch.
@@ -148,11 +162,15 @@ class CrossModalInfoNCE(Objective):
         proj_dim: int = 256,
         symmetric: bool = False,
         stop_grad_2d: bool = False,
+        view_2d: Literal["unmasked", "masked"] = "unmasked",
         name: str | None = None,
         in_dim_3d: int | None = None,
         in_dim_2d: int | None = None,
     ) -> None:
         super().__init__(weight=weight, name=name)
+        if view_2d not in ("unmasked", "masked"):
+            raise ValueError(f"view_2d must be 'unmasked' or 'masked', got {view_2d!r}")
+        self.view_2d = view_2d
         if not (temperature > 0 and temperature < float("inf")):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if proj_dim < 1:
@@ -166,6 +184,10 @@ class CrossModalInfoNCE(Objective):
         self.head_2d = LazyHead(factory, in_dim=in_dim_2d)
         self._warned_no_negatives = False
 
+    def unmasked_roles(self) -> tuple[str, ...]:
+        """``("2d",)``: the key is the whole graph's embedding, unless ``view_2d="masked"``."""
+        return ("2d",) if self.view_2d == "unmasked" else ()
+
     def bind_encoders(self, widths: Mapping[str, int]) -> None:
         """Builds each projection head at the width of the encoder it reads."""
         for role, head in (("3d", self.head_3d), ("2d", self.head_2d)):
@@ -178,7 +200,13 @@ class CrossModalInfoNCE(Objective):
         Raises:
             ValueError: If the two encoders embedded different numbers of molecules.
         """
-        graph_3d, graph_2d = outputs["3d"].graph, outputs["2d"].graph
+        key_2d = unmasked("2d") if self.view_2d == "unmasked" else "2d"
+        if key_2d not in outputs:
+            raise ValueError(
+                f"objective {self.name!r} reads the {key_2d!r} encoding, which the outputs "
+                f"lack (they hold {sorted(outputs)}); PretrainModule provides it"
+            )
+        graph_3d, graph_2d = outputs["3d"].graph, outputs[key_2d].graph
         if graph_3d.dim() != 2 or graph_2d.dim() != 2 or graph_3d.size(0) != graph_2d.size(0):
             raise ValueError(
                 f"objective {self.name!r}: the 3D and 2D encoders must embed the same molecules "
@@ -230,5 +258,6 @@ class CrossModalInfoNCE(Objective):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, temperature={self.temperature}, proj_dim={self.proj_dim}, "
-            f"symmetric={self.symmetric}, stop_grad_2d={self.stop_grad_2d}"
+            f"symmetric={self.symmetric}, stop_grad_2d={self.stop_grad_2d}, "
+            f"view_2d={self.view_2d!r}"
         )
