@@ -12,7 +12,8 @@ dropped, PyG collation) -- independent of the data module's loader classes:
   steps/s and molecules/s after warm-up steps. Each size runs twice on the same batches: with
   the InfoNCE key from the unmasked graph (``view_2d="unmasked"``, configs/unicorn.yaml: a
   second Graphormer pass) and from the masked graph (``"masked"``, one pass; the ablation),
-  whose ratio is the cost of the unmasked key (``--views`` picks);
+  whose ratio is the cost of the unmasked key (``--views`` picks; ``unmasked_stop_grad``
+  adds ``stop_grad_2d=True``, under which the second pass runs without autograd);
 * the data pipeline: samples/s of one loader worker (sample building with all views on:
   torsion augmentation, coordinate noise, fragment mask, plus PyG collation), against the same
   without views as the in-run baseline, and with ``AddGraphRelations`` added per sample.
@@ -98,15 +99,23 @@ class ModelTiming:
         return self.molecules / self.seconds
 
 
+#: The InfoNCE key variants ``--views`` may time, as CrossModalInfoNCE arguments.
+KEY_VARIANTS = {
+    "unmasked": {"view_2d": "unmasked"},
+    "masked": {"view_2d": "masked"},
+    "unmasked_stop_grad": {"view_2d": "unmasked", "stop_grad_2d": True},
+}
+
+
 def unicorn_module(size: str, view_2d: str = "unmasked") -> PretrainModule:
     """The UniCorn objectives on encoders of the given size (paper hyper-parameters otherwise);
-    ``view_2d`` is the InfoNCE key's view of the graph."""
+    ``view_2d`` names the InfoNCE key variant (:data:`KEY_VARIANTS`)."""
     sizes = SIZES[size]
     return PretrainModule(
         objectives=[
             FragmentMask(),
             CoordDenoise(sigma=0.04),
-            CrossModalInfoNCE(temperature=0.5, view_2d=view_2d),
+            CrossModalInfoNCE(temperature=0.5, **KEY_VARIANTS[view_2d]),
         ],
         encoder_3d=EquivariantTransformer(
             **sizes["et"], rbf_trainable=False, layernorm_on_vec="whitened"
@@ -287,7 +296,8 @@ def main() -> None:
     parser.add_argument(
         "--views",
         default="unmasked,masked",
-        help="InfoNCE key views to time, comma-separated: unmasked (default), masked (ablation)",
+        help="InfoNCE key variants to time, comma-separated: unmasked (the default), masked "
+        "(ablation), unmasked_stop_grad",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per size")
     parser.add_argument("--small-steps", type=int, default=10, help="timed steps, small size")
@@ -368,7 +378,7 @@ def main() -> None:
         f"2D relations {where}:"
     )
     print(
-        f"  {'size':<6} {'key':<9} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8}"
+        f"  {'size':<6} {'key':<18} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8}"
         f" {'mol/s':>8} {'peak GPU':>9}  {'workers needed':>14}"
         f"  bottleneck ({args.workers} workers)"
     )
@@ -378,7 +388,7 @@ def main() -> None:
         verdict = "loader" if supply < t.molecules_per_s else "model"
         peak = f"{t.peak_gpu_bytes / 2**30:6.2f} GB" if t.peak_gpu_bytes is not None else "-"
         print(
-            f"  {t.size:<6} {t.view_2d:<9} {t.parameters / 1e6:9.2f}M {t.steps:>5} "
+            f"  {t.size:<6} {t.view_2d:<18} {t.parameters / 1e6:9.2f}M {t.steps:>5} "
             f"{1000 * t.seconds / t.steps:9.1f} {t.steps_per_s:8.2f} {t.molecules_per_s:8.1f}"
             f" {peak:>9}"
             f"  {needed:14.2f}  {verdict} (loader {supply:.0f} vs model "
@@ -388,18 +398,22 @@ def main() -> None:
 
 
 def print_key_cost(timings: list[ModelTiming]) -> None:
-    """Per size, the step time of the unmasked key over the masked one (same batches)."""
+    """Per size, the step time of each unmasked key variant over the masked key's (same
+    batches)."""
     by_size: dict[str, dict[str, ModelTiming]] = {}
     for timing in timings:
         by_size.setdefault(timing.size, {})[timing.view_2d] = timing
     for size, views in by_size.items():
-        if {"unmasked", "masked"} <= set(views):
-            unmasked_ms = 1000 * views["unmasked"].seconds / views["unmasked"].steps
-            masked_ms = 1000 * views["masked"].seconds / views["masked"].steps
+        if "masked" not in views:
+            continue
+        masked_ms = 1000 * views["masked"].seconds / views["masked"].steps
+        for name, timing in views.items():
+            if name == "masked":
+                continue
+            ms = 1000 * timing.seconds / timing.steps
             print(
-                f"  {size}: the unmasked key (second Graphormer pass) costs "
-                f"{unmasked_ms - masked_ms:+.1f} ms/step, {unmasked_ms / masked_ms:.2f}x the "
-                "masked key's step time"
+                f"  {size}: the {name} key (second Graphormer pass) costs {ms - masked_ms:+.1f} "
+                f"ms/step, {ms / masked_ms:.2f}x the masked key's step time"
             )
 
 

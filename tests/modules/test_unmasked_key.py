@@ -158,3 +158,20 @@ def test_a_step_trains_the_2d_encoder_through_both_passes(cache_dir: Path) -> No
         mask_grad = graphormer.mask_embedding.grad
         # Only the masked pass sees the mask embedding.
         assert (mask_grad is not None and mask_grad.abs().sum() > 0) == (index == 0)
+
+
+def test_a_stop_gradient_key_skips_autograd_in_the_second_pass(cache_dir: Path) -> None:
+    torch.manual_seed(0)
+    module = PretrainModule(
+        objectives=[FragmentMask(), CrossModalInfoNCE(proj_dim=8, stop_grad_2d=True)],
+        encoder_3d=tiny_et(),
+        encoder_2d=tiny_graphormer(),
+    ).train()
+    batch = first_batch(cache_dir, module)
+    outputs = module(batch)
+    assert outputs["2d"].graph.requires_grad
+    assert not outputs[unmasked("2d")].graph.requires_grad
+    # With the gradient on (the default), both passes are differentiable.
+    default = unicorn().train()
+    outputs = default(batch)
+    assert outputs["2d"].graph.requires_grad and outputs[unmasked("2d")].graph.requires_grad

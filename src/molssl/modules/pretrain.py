@@ -201,6 +201,13 @@ class PretrainModule(CosineAdamWModule):
         self.objectives = nn.ModuleList(_checked_objectives(objectives))
         self.required_roles = self._check_encoders()
         self.masked_roles, self.unmasked_roles = self._encodings_read()
+        # Roles whose unmasked encoding some objective back-propagates through.
+        self.unmasked_grad_roles = frozenset(
+            role
+            for objective in self.objectives
+            if objective.unmasked_needs_grad()
+            for role in objective.unmasked_roles()
+        )
         widths = {
             role: int(self.encoder(role).out_dim)
             for role in self.required_roles
@@ -290,7 +297,8 @@ class PretrainModule(CosineAdamWModule):
         comes from a second pass on the batch without its masks (:data:`MASK_KEYS`) when the
         batch has one and another objective reads the masked encoding; with no mask on the
         batch the one pass serves both keys, and with no reader of the masked encoding only the
-        unmasked pass runs.
+        unmasked pass runs. That pass runs without autograd when no objective reading it
+        back-propagates through it (:meth:`Objective.unmasked_needs_grad`).
 
         Returns:
             Encoder outputs by role (``"3d"``, ``"2d"``, ``"blend"``) and, for the roles read
@@ -302,8 +310,15 @@ class PretrainModule(CosineAdamWModule):
         for role in self.required_roles:
             if role in self.masked_roles or not masked:
                 outputs[role] = self._encode(role, batch)
-            if role in self.unmasked_roles:
-                outputs[unmasked(role)] = outputs[role] if not masked else self._encode(role, plain)
+            if role not in self.unmasked_roles:
+                continue
+            if not masked:
+                outputs[unmasked(role)] = outputs[role]
+                continue
+            with torch.set_grad_enabled(
+                torch.is_grad_enabled() and role in self.unmasked_grad_roles
+            ):
+                outputs[unmasked(role)] = self._encode(role, plain)
         return outputs
 
     def _encode(self, role: str, batch: Batch) -> EncoderOutput:

@@ -130,6 +130,11 @@ class Objective(nn.Module, ABC):
         under ``outputs[unmasked(role)]`` instead of ``outputs[role]``; none by default."""
         return ()
 
+    def unmasked_needs_grad(self) -> bool:
+        """Whether ``loss`` back-propagates into the encoders of :meth:`unmasked_roles`; when
+        no objective does, the module runs the unmasked pass without autograd (cheaper)."""
+        return True
+
     def bind_encoders(self, widths: Mapping[str, int]) -> None:
         """Builds the heads that read an encoder, now that its width is known.
 

@@ -127,7 +127,7 @@ class CrossModalInfoNCE(Objective):
 
     ``stop_grad_2d=True`` detaches the 2D encoder's embedding before the 2D projection head:
     the 2D encoder then gets no gradient from this loss (a pure teacher), while the 2D head
-    still learns to align.
+    still learns to align; the unmasked 2D pass then runs without autograd.
 
     **Duplicates.** Batch entries with the same ``smiles`` are the same graph; they are removed
     from each other's negatives (a 2D encoder cannot separate them).
@@ -187,6 +187,10 @@ class CrossModalInfoNCE(Objective):
     def unmasked_roles(self) -> tuple[str, ...]:
         """``("2d",)``: the key is the whole graph's embedding, unless ``view_2d="masked"``."""
         return ("2d",) if self.view_2d == "unmasked" else ()
+
+    def unmasked_needs_grad(self) -> bool:
+        """Not with ``stop_grad_2d``: the key is then a constant of the 2D encoder."""
+        return not self.stop_grad_2d
 
     def bind_encoders(self, widths: Mapping[str, int]) -> None:
         """Builds each projection head at the width of the encoder it reads."""
