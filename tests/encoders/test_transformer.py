@@ -1,4 +1,5 @@
-"""Biased pre-LN transformer: parity with a brute-force reference, padding, bad input."""
+"""Biased pre-LN transformer: parity with a brute-force reference, padding, drop-path, bad
+input."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor
 from molssl.encoders.padding import to_padded
 from molssl.encoders.transformer import (
     BiasedSelfAttention,
+    DropPath,
     TransformerEncoder,
     TransformerLayer,
     build_attention_mask,
@@ -142,6 +144,74 @@ def test_training_mode_dropout_is_active() -> None:
     encoder = TransformerEncoder(2, HIDDEN, HEADS, dropout=0.5, attention_dropout=0.5).train()
     x = torch.randn(2, 6, HIDDEN)
     assert not torch.allclose(encoder(x), encoder(x))
+
+
+def test_drop_path_off_is_the_identity() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, HIDDEN)
+    assert DropPath(0.0).train()(x) is x
+    assert DropPath(0.4).eval()(x) is x
+    # No dropout and no drop-path: training mode computes exactly what evaluation does.
+    encoder = TransformerEncoder(3, HIDDEN, HEADS, drop_path=0.0).double()
+    x = x.double()
+    assert torch.equal(encoder.train()(x), encoder.eval()(x))
+
+
+def test_drop_path_keeps_or_drops_whole_molecules_with_the_right_expectation() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(1, 6, HIDDEN, dtype=torch.float64).expand(20_000, -1, -1)
+    out = DropPath(0.3).train()(x)
+    kept = (out != 0).all(dim=(1, 2))
+    dropped = (out == 0).all(dim=(1, 2))
+    assert bool((kept | dropped).all()), "a molecule is kept or dropped as a whole"
+    torch.testing.assert_close(out[kept], x[kept] / 0.7)
+    # Kept with probability 0.7 (binomial s.e. 0.0032), and E[out] = x.
+    assert abs(kept.double().mean().item() - 0.7) < 0.015
+    torch.testing.assert_close(out.mean(dim=0), x[0], atol=0.05, rtol=0.0)
+
+
+def test_drop_path_layer_is_stochastic_depth_of_both_branches() -> None:
+    """Each molecule's output is one of the four brute-force outcomes (each branch kept and
+    scaled by 1 / (1 - p), or skipped), the branches drawn independently."""
+    torch.manual_seed(2)
+    p = 0.5
+    layer = TransformerLayer(HIDDEN, HEADS, drop_path=p).double().train()
+    num = 400
+    x = torch.randn(num, 5, HIDDEN, dtype=torch.float64)
+    bias = torch.randn(HEADS, 5, 5, dtype=torch.float64)
+    out = layer(x, bias.expand(num, -1, -1, -1))
+    outcomes = []
+    with torch.no_grad():
+        for b in range(num):
+            attn = reference_attention(layer.attn, layer.attn_norm(x[b]), bias)
+            matches = []
+            for keep_attn in (False, True):
+                mid = x[b] + attn / (1 - p) if keep_attn else x[b]
+                ffn = layer.ffn(layer.ffn_norm(mid))
+                for keep_ffn in (False, True):
+                    candidate = mid + ffn / (1 - p) if keep_ffn else mid
+                    if torch.allclose(out[b], candidate, atol=1e-10, rtol=1e-10):
+                        matches.append((keep_attn, keep_ffn))
+            assert len(matches) == 1, (b, matches)
+            outcomes.append(matches[0])
+    counts = torch.tensor(outcomes, dtype=torch.float64)
+    # Each branch kept half the time (s.e. 0.025), independently of the other.
+    assert torch.allclose(
+        counts.mean(dim=0), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=0.1
+    )
+    both = (counts[:, 0] * counts[:, 1]).mean().item()
+    assert abs(both - 0.25) < 0.08
+
+
+def test_drop_path_rate_grows_linearly_over_the_blocks() -> None:
+    encoder = TransformerEncoder(12, HIDDEN, HEADS, drop_path=0.1)
+    rates = [layer.drop_path.p for layer in encoder.layers]
+    assert rates == pytest.approx([0.1 * i / 11 for i in range(12)])
+    assert TransformerEncoder(1, HIDDEN, HEADS, drop_path=0.1).layers[0].drop_path.p == 0.0
+    with pytest.raises(ValueError, match="drop_path"):
+        TransformerEncoder(2, HIDDEN, HEADS, drop_path=1.0)
+    with pytest.raises(ValueError, match="drop-path"):
+        DropPath(-0.1)
 
 
 def test_bad_shapes_raise_clear_errors() -> None:

@@ -9,6 +9,10 @@ fused kernel where the device has one.
 Padding never leaks: padded keys get a large negative logit (finite, so that a row with no real
 key at all, e.g. a padded query row or an empty molecule, gives a uniform softmax rather than
 NaN), and padded rows are zeroed after every block so they carry nothing from layer to layer.
+
+Stochastic depth (:class:`DropPath`, Huang et al. 2016) is available on both residual branches
+of every block, off by default (``drop_path=0``), so Graphormer and every existing model are
+unchanged unless a config asks for it; MoleBLEND pre-trains with it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,39 @@ def build_attention_mask(
         mask = attn_bias.to(dtype)
     # Replace (not add) so that the value cannot overflow whatever the bias is.
     return mask.masked_fill(padded_keys, masked_logit_value(dtype))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch: drop the whole branch of a molecule at random.
+
+    In training, each molecule's branch output is kept with probability ``1 - p`` and then
+    scaled by ``1 / (1 - p)``, so its expectation is the branch itself; in evaluation, and for
+    ``p = 0``, this is the identity. The draw is per molecule (dimension 0 of a batch-first
+    ``(B, N, D)`` tensor), the same for all its atoms, as stochastic depth is defined. (The
+    ``DropPath`` of MoleBLEND's ``modules/droppath.py`` also draws along dimension 0, but its
+    blocks run time-first ``(N, B, D)``, so there it drops an atom position for the whole batch.)
+
+    Args:
+        p: Drop probability, in ``[0, 1)``.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` with each molecule's row zeroed with probability ``p`` (training only)."""
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.size(0),) + (1,) * (x.dim() - 1)
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class BiasedSelfAttention(nn.Module):
@@ -111,6 +148,8 @@ class TransformerLayer(nn.Module):
         dropout: Dropout on both residual branches.
         attention_dropout: Dropout on the attention weights.
         activation_dropout: Dropout after the feed-forward activation.
+        drop_path: Stochastic-depth probability of both residual branches (:class:`DropPath`,
+            drawn independently for each branch, after the branch's dropout).
     """
 
     def __init__(
@@ -121,6 +160,7 @@ class TransformerLayer(nn.Module):
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         ffn_channels = hidden_channels if ffn_channels is None else ffn_channels
@@ -134,6 +174,7 @@ class TransformerLayer(nn.Module):
             nn.Linear(ffn_channels, hidden_channels),
         )
         self.dropout = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(
         self, x: Tensor, attn_mask: Tensor | None = None, node_mask: Tensor | None = None
@@ -148,8 +189,8 @@ class TransformerLayer(nn.Module):
         Returns:
             ``(B, N, D)``.
         """
-        x = x + self.dropout(self.attn(self.attn_norm(x), attn_mask))
-        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        x = x + self.drop_path(self.dropout(self.attn(self.attn_norm(x), attn_mask)))
+        x = x + self.drop_path(self.dropout(self.ffn(self.ffn_norm(x))))
         if node_mask is not None:
             x = x * node_mask.unsqueeze(-1).to(x.dtype)
         return x
@@ -170,6 +211,10 @@ class TransformerEncoder(nn.Module):
         attention_dropout: Attention-weight dropout.
         activation_dropout: Dropout after the feed-forward activation.
         final_norm: Apply a LayerNorm to the output (pre-LN stacks need one).
+        drop_path: Stochastic depth of the last block; block ``l`` of ``L`` gets
+            ``drop_path * l / (L - 1)``, from 0 for the first block (the linear rule of
+            MoleBLEND's ``moleblend_encoder.py``, ``torch.linspace(0, droppath_prob, layers)``).
+            ``0`` (default) disables it.
     """
 
     def __init__(
@@ -182,11 +227,16 @@ class TransformerEncoder(nn.Module):
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
         final_norm: bool = True,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         self.num_heads = num_heads
+        last = max(num_layers - 1, 1)
+        rates = [float(drop_path) * layer / last for layer in range(num_layers)]
         self.layers = nn.ModuleList(
             TransformerLayer(
                 hidden_channels,
@@ -195,8 +245,9 @@ class TransformerEncoder(nn.Module):
                 dropout=dropout,
                 attention_dropout=attention_dropout,
                 activation_dropout=activation_dropout,
+                drop_path=rate,
             )
-            for _ in range(num_layers)
+            for rate in rates
         )
         self.final_norm: nn.Module = nn.LayerNorm(hidden_channels) if final_norm else nn.Identity()
 
