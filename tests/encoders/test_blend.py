@@ -1,4 +1,5 @@
-"""MoleBLEND blended-relation transformer: the draw, padding, invariances, 3D isolation."""
+"""MoleBLEND blended-relation transformer: the pair and atom draws (ours and the official one),
+the atom features against brute force, padding, invariances, 3D isolation, 2D-only input."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ from molssl.chem.conformers import ConformerOptions, embed_conformers
 from molssl.chem.features import mol_from_smiles, mol_to_data
 from molssl.encoders.blend import MoleBlendTransformer
 from molssl.encoders.blend_choice import (
+    ATOM_2D,
+    ATOM_3D,
     PADDING_CHOICE,
     RELATION_DISTANCE,
     RELATION_EDGE,
     RELATION_SPD,
+    sample_atom_choice,
     sample_blend_choice,
 )
+from molssl.encoders.blend_distance import ATOM_3D_FEATURE_SCALE
+from molssl.encoders.gaussian import unordered_pair_index
 from tests.conftest import read_nci_smiles
 from tests.encoders.molecules_3d import TINY_BLEND
 
@@ -31,6 +37,8 @@ def _embedded_data(smiles: str) -> Data:
     mol = embed_conformers(mol_from_smiles(smiles), ConformerOptions(num_conformers=1, seed=7))
     data = mol_to_data(mol, conf_id=0)
     data.pos = data.pos.double()
+    # RDKit's own neighbour counts (hydrogens are explicit atoms), for the brute-force tests.
+    data.rdkit_degree = torch.tensor([atom.GetDegree() for atom in mol.GetAtoms()])
     return data
 
 
@@ -154,7 +162,8 @@ def test_without_coordinates_blend_renormalises_over_2d(molecules: list[Data]) -
     freq = torch.bincount(real, minlength=3).double() / real.numel()
     assert freq[RELATION_DISTANCE] == 0.0
     assert abs(float(freq[RELATION_SPD]) - 0.5) < 0.05
-    assert "distance" not in out.extras
+    atoms = out.extras["atom_choice"]
+    assert bool((atoms[atoms >= 0] == ATOM_2D).all())
     with pytest.raises(ValueError, match="no relation is left"):
         _model(blend_probs=(0.0, 0.0, 1.0)).train()(batch)
 
@@ -180,11 +189,16 @@ def test_batched_equals_unbatched_with_a_fixed_choice(molecules: list[Data]) -> 
     model = _model()
     batch = Batch.from_data_list(molecules)
     batched = model(batch, generator=_generator(5))
-    choice = batched.extras["blend_choice"]
+    choice, atoms = batched.extras["blend_choice"], batched.extras["atom_choice"]
+    assert set(atoms[atoms >= 0].tolist()) == {ATOM_2D, ATOM_3D}
     offset = 0
     for b, data in enumerate(molecules):
         n = data.num_nodes
-        alone = model(Batch.from_data_list([data]), blend_choice=choice[b : b + 1, :n, :n])
+        alone = model(
+            Batch.from_data_list([data]),
+            blend_choice=choice[b : b + 1, :n, :n],
+            atom_choice=atoms[b : b + 1, :n],
+        )
         torch.testing.assert_close(batched.node[offset : offset + n], alone.node, **EXACT)
         torch.testing.assert_close(batched.graph[b], alone.graph[0], **EXACT)
         offset += n
@@ -223,22 +237,24 @@ def test_invariant_to_rotation_and_translation(molecules: list[Data], mode: str)
     assert not torch.allclose(model(bent, generator=_generator(2)).node, before.node)
 
 
-def test_distance_enters_only_through_chosen_pairs(molecules: list[Data]) -> None:
+def test_distance_enters_only_through_chosen_pairs_and_3d_atoms(molecules: list[Data]) -> None:
     model = _model()
     batch = Batch.from_data_list(molecules)
     jittered = batch.clone()
     jittered.pos = batch.pos + 0.3 * torch.randn(batch.pos.shape, generator=_generator(4)).double()
 
-    # No pair chose the distance: coordinates are irrelevant.
-    model_2d = _model(blend_probs=(0.5, 0.5, 0.0))
+    # No pair chose the distance and no atom its 3D feature: coordinates are irrelevant.
+    model_2d = _model(blend_probs=(0.5, 0.5, 0.0), atom_blend_probs=(1.0, 0.0))
     torch.testing.assert_close(
         model_2d(jittered, generator=_generator()).node,
         model_2d(batch, generator=_generator()).node,
         **EXACT,
     )
 
-    # Atom k of molecule 0 shows no 3D pair: moving only atom k changes nothing ...
-    choice = model(batch, generator=_generator(6)).extras["blend_choice"].clone()
+    # All atoms 2D, and atom k of molecule 0 shows no 3D pair: moving atom k changes nothing ...
+    out = model(batch, generator=_generator(6))
+    choice = out.extras["blend_choice"].clone()
+    atoms = out.extras["atom_choice"].clamp(max=ATOM_2D)
     k = 3
     n0 = molecules[0].num_nodes
     choice[0, k, :n0] = torch.where(choice[0, k, :n0] == RELATION_DISTANCE, 0, choice[0, k, :n0])
@@ -246,13 +262,124 @@ def test_distance_enters_only_through_chosen_pairs(molecules: list[Data]) -> Non
     moved = batch.clone()
     moved.pos = batch.pos.clone()
     moved.pos[k] += torch.tensor([0.4, -0.2, 0.3], dtype=torch.float64)
-    reference = model(batch, blend_choice=choice)
-    torch.testing.assert_close(model(moved, blend_choice=choice).node, reference.node, **EXACT)
-    # ... while the same move matters once one of its pairs shows the distance (control).
-    choice[0, k, k + 1] = choice[0, k + 1, k] = RELATION_DISTANCE
-    assert not torch.allclose(
-        model(moved, blend_choice=choice).node, model(batch, blend_choice=choice).node
+    reference = model(batch, blend_choice=choice, atom_choice=atoms)
+    torch.testing.assert_close(
+        model(moved, blend_choice=choice, atom_choice=atoms).node, reference.node, **EXACT
     )
+    # ... while the same move matters once one of its pairs shows the distance (control), or
+    # once another atom of the molecule takes its 3D feature (which sums over all atoms). At
+    # initialisation a single pair's distance bias is small: far above rounding, though.
+    with_pair = choice.clone()
+    with_pair[0, k, k + 1] = with_pair[0, k + 1, k] = RELATION_DISTANCE
+    change = (
+        model(moved, blend_choice=with_pair, atom_choice=atoms).node
+        - model(batch, blend_choice=with_pair, atom_choice=atoms).node
+    )
+    assert change.abs().max() > 1e-9
+    with_atom = atoms.clone()
+    with_atom[0, k + 2] = ATOM_3D
+    change = (
+        model(moved, blend_choice=choice, atom_choice=with_atom).node
+        - model(batch, blend_choice=choice, atom_choice=with_atom).node
+    )
+    assert change.abs().max() > 1e-9
+
+
+def test_input_tokens_match_brute_force_atom_features(molecules: list[Data]) -> None:
+    """An atom's input is its feature embedding plus its degree embedding (2D, degree counted
+    by RDKit) or ``0.01 * W sum_j gauss(d_ij)`` over every atom j of the molecule, itself
+    included (3D), as the official ``blend_atom_feature``."""
+    model = _model(embedding_norm=True)
+    batch = Batch.from_data_list(molecules[:2])
+    captured: list[torch.Tensor] = []
+    model.embedding_norm.register_forward_hook(lambda m, args, out: captured.append(args[0]))
+    out = model(batch, generator=_generator(8))
+    atoms = out.extras["atom_choice"]
+    tokens = captured[0][:, 1:]
+    basis, proj = model.distance.bias.basis, model.distance.node_proj
+    for b, data in enumerate(molecules[:2]):
+        features = model.atom_embedding(data.x)
+        for i in range(data.num_nodes):
+            if int(atoms[b, i]) == ATOM_2D:
+                extra = model.degree_embedding.weight[int(data.rdkit_degree[i])]
+            else:
+                summed = torch.zeros(basis.num_gaussians, dtype=torch.float64)
+                for j in range(data.num_nodes):
+                    distance = (data.pos[i] - data.pos[j]).norm().clamp(min=1e-6)
+                    pair = unordered_pair_index(data.x[i, 0], data.x[j, 0], model.num_atom_types)
+                    summed += basis(distance.reshape(1), pair.reshape(1))[0]
+                extra = ATOM_3D_FEATURE_SCALE * proj(summed)
+            torch.testing.assert_close(tokens[b, i], features[i] + extra, atol=1e-12, rtol=1e-10)
+    assert set(atoms[atoms >= 0].tolist()) == {ATOM_2D, ATOM_3D}
+
+    # The distance relation's pair bias, pair by pair (symmetric, zero on padding).
+    node_mask = out.extras["node_mask"]
+    pos = torch.zeros(*node_mask.shape, 3, dtype=torch.float64)
+    pos[node_mask] = batch.pos
+    element = torch.zeros(node_mask.shape, dtype=torch.long)
+    element[node_mask] = batch.x[:, 0]
+    bias, _ = model.distance(pos, element, node_mask)
+    data = molecules[1]
+    for i in range(data.num_nodes):
+        for j in range(data.num_nodes):
+            distance = (data.pos[i] - data.pos[j]).norm().clamp(min=1e-6).reshape(1)
+            pair = unordered_pair_index(data.x[i, 0], data.x[j, 0], model.num_atom_types)
+            expected = model.distance.bias(distance, pair.reshape(1))[0][0]
+            torch.testing.assert_close(bias[1, i, j], expected, atol=1e-12, rtol=1e-10)
+    assert bool((bias[0, molecules[0].num_nodes :] == 0).all())
+
+
+def test_atom_draw_frequencies_and_official_pair_draw(molecules: list[Data]) -> None:
+    node_mask = torch.ones(256, 40, dtype=torch.bool)
+    node_mask[::3, 25:] = False
+    atoms = sample_atom_choice(node_mask, 0.6, _generator(12))
+    real = atoms[node_mask]
+    assert bool((atoms[~node_mask] == PADDING_CHOICE).all())
+    # Binomial standard error 0.0052 over ~8,900 atoms: 0.6 of them take the 3D feature.
+    assert abs(float((real == ATOM_3D).double().mean()) - 0.6) < 0.02
+    # The official pair draw: one (N, N) choice for the whole batch, not symmetric.
+    batch = Batch.from_data_list([molecules[0]] * 4)
+    choice = (
+        _model(blend_draw="batch").train()(batch, generator=_generator()).extras["blend_choice"]
+    )
+    assert all(torch.equal(choice[0], choice[b]) for b in range(1, 4))
+    assert not torch.equal(choice[0], choice[0].T)
+    shared = sample_blend_choice(node_mask, (0.2, 0.2, 0.6), _generator(13), per_molecule=False)
+    assert torch.equal(shared[1, :25, :25], shared[0, :25, :25])
+    drawn = shared[0][shared[0] >= 0]
+    freq = torch.bincount(drawn, minlength=3).double() / drawn.numel()
+    assert torch.allclose(freq, torch.tensor([0.2, 0.2, 0.6], dtype=torch.float64), atol=0.05)
+
+
+def test_two_d_only_input_ignores_coordinates(molecules: list[Data]) -> None:
+    batch = Batch.from_data_list(molecules)
+    jittered = batch.clone()
+    jittered.pos = batch.pos + torch.randn(batch.pos.shape, generator=_generator(9)).double()
+    without = Batch.from_data_list(
+        [Data(**{k: v for k, v in d.items() if k != "pos"}) for d in molecules]
+    )
+    for mode in ("all", "blend"):
+        model = _model(use_3d=False, relation_mode=mode)
+        reference = model(batch, generator=_generator())
+        for other in (jittered, without):
+            torch.testing.assert_close(model(other, generator=_generator()).node, reference.node)
+        if mode == "blend":
+            assert not bool((reference.extras["blend_choice"] == RELATION_DISTANCE).any())
+            atoms = reference.extras["atom_choice"]
+            assert bool((atoms[atoms >= 0] == ATOM_2D).all())
+
+
+def test_defaults_are_the_official_architecture() -> None:
+    model = MoleBlendTransformer(num_layers=3, num_heads=2, hidden_channels=8, drop_path=0.1)
+    assert model.edge_bias.encoding == "multi_hop" and model.edge_bias.max_hops == 5
+    assert model.blend_probs == pytest.approx((0.2, 0.2, 0.6))
+    assert model.atom_blend_probs == pytest.approx((0.4, 0.6))
+    assert model.blend_draw == "molecule" and model.use_3d
+    assert isinstance(model.embedding_norm, nn.LayerNorm)
+    assert [layer.drop_path.p for layer in model.transformer.layers] == pytest.approx(
+        [0.0, 0.05, 0.1]
+    )
+    assert model.spd_bias.embedding.num_embeddings == 512  # the official num_spatial
 
 
 def test_eval_draws_are_reproducible_and_training_draws_vary(molecules: list[Data]) -> None:
@@ -263,7 +390,8 @@ def test_eval_draws_are_reproducible_and_training_draws_vary(molecules: list[Dat
     model.train()
     assert not torch.equal(model(batch).extras["blend_choice"], model(batch).extras["blend_choice"])
     model.relation_mode = "all"
-    assert "blend_choice" not in model(batch).extras
+    extras = model(batch).extras
+    assert "blend_choice" not in extras and "atom_choice" not in extras
 
 
 def test_extras_contract_and_gradients(molecules: list[Data], salt: Data) -> None:
@@ -281,12 +409,7 @@ def test_extras_contract_and_gradients(molecules: list[Data], salt: Data) -> Non
     assert out.extras["path_edges"].shape == (num_graphs, n_max, n_max, 5)
     # The salt has unreachable pairs, marked -1 like padding.
     assert bool((out.extras["spd"][-1][: salt.num_nodes, : salt.num_nodes] == -1).any())
-    distance = out.extras["distance"]
-    first = molecules[0]
-    n = first.num_nodes
-    torch.testing.assert_close(
-        distance[0, :n, :n], torch.cdist(first.pos, first.pos), atol=1e-10, rtol=0
-    )
+    assert out.extras["atom_choice"].shape == (num_graphs, n_max)
     (out.node.sum() + out.graph.sum()).backward()
     assert batch.pos.grad is not None and torch.isfinite(batch.pos.grad).all()
     assert float(batch.pos.grad.abs().sum()) > 0.0
@@ -308,11 +431,18 @@ def test_bad_inputs_raise_clear_errors(molecules: list[Data]) -> None:
     asym[0, 0, 1] = RELATION_EDGE
     with pytest.raises(ValueError, match="symmetric"):
         model(batch, blend_choice=asym)
+    _model(blend_draw="batch")(batch, blend_choice=asym)  # the official draw is not symmetric
+    with pytest.raises(ValueError, match="atom_choice"):
+        model(batch, atom_choice=torch.full((2, n_max), 2))
+    with pytest.raises(ValueError, match="atom_choice"):
+        model(batch, atom_choice=torch.zeros(2, n_max + 1, dtype=torch.long))
     no_pos = Batch.from_data_list(
         [Data(**{k: v for k, v in d.items() if k != "pos"}) for d in molecules[:2]]
     )
     with pytest.raises(ValueError, match="no 'pos'"):
         model(no_pos, blend_choice=torch.full((2, n_max, n_max), RELATION_DISTANCE))
+    with pytest.raises(ValueError, match="no 'pos'"):
+        model(no_pos, atom_choice=torch.full((2, n_max), ATOM_3D))
     without_bonds = Data(**{k: v for k, v in molecules[0].items() if k != "edge_attr"})
     with pytest.raises(ValueError, match="edge_attr"):
         model(without_bonds)
@@ -328,6 +458,10 @@ def test_bad_inputs_raise_clear_errors(molecules: list[Data]) -> None:
         MoleBlendTransformer(**TINY, relation_mode="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="edge encoding"):
         MoleBlendTransformer(**TINY, edge_encoding="path")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="blend_draw"):
+        MoleBlendTransformer(**TINY, blend_draw="pair")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="atom_blend_probs"):
+        MoleBlendTransformer(**TINY, atom_blend_probs=(0.4, 0.3, 0.3))  # type: ignore[arg-type]
 
 
 def test_configurable_by_class_path() -> None:

@@ -4,7 +4,7 @@
   between the two atoms), capped at ``max_spd``, with its own bucket for unreachable pairs
   (disconnected salts), as Graphormer's spatial encoding.
 * :class:`EdgeRelationBias`: the chemistry of the bonds between the two atoms, in one of two
-  encodings:
+  encodings (MoleBLEND's official edge relation, and Graphormer's, is ``"multi_hop"``):
 
   - ``"bond"`` (default): the bond joining ``i`` and ``j`` when they are bonded (its full bond
     features, see ``BOND_FEATURE_DIMS``), else a learned "no bond" class; the diagonal
