@@ -1,5 +1,6 @@
-"""BlendPredict on real molecules with a tiny MoleBLEND encoder: pair selection, targets against
-RDKit, padding, batching, equivariance of the denoising prediction, gradients."""
+"""BlendPredict on real molecules with a tiny MoleBLEND encoder: the official targets and losses
+against a brute-force reference built from RDKit and NumPy, pair selection, padding, batching,
+equivariance of the denoising prediction, gradients."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ import numpy as np
 import pytest
 import torch
 from rdkit import Chem
+from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from molssl.chem.conformers import ConformerOptions, embed_conformers
-from molssl.chem.features import mol_from_smiles
+from molssl.chem.features import BOND_FEATURE_DIMS, mol_from_smiles, mol_to_data
 from molssl.encoders.base import EncoderOutput
 from molssl.encoders.blend import MoleBlendTransformer
 from molssl.encoders.blend_choice import (
+    ATOM_3D,
     RELATION_DISTANCE,
     RELATION_EDGE,
     RELATION_SPD,
+    sample_atom_choice,
     sample_blend_choice,
 )
 from molssl.encoders.padding import to_padded
-from molssl.objectives.blend_predict import NO_BOND_CLASS, RELATION_KEYS, BlendPredict
+from molssl.objectives.blend_predict import (
+    NUM_EDGE_CLASSES,
+    RELATION_KEYS,
+    BlendPredict,
+    edge_feature_class,
+)
 from molssl.objectives.denoise import CoordDenoise
 from molssl.objectives.views import CoordNoise
 from tests.conftest import read_nci_smiles
@@ -39,6 +48,14 @@ RDKIT_BOND_TYPES = (
     Chem.BondType.TRIPLE,
     Chem.BondType.AROMATIC,
 )
+RDKIT_STEREOS = (
+    Chem.BondStereo.STEREONONE,
+    Chem.BondStereo.STEREOANY,
+    Chem.BondStereo.STEREOZ,
+    Chem.BondStereo.STEREOE,
+    Chem.BondStereo.STEREOCIS,
+    Chem.BondStereo.STEREOTRANS,
+)
 
 
 def molecule_smiles() -> list[str]:
@@ -47,7 +64,7 @@ def molecule_smiles() -> list[str]:
     return [*(nci[i] for i in INDICES), salt]
 
 
-def noisy_samples(sigma: float = 0.04, seed: int = 0) -> list[Data]:
+def noisy_samples(sigma: float = 0.2, seed: int = 0) -> list[Data]:
     """Real samples in float64 through the objective's view (coordinate noise)."""
     torch.manual_seed(seed)
     samples = []
@@ -63,9 +80,14 @@ def tiny_encoder() -> MoleBlendTransformer:
     return MoleBlendTransformer(**TINY).double()  # type: ignore[arg-type]
 
 
-def fixed_choice(batch: Batch, seed: int = 1) -> torch.Tensor:
+def fixed_choices(batch: Batch, seed: int = 1) -> dict[str, Tensor]:
+    """A pair and an atom choice drawn once, to pass to the encoder."""
     node_mask = to_padded(batch.z, batch.batch, batch.num_graphs)[1]
-    return sample_blend_choice(node_mask, (0.2, 0.2, 0.6), torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "blend_choice": sample_blend_choice(node_mask, (0.2, 0.2, 0.6), generator),
+        "atom_choice": sample_atom_choice(node_mask, 0.6, generator),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,118 +102,214 @@ def batch(samples: list[Data]) -> Batch:
 
 def objective(**overrides: object) -> BlendPredict:
     torch.manual_seed(3)
-    settings: dict[str, object] = {"max_spd": 4, "num_distance_bins": 24, "max_distance": 6.0}
+    settings: dict[str, object] = {"spd_classes": 6, "noise_channels": 16, "pos_channels": 8}
     return BlendPredict(**{**settings, **overrides}).double()  # type: ignore[arg-type]
 
 
-def test_view_requires_and_name() -> None:
-    predict = BlendPredict(noise_sigma=0.04)
+def rdkit_bond_class(bond: Chem.Bond) -> int:
+    """The joint class of a bond, by hand from RDKit's bond properties."""
+    kind = bond.GetBondType()
+    columns = (
+        RDKIT_BOND_TYPES.index(kind) if kind in RDKIT_BOND_TYPES else len(RDKIT_BOND_TYPES),
+        int(bond.GetIsConjugated()),
+        int(bond.IsInRing()),
+        RDKIT_STEREOS.index(bond.GetStereo())
+        if bond.GetStereo() in RDKIT_STEREOS
+        else len(RDKIT_STEREOS),
+    )
+    index = 0
+    for value, size in zip(columns, BOND_FEATURE_DIMS, strict=True):
+        index = index * size + value
+    return index
+
+
+def test_defaults_are_the_official_values() -> None:
+    predict = BlendPredict()
     assert predict.requires == ("blend",)
     assert predict.name == "blend_predict"
-    # The same view as CoordDenoise's, so UniCorn-style runs share one noise draw.
-    assert predict.views() == CoordDenoise(sigma=0.04).views() == [CoordNoise(0.04)]
+    assert not predict.hidden_pairs_only  # official: every pair
+    assert (predict.spd_classes, predict.edge_hops) == (11, 5)
+    assert predict.relation_weights == {
+        RELATION_SPD: 0.1,
+        RELATION_EDGE: 0.1,
+        RELATION_DISTANCE: 0.5,
+    }
+    assert predict.denoise_weight == 6.0
+    assert predict.noise_sigma == 0.2
+    # The same view as CoordDenoise's, so runs with both objectives share one noise draw.
+    assert predict.views() == CoordDenoise(sigma=0.2).views() == [CoordNoise(0.2)]
 
 
-def test_hidden_pair_masks_match_brute_force(batch: Batch) -> None:
-    encoder = tiny_encoder().train()
-    output = encoder(batch)
-    predict = objective()
-    masks = predict.relation_pair_masks(output.extras)
-    choice, node_mask = output.extras["blend_choice"], output.extras["node_mask"]
-    num_graphs, size = node_mask.shape
-    for relation in RELATION_KEYS:
-        expected = torch.zeros(num_graphs, size, size, dtype=torch.bool)
-        for b in range(num_graphs):
-            for i in range(size):
-                for j in range(size):
-                    real = bool(node_mask[b, i]) and bool(node_mask[b, j]) and i != j
-                    expected[b, i, j] = real and int(choice[b, i, j]) != relation
-        assert torch.equal(masks[relation], expected)
-        assert torch.equal(masks[relation], masks[relation].transpose(1, 2))
-    # Each unordered pair is counted once: half the ordered pairs of the symmetric mask.
-    result = predict.loss(batch, {"blend": output})
-    for relation, key in RELATION_KEYS.items():
-        counted = result.metrics[f"{key}_pairs"].item() * num_graphs
-        assert counted == pytest.approx(masks[relation].sum().item() / 2)
-        assert 0 < counted < sum(n * (n - 1) / 2 for n in batch.ptr.diff().tolist())
+def test_spd_classes_merge_long_paths_into_the_last_class() -> None:
+    predict = BlendPredict()
+    spd = torch.tensor([1, 2, 10, 11, 15, 19, 25])
+    assert predict.spd_class(spd).tolist() == [0, 1, 9, 10, 10, 10, 10]
 
 
-def test_all_pairs_option_supervises_every_pair(batch: Batch) -> None:
+def test_edge_feature_class_matches_rdkit_bonds() -> None:
+    classes = []
+    for smiles in read_nci_smiles(60):
+        mol = mol_from_smiles(smiles)
+        data = mol_to_data(mol)
+        expected = []
+        for u, v in data.edge_index.t().tolist():
+            expected.append(rdkit_bond_class(mol.GetBondBetweenAtoms(u, v)))
+        computed = edge_feature_class(data.edge_attr).tolist()
+        assert computed == expected, smiles
+        classes += computed
+    assert len(set(classes)) > 4  # single, double, aromatic, conjugated, ring bonds
+    # A bijection of the feature combinations onto 0 .. NUM_EDGE_CLASSES - 1.
+    grid = torch.cartesian_prod(*(torch.arange(size) for size in BOND_FEATURE_DIMS))
+    assert torch.equal(edge_feature_class(grid), torch.arange(NUM_EDGE_CLASSES))
+
+
+def test_pair_masks_match_brute_force(batch: Batch) -> None:
     output = tiny_encoder().train()(batch)
-    result = objective(hidden_pairs_only=False).loss(batch, {"blend": output})
-    all_pairs = sum(n * (n - 1) / 2 for n in batch.ptr.diff().tolist()) / batch.num_graphs
-    for key in RELATION_KEYS.values():
-        assert result.metrics[f"{key}_pairs"].item() == pytest.approx(all_pairs)
+    choice, node_mask = output.extras["blend_choice"], output.extras["node_mask"]
+    spd = output.extras["spd"]
+    num_graphs, size = node_mask.shape
+    for hidden_only in (False, True):
+        masks = objective(hidden_pairs_only=hidden_only).relation_pair_masks(output.extras)
+        for relation in RELATION_KEYS:
+            expected = torch.zeros(num_graphs, size, size, dtype=torch.bool)
+            for b in range(num_graphs):
+                for i in range(size):
+                    for j in range(size):
+                        real = bool(node_mask[b, i]) and bool(node_mask[b, j]) and i != j
+                        if relation != RELATION_DISTANCE:
+                            real = real and int(spd[b, i, j]) > 0
+                        hidden = int(choice[b, i, j]) != relation
+                        expected[b, i, j] = real and (hidden or not hidden_only)
+            assert torch.equal(masks[relation], expected)
 
 
-def test_relation_losses_match_rdkit_targets(samples: list[Data], batch: Batch) -> None:
-    """Losses and metrics rebuilt pair by pair with targets from RDKit and the clean conformer."""
+def test_losses_match_a_brute_force_reference(samples: list[Data], batch: Batch) -> None:
+    """Every term rebuilt pair by pair: SPD from RDKit's distance matrix, the bonds of each hop
+    checked to form a shortest path in RDKit's molecule and classed from RDKit's bond
+    properties, the 3D target from the clean conformer in NumPy."""
     encoder = tiny_encoder().eval()
-    output = encoder(batch, blend_choice=fixed_choice(batch))
+    output = encoder(batch, **fixed_choices(batch))
     predict = objective()
     result = predict.loss(batch, {"blend": output})
-    node, choice = output.extras["node_padded"], output.extras["blend_choice"]
+    node = output.extras["node_padded"]
+    path_edges = output.extras["path_edges"]
+    edge_index = batch.edge_index
 
-    rows: dict[int, list[tuple[int, int, int, int]]] = {r: [] for r in RELATION_KEYS}
-    distances: list[float] = []
+    spd_rows: list[tuple[int, int, int, int]] = []
+    edge_rows: list[tuple[int, int, int, int, int]] = []
+    pos_rows: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+    offset = 0
     for b, smiles in enumerate(molecule_smiles()):
-        # The molecule the sample was featurised from: pretrain_sample reads the features after
-        # embedding, and RDKit's MMFF94 set-up re-types some aromatic rings in place.
+        # The molecule the sample was featurised from (pretrain_sample embeds first).
         mol = embed_conformers(mol_from_smiles(smiles), ConformerOptions(seed=b))
         topological = Chem.GetDistanceMatrix(mol)
-        clean = pretrain_sample(smiles, mol_id=b).pos.double()  # the conformer before noise
-        for i in range(mol.GetNumAtoms()):
-            for j in range(i + 1, mol.GetNumAtoms()):
+        clean = pretrain_sample(smiles, mol_id=b).pos.double().numpy()  # before the noise
+        n = mol.GetNumAtoms()
+        for i in range(n):
+            for j in range(n):
+                if i == j:
+                    continue
+                pos_rows.setdefault(b, []).append((i, j, clean[j] - clean[i]))
                 hops = topological[i, j]
-                spd_class = 4 if hops > 1e6 else min(int(hops), 4) - 1
-                bond = mol.GetBondBetweenAtoms(i, j)
-                if bond is None:
-                    edge_class = NO_BOND_CLASS
-                elif bond.GetBondType() in RDKIT_BOND_TYPES:
-                    edge_class = RDKIT_BOND_TYPES.index(bond.GetBondType())
-                else:
-                    edge_class = len(RDKIT_BOND_TYPES)
-                distance = (clean[i] - clean[j]).norm().item()
-                bin_class = min(int(distance / 0.25), 23)
-                targets = {
-                    RELATION_SPD: spd_class,
-                    RELATION_EDGE: edge_class,
-                    RELATION_DISTANCE: bin_class,
-                }
-                for relation, target in targets.items():
-                    if int(choice[b, i, j]) != relation:
-                        rows[relation].append((b, i, j, target))
-                        if relation == RELATION_DISTANCE:
-                            distances.append(distance)
+                if hops > 1e6:  # different fragments of the salt
+                    continue
+                spd_rows.append((b, i, j, min(int(hops), 6) - 1))
+                atom = i
+                for hop in range(min(int(hops), 5)):
+                    u, v = (int(a) - offset for a in edge_index[:, path_edges[b, i, j, hop]])
+                    assert u == atom and topological[v, j] == hops - hop - 1
+                    bond = mol.GetBondBetweenAtoms(u, v)
+                    edge_rows.append((b, i, j, hop, rdkit_bond_class(bond)))
+                    atom = v
+        offset += n
 
-    heads = {
-        RELATION_SPD: predict.spd_head,
-        RELATION_EDGE: predict.edge_head,
-        RELATION_DISTANCE: predict.distance_head,
-    }
+    def cross_entropy(logits: Tensor, target: list[int]) -> float:
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(target)).item()
+
+    b, i, j, target = (torch.tensor(column) for column in zip(*spd_rows, strict=True))
+    spd = cross_entropy(predict.spd_head(node, b, i, j), target.tolist())
+    assert result.metrics["spd_loss"].item() == pytest.approx(spd, rel=1e-9)
+
+    b, i, j, hop, target = (torch.tensor(column) for column in zip(*edge_rows, strict=True))
+    logits = predict.edge_head(node, b, i, j).view(-1, 5, NUM_EDGE_CLASSES)
+    edge = cross_entropy(logits[torch.arange(len(hop)), hop], target.tolist())
+    assert result.metrics["edge_loss"].item() == pytest.approx(edge, rel=1e-9)
+
+    molecule_means = []
+    for b, rows in pos_rows.items():
+        first = torch.tensor([row[0] for row in rows])
+        second = torch.tensor([row[1] for row in rows])
+        graph = torch.full_like(first, b)
+        prediction = predict.pos_head(node, graph, first, second).detach().numpy()
+        target_np = np.stack([row[2] for row in rows])
+        cosine = (prediction * target_np).sum(1) / (
+            np.linalg.norm(prediction, axis=1) * np.linalg.norm(target_np, axis=1)
+        )
+        molecule_means.append(float(np.mean(1.0 - cosine)))
+    pos = float(np.mean(molecule_means))
+    assert result.metrics["pos_loss"].item() == pytest.approx(pos, rel=1e-9)
+
+    # Denoising: 1 - cos to the noise, at the atoms whose input feature came from 3D only.
+    prediction = predict.predict_noise(batch, output).detach().numpy()
+    atoms = output.extras["atom_choice"][output.extras["node_mask"]] == ATOM_3D
+    noise = batch.coord_noise.numpy()[atoms.numpy()]
+    chosen = prediction[atoms.numpy()]
+    cosine = (chosen * noise).sum(1) / (
+        np.linalg.norm(chosen, axis=1) * np.linalg.norm(noise, axis=1)
+    )
+    denoise = float(np.mean(1.0 - cosine))
+    assert result.metrics["denoise_loss"].item() == pytest.approx(denoise, rel=1e-9)
+    assert 0 < int(atoms.sum()) < batch.num_nodes
+
+    total = 0.1 * spd + 0.1 * edge + 0.5 * pos + 6.0 * denoise
+    assert result.loss.item() == pytest.approx(total, rel=1e-9)
+    # The salt's ions are unreachable from each other: left out of the 2D terms only.
+    assert result.metrics["spd_pairs"].item() < result.metrics["pos_pairs"].item()
+
+
+class _Oracle(nn.Module):
+    """A 3D head answering with a fixed function of the pair's clean or noisy positions."""
+
+    def __init__(self, positions: Tensor, sign: float = 1.0) -> None:
+        super().__init__()
+        self.positions, self.sign = positions, sign
+
+    def forward(self, node: Tensor, graph: Tensor, first: Tensor, second: Tensor) -> Tensor:
+        return self.sign * (self.positions[graph, second] - self.positions[graph, first])
+
+
+def test_3d_target_is_the_clean_relative_position(batch: Batch) -> None:
+    output = tiny_encoder().eval()(batch, **fixed_choices(batch))
+    node_mask = output.extras["node_mask"]
+    clean = to_padded(batch.pos - batch.coord_noise, batch.batch)[0]
+    noisy = to_padded(batch.pos, batch.batch)[0]
+    predict = objective()
+
+    def pos_loss(head: nn.Module) -> float:
+        predict.pos_head = head
+        return predict.loss(batch, {"blend": output}).metrics["pos_loss"].item()
+
+    assert pos_loss(_Oracle(clean)) == pytest.approx(0.0, abs=1e-12)
+    assert pos_loss(_Oracle(clean, sign=-1.0)) == pytest.approx(2.0, abs=1e-12)
+    # The noisy conformer is close to, but not, the target.
+    assert 1e-4 < pos_loss(_Oracle(noisy)) < 0.1
+    assert bool(node_mask.any())
+
+
+def test_hidden_pairs_only_drops_the_shown_relation(batch: Batch) -> None:
+    output = tiny_encoder().train()(batch)
+    every = objective().loss(batch, {"blend": output}).metrics
+    hidden = objective(hidden_pairs_only=True).loss(batch, {"blend": output}).metrics
+    choice = output.extras["blend_choice"]
     for relation, key in RELATION_KEYS.items():
-        b, i, j, target = (torch.tensor(column) for column in zip(*rows[relation], strict=True))
-        logits = heads[relation](predict.pair_features(node, b, i, j))
-        loss = torch.nn.functional.cross_entropy(logits, target)
-        assert result.metrics[f"{key}_loss"].item() == pytest.approx(loss.item(), rel=1e-9)
-        if relation == RELATION_DISTANCE:
-            centres = (torch.arange(24, dtype=torch.float64) + 0.5) * 0.25
-            expected = logits.softmax(dim=-1) @ centres
-            mae = (expected - torch.tensor(distances)).abs().mean()
-            # Targets pass through float32 coordinates (pos - coord_noise): agree to float32.
-            assert result.metrics["dist_mae"].item() == pytest.approx(mae.item(), rel=1e-6)
-        else:
-            accuracy = (logits.argmax(dim=-1) == target).double().mean()
-            assert result.metrics[f"{key}_acc"].item() == pytest.approx(accuracy.item())
-    # The salt's ions are unreachable from each other: that class is exercised.
-    assert any(row[3] == 4 for row in rows[RELATION_SPD])
-    denoise = result.metrics["denoise_loss"]
-    relations = sum(result.metrics[f"{key}_loss"] for key in RELATION_KEYS.values())
-    assert result.loss.item() == pytest.approx((relations + denoise).item(), rel=1e-12)
+        shown = (choice == relation) & objective().relation_pair_masks(output.extras)[relation]
+        removed = (every[f"{key}_pairs"] - hidden[f"{key}_pairs"]).item() * batch.num_graphs
+        assert removed == pytest.approx(shown.sum().item())
+        assert 0 < hidden[f"{key}_pairs"].item() < every[f"{key}_pairs"].item()
 
 
 def test_padded_pairs_never_contribute(batch: Batch) -> None:
-    output = tiny_encoder().eval()(batch, blend_choice=fixed_choice(batch))
+    output = tiny_encoder().eval()(batch, **fixed_choices(batch))
     predict = objective()
     reference = predict.loss(batch, {"blend": output})
     node_mask = output.extras["node_mask"]
@@ -204,54 +322,64 @@ def test_padded_pairs_never_contribute(batch: Batch) -> None:
         batch, {"blend": EncoderOutput(output.node, output.graph, None, poisoned)}
     )
     # NaN in a padded slot reaches the loss and every metric as NaN if any padded pair or atom
-    # leaks, and a leaked finite value moves them by far more than round-off; the poisoned
-    # tensor may still take another reduction kernel (its layout differs), which changes the
+    # leaks; the poisoned tensor may still take another reduction kernel, which changes the
     # last bits on some CPUs, so equality is up to float64 round-off.
-    assert result.loss.item() == pytest.approx(reference.loss.item(), rel=1e-12, abs=0)
+    assert result.loss.item() == pytest.approx(reference.loss.item(), rel=1e-12)
     for key, value in reference.metrics.items():
-        assert result.metrics[key].item() == pytest.approx(value.item(), rel=1e-12, abs=1e-300)
+        assert result.metrics[key].item() == pytest.approx(value.item(), rel=1e-12), key
 
 
-def test_batched_loss_is_the_count_weighted_mean_of_single_molecules(
-    samples: list[Data], batch: Batch
-) -> None:
+def test_batched_loss_matches_the_single_molecules(samples: list[Data], batch: Batch) -> None:
+    """Pooled terms (SPD, edge, denoising) are count-weighted means of the molecules' values;
+    the 3D term is the plain mean of the molecules' means, as officially."""
     encoder, predict = tiny_encoder().eval(), objective()
-    choice = fixed_choice(batch)
-    batched = predict.loss(batch, {"blend": encoder(batch, blend_choice=choice)}).metrics
+    choices = fixed_choices(batch)
+    batched = predict.loss(batch, {"blend": encoder(batch, **choices)}).metrics
     sizes = batch.ptr.diff().tolist()
     singles = []
     for b, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
+        own = {
+            "blend_choice": choices["blend_choice"][b : b + 1, :size, :size],
+            "atom_choice": choices["atom_choice"][b : b + 1, :size],
+        }
         single = collate([sample])
-        own_choice = choice[b : b + 1, :size, :size]
-        output = encoder(single, blend_choice=own_choice)
-        singles.append(predict.loss(single, {"blend": output}).metrics)
-    for key in RELATION_KEYS.values():
-        counts = [m[f"{key}_pairs"].item() for m in singles]
-        assert sum(counts) == pytest.approx(batched[f"{key}_pairs"].item() * len(samples))
-        for metric in (f"{key}_loss", "dist_mae" if key == "dist" else f"{key}_acc"):
-            values = [m[metric].item() if c else 0.0 for m, c in zip(singles, counts, strict=True)]
-            weighted = sum(v * c for v, c in zip(values, counts, strict=True)) / sum(counts)
-            assert batched[metric].item() == pytest.approx(weighted, rel=1e-9, abs=1e-12)
-    denoise = sum(m["denoise_loss"].item() * n for m, n in zip(singles, sizes, strict=True))
-    assert batched["denoise_loss"].item() == pytest.approx(denoise / sum(sizes), rel=1e-9)
+        singles.append(predict.loss(single, {"blend": encoder(single, **own)}).metrics)
+
+    def weighted(metric: str, count: str) -> float:
+        counts = [m[count].item() for m in singles]
+        values = [m[metric].item() for m in singles]
+        return sum(v * c for v, c in zip(values, counts, strict=True)) / sum(counts)
+
+    for key in ("spd", "edge"):
+        total = sum(m[f"{key}_pairs"].item() for m in singles)
+        assert total == pytest.approx(batched[f"{key}_pairs"].item() * len(samples))
+    # SPD pairs are counted per pair; the edge loss is pooled over (pair, hop) entries, so its
+    # batch value is checked by the brute-force test rather than by pair counts here.
+    assert batched["spd_loss"].item() == pytest.approx(weighted("spd_loss", "spd_pairs"))
+    assert batched["denoise_loss"].item() == pytest.approx(
+        weighted("denoise_loss", "denoise_atoms")
+    )
+    assert batched["pos_loss"].item() == pytest.approx(
+        float(np.mean([m["pos_loss"].item() for m in singles]))
+    )
 
 
 def test_denoise_prediction_is_equivariant(batch: Batch) -> None:
     encoder, predict = tiny_encoder().eval(), objective()
-    choice = fixed_choice(batch)
+    choices = fixed_choices(batch)
     # Non-trivial pair weights, so that the check does not pass on a near-zero prediction.
     torch.nn.init.normal_(predict.noise_head[-1].weight, std=1.0)
-    prediction = predict.predict_noise(batch, encoder(batch, blend_choice=choice))
+    prediction = predict.predict_noise(batch, encoder(batch, **choices))
     assert prediction.shape == (batch.num_nodes, 3) and prediction.abs().max() > 0.1
     rotation = fixed_rotation()
     moved = batch.clone()
     moved.pos = batch.pos @ rotation.T + torch.tensor([3.0, -1.5, 0.25], dtype=torch.float64)
     moved.coord_noise = batch.coord_noise @ rotation.T
-    moved_prediction = predict.predict_noise(moved, encoder(moved, blend_choice=choice))
+    moved_prediction = predict.predict_noise(moved, encoder(moved, **choices))
     torch.testing.assert_close(moved_prediction, prediction @ rotation.T, rtol=1e-7, atol=1e-9)
-    # And so is the loss, whose target rotates with the conformer.
-    before = predict.loss(batch, {"blend": encoder(batch, blend_choice=choice)})
-    after = predict.loss(moved, {"blend": encoder(moved, blend_choice=choice)})
+    # And so is the denoising loss, whose target rotates with the conformer.
+    before = predict.loss(batch, {"blend": encoder(batch, **choices)})
+    after = predict.loss(moved, {"blend": encoder(moved, **choices)})
     assert after.metrics["denoise_loss"].item() == pytest.approx(
         before.metrics["denoise_loss"].item(), rel=1e-9
     )
@@ -263,16 +391,18 @@ def test_loss_is_finite_with_gradients_to_encoder_and_every_head(batch: Batch) -
     assert result.loss.dim() == 0 and torch.isfinite(result.loss)
     assert result.batch_size == batch.num_graphs
     assert all(torch.isfinite(value) for value in result.metrics.values())
-    # Untrained heads guess: near-uniform classifiers and a near-zero noise prediction.
-    assert result.metrics["spd_loss"].item() == pytest.approx(math.log(5), rel=0.5)
-    assert result.metrics["denoise_loss"].item() == pytest.approx(1.0, rel=0.3)
+    # Untrained heads guess: near-uniform classifiers, near-random directions.
+    assert result.metrics["spd_loss"].item() == pytest.approx(math.log(6), rel=0.2)
+    assert result.metrics["edge_loss"].item() == pytest.approx(math.log(NUM_EDGE_CLASSES), rel=0.2)
+    assert result.metrics["pos_loss"].item() == pytest.approx(1.0, abs=0.3)
+    assert result.metrics["denoise_loss"].item() == pytest.approx(1.0, abs=0.3)
     result.loss.backward()
     modules = {
         "encoder": encoder,
-        "pair_features": predict.pair_features,
         "spd_head": predict.spd_head,
         "edge_head": predict.edge_head,
-        "distance_head": predict.distance_head,
+        "pos_head": predict.pos_head,
+        "pair_features": predict.pair_features,
         "noise_head": predict.noise_head,
     }
     for name, module in modules.items():
@@ -284,7 +414,7 @@ def test_loss_is_finite_with_gradients_to_encoder_and_every_head(batch: Batch) -
 
 def test_state_dict_round_trip_into_a_fresh_objective(batch: Batch) -> None:
     encoder = tiny_encoder().eval()
-    output = encoder(batch, blend_choice=fixed_choice(batch))
+    output = encoder(batch, **fixed_choices(batch))
     trained = objective()
     expected = trained.loss(batch, {"blend": output}).loss
     fresh = objective()
@@ -301,26 +431,18 @@ def test_clear_errors(batch: Batch) -> None:
     foreign = EncoderOutput(node=output.node, graph=output.graph)
     with pytest.raises(ValueError, match="MoleBlendTransformer"):
         objective().loss(batch, {"blend": foreign})
+    with pytest.raises(ValueError, match="max_hops"):
+        objective(edge_hops=6).loss(batch, {"blend": output})
     all_relations = tiny_encoder().train()
     all_relations.relation_mode = "all"
     shown_everything = all_relations(batch)
     with pytest.raises(ValueError, match="hidden_pairs_only"):
-        objective().loss(batch, {"blend": shown_everything})
-    assert torch.isfinite(
-        objective(hidden_pairs_only=False).loss(batch, {"blend": shown_everything}).loss
-    )
-    for bad in ({"max_spd": 0}, {"num_distance_bins": 1}, {"max_distance": -1.0}):
+        objective(hidden_pairs_only=True).loss(batch, {"blend": shown_everything})
+    # Without blending, every atom is denoised.
+    result = objective().loss(batch, {"blend": shown_everything})
+    assert result.metrics["denoise_atoms"].item() * batch.num_graphs == batch.num_nodes
+    for bad in ({"spd_classes": 0}, {"edge_hops": 0}, {"pos_weight": -1.0}):
         with pytest.raises(ValueError):
             BlendPredict(**bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sigma"):
         BlendPredict(noise_sigma=0.0)
-
-
-def test_target_classes_and_bin_centres() -> None:
-    predict = BlendPredict(max_spd=3, num_distance_bins=4, max_distance=2.0)
-    spd = torch.tensor([1, 2, 3, 4, 9, -1])
-    assert predict.spd_class(spd).tolist() == [0, 1, 2, 2, 2, 3]
-    distance = torch.tensor([0.0, 0.49, 0.5, 1.99, 2.0, 30.0])
-    assert predict.distance_class(distance).tolist() == [0, 0, 1, 3, 3, 3]
-    centres = predict.bin_centres(torch.device("cpu"), torch.float64)
-    np.testing.assert_allclose(centres.numpy(), [0.25, 0.75, 1.25, 1.75])

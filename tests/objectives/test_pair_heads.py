@@ -1,16 +1,49 @@
-"""Pair heads of blend-then-predict: symmetric pair features, pairwise noise vs brute force."""
+"""Pair heads of blend-then-predict: the outer-product head and the symmetric pair features
+against their formulas, pairwise noise vs brute force."""
 
 from __future__ import annotations
 
 import torch
+from torch.nn import Linear
 
 from molssl.objectives.pair_heads import (
+    OuterProductPairHead,
     SymmetricPairFeatures,
     pair_mlp,
     pairwise_noise,
     scalar_pair_head,
 )
 from tests.encoders.molecules_3d import fixed_rotation, nci_molecules
+
+
+def test_outer_product_head_follows_the_official_formula() -> None:
+    """``Linear(vec(r_i c_j^T))`` with ``r, c = LN(GELU(W h))`` (eps 1e-12), row-major."""
+    torch.manual_seed(0)
+    head = OuterProductPairHead(in_dim=6, out_dim=3, pair_channels=4, inner_dim=5).double()
+    node = torch.randn(2, 4, 6, dtype=torch.float64)
+    graph_idx = torch.tensor([0, 0, 1, 1])
+    first, second = torch.tensor([0, 1, 2, 0]), torch.tensor([3, 2, 3, 1])
+    out = head(node, graph_idx, first, second)
+    assert out.shape == (4, 3)
+
+    def projection(layers: torch.nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+        linear, _, norm = layers
+        hidden = torch.nn.functional.gelu(h @ linear.weight.T + linear.bias)
+        return torch.nn.functional.layer_norm(hidden, (4,), norm.weight, norm.bias, eps=1e-12)
+
+    inner, last = head.out
+    for k in range(4):
+        r = projection(head.row, node[graph_idx[k], first[k]])
+        c = projection(head.col, node[graph_idx[k], second[k]])
+        products = torch.stack([r[a] * c[b] for a in range(4) for b in range(4)])
+        expected = (products @ inner.weight.T + inner.bias) @ last.weight.T + last.bias
+        torch.testing.assert_close(out[k], expected, rtol=1e-12, atol=1e-14)
+    # Ordered pairs: (i, j) and (j, i) are different examples.
+    assert not torch.allclose(out, head(node, graph_idx, second, first))
+    # The official init_params: N(0, 0.02) weights, zero biases.
+    weights = torch.cat([m.weight.flatten() for m in head.modules() if isinstance(m, Linear)])
+    assert 0.015 < weights.std().item() < 0.025
+    assert all(torch.count_nonzero(m.bias) == 0 for m in head.modules() if isinstance(m, Linear))
 
 
 def test_pair_features_are_symmetric_and_follow_their_formula() -> None:
