@@ -14,6 +14,7 @@ then ``molssl test --ckpt`` alone, whose RMSE is recomputed here by hand.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
@@ -28,7 +29,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from molssl.cli import main
 from molssl.datamodules import PretrainDataModule
 from molssl.datamodules.moleculenet import MoleculeNetDataModule
-from molssl.encoders import EquivariantTransformer
 from molssl.modules import FinetuneModule, PretrainModule
 from tests.datamodules.md_files import write_sgdml
 from tests.datamodules.moleculenet_files import write_moleculenet_csv
@@ -253,6 +253,14 @@ def finetune_overrides(config: dict[str, Any], folder: Path) -> list[str]:
     ]
 
 
+def tiny_encoder(config: dict[str, Any]) -> torch.nn.Module:
+    """The config's encoder class with its settings, shrunk to the tiny test sizes."""
+    encoder = config["model"]["init_args"]["encoder"]
+    module_name, _, class_name = encoder["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{**encoder.get("init_args", {}), **TINY_ENCODER_ARGS[encoder["class_path"]]})
+
+
 @pytest.mark.parametrize(
     "config_path", FINETUNE_CONFIGS, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix()
 )
@@ -260,10 +268,13 @@ def test_finetune_config_runs_fast_dev_run(config_path: Path, finetune_files: Pa
     text = config_path.read_text()
     config = yaml.safe_load(text)
     assert text.startswith("#"), "each config opens with a header comment"
-    assert "Table" in text.split("\nseed_everything")[0], "the header cites the paper's table"
+    header = text.split("\nseed_everything")[0]
+    # The header cites where its settings come from: the paper's table, or the official
+    # fine-tuning script (MoleBLEND's configs follow its code).
+    assert "Table" in header or "shells/finetune/" in header, "the header cites its source"
     checkpoint = config["checkpoint"]
     module = FinetuneModule(
-        EquivariantTransformer(**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"]),
+        tiny_encoder(config),
         **{k: v for k, v in config["model"]["init_args"].items() if k != "encoder"},
     )
     assert (checkpoint["monitor"], checkpoint["mode"]) == module.monitor
@@ -345,3 +356,48 @@ def test_freesolv_from_pretraining_then_test_from_the_checkpoint_alone(
     assert error.numel() > 0
     assert beside["test/rmse"] == pytest.approx(error.pow(2).mean().sqrt().item(), rel=1e-4)
     assert beside["test/mae"] == pytest.approx(error.abs().mean().item(), rel=1e-4)
+
+
+def test_moleblend_pretraining_initialises_its_finetune_config(
+    cache_dir: Path, finetune_files: Path, tmp_path: Path
+) -> None:
+    """configs/moleblend.yaml's checkpoint loads into every tensor of the fine-tuning encoder
+    of configs/finetune/moleblend_bbbp.yaml (2D input), which then tests from its own file."""
+    moleblend = yaml.safe_load((CONFIG_DIR / "moleblend.yaml").read_text())
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG_DIR / "moleblend.yaml"),
+            *tiny_overrides(moleblend, cache_dir),
+            "--trainer.max_steps=1",
+            "--trainer.accumulate_grad_batches=1",
+            "--trainer.limit_val_batches=0",
+            "--model.init_args.warmup_steps=1",
+        ]
+    )
+    (pretrained,) = (tmp_path / "runs" / "moleblend").rglob("last.ckpt")
+
+    config_path = CONFIG_DIR / "finetune" / "moleblend_bbbp.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    main(
+        [
+            "fit",
+            "--config",
+            str(config_path),
+            *finetune_overrides(config, finetune_files),
+            f"--model.init_args.init_from={pretrained}",
+            "--model.init_args.warmup_steps=1",
+            "--trainer.max_epochs=1",
+        ]
+    )
+    (last,) = (tmp_path / "runs" / "moleblend_bbbp").rglob("last.ckpt")
+    saved = torch.load(last, weights_only=True)
+    encoder_tensors = [k for k in saved["state_dict"] if k.startswith("encoder.")]
+    assert saved["molssl"]["init_from"]["loaded"] == len(encoder_tensors)
+    module = FinetuneModule.load_from_checkpoint(last)
+    assert not module.encoder.use_3d and module.encoder.relation_mode == "all"
+    pretrained.unlink()  # evaluation must not need the pre-training file
+    main(["test", "--ckpt", str(last)])
+    beside = json.loads((last.parent / "metrics.json").read_text())["metrics"]
+    assert "test/loss" in beside and math.isfinite(beside["test/loss"])
