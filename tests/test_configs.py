@@ -296,37 +296,47 @@ def test_finetune_config_runs_fast_dev_run(config_path: Path, finetune_files: Pa
         assert math.isfinite(metrics[checkpoint["monitor"]])
 
 
-def test_freesolv_from_pretraining_then_test_from_the_checkpoint_alone(
-    cache_dir: Path, finetune_files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    unicorn = yaml.safe_load((CONFIG_DIR / "unicorn.yaml").read_text())
+def tiny_pretraining(name: str, cache_dir: Path, root: Path, *args: str) -> Path:
+    """Runs ``configs/<name>.yaml`` with tiny sizes and no validation; its ``last.ckpt``."""
+    config = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
     main(
         [
             "fit",
             "--config",
-            str(CONFIG_DIR / "unicorn.yaml"),
-            *tiny_overrides(unicorn, cache_dir),
-            "--trainer.max_steps=2",
+            str(CONFIG_DIR / f"{name}.yaml"),
+            *tiny_overrides(config, cache_dir),
             "--trainer.limit_val_batches=0",
             "--model.init_args.warmup_steps=1",
+            *args,
         ]
     )
-    (pretrained,) = (tmp_path / "runs" / "unicorn").rglob("last.ckpt")
+    (checkpoint,) = (root / "runs" / name).rglob("last.ckpt")
+    return checkpoint
 
-    config_path = CONFIG_DIR / "finetune" / "freesolv.yaml"
+
+def finetune_from(pretrained: Path, name: str, folder: Path, *args: str) -> dict[str, Any]:
+    """Fits ``configs/finetune/<name>.yaml`` on small files from ``pretrained``; its config."""
+    config_path = CONFIG_DIR / "finetune" / f"{name}.yaml"
     config = yaml.safe_load(config_path.read_text())
-    overrides = finetune_overrides(config, finetune_files)
     main(
         [
             "fit",
             "--config",
             str(config_path),
-            *overrides,
+            *finetune_overrides(config, folder),
             f"--model.init_args.init_from={pretrained}",
             "--model.init_args.warmup_steps=1",
-            "--trainer.max_epochs=2",
+            *args,
         ]
     )
+    return config
+
+
+def test_freesolv_from_pretraining_then_test_from_the_checkpoint_alone(
+    cache_dir: Path, finetune_files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pretrained = tiny_pretraining("unicorn", cache_dir, tmp_path, "--trainer.max_steps=2")
+    config = finetune_from(pretrained, "freesolv", finetune_files, "--trainer.max_epochs=2")
     run = tmp_path / "runs" / "freesolv"
     (best,) = [p for p in run.rglob("*.ckpt") if p.name != "last.ckpt"]
     saved = torch.load(best, weights_only=True)
@@ -363,34 +373,14 @@ def test_moleblend_pretraining_initialises_its_finetune_config(
 ) -> None:
     """configs/moleblend.yaml's checkpoint loads into every tensor of the fine-tuning encoder
     of configs/finetune/moleblend_bbbp.yaml (2D input), which then tests from its own file."""
-    moleblend = yaml.safe_load((CONFIG_DIR / "moleblend.yaml").read_text())
-    main(
-        [
-            "fit",
-            "--config",
-            str(CONFIG_DIR / "moleblend.yaml"),
-            *tiny_overrides(moleblend, cache_dir),
-            "--trainer.max_steps=1",
-            "--trainer.accumulate_grad_batches=1",
-            "--trainer.limit_val_batches=0",
-            "--model.init_args.warmup_steps=1",
-        ]
+    pretrained = tiny_pretraining(
+        "moleblend",
+        cache_dir,
+        tmp_path,
+        "--trainer.max_steps=1",
+        "--trainer.accumulate_grad_batches=1",
     )
-    (pretrained,) = (tmp_path / "runs" / "moleblend").rglob("last.ckpt")
-
-    config_path = CONFIG_DIR / "finetune" / "moleblend_bbbp.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    main(
-        [
-            "fit",
-            "--config",
-            str(config_path),
-            *finetune_overrides(config, finetune_files),
-            f"--model.init_args.init_from={pretrained}",
-            "--model.init_args.warmup_steps=1",
-            "--trainer.max_epochs=1",
-        ]
-    )
+    finetune_from(pretrained, "moleblend_bbbp", finetune_files, "--trainer.max_epochs=1")
     (last,) = (tmp_path / "runs" / "moleblend_bbbp").rglob("last.ckpt")
     saved = torch.load(last, weights_only=True)
     encoder_tensors = [k for k in saved["state_dict"] if k.startswith("encoder.")]

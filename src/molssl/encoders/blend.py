@@ -345,14 +345,7 @@ class MoleBlendTransformer(nn.Module):
             raise ValueError(f"pos must have shape ({batch.x.size(0)}, 3), got {tuple(pos.shape)}")
 
     def _checked_choice(self, choice: Tensor, pair_mask: Tensor, has_pos: bool) -> Tensor:
-        if choice.shape != pair_mask.shape:
-            raise ValueError(
-                f"blend_choice must have shape {tuple(pair_mask.shape)} (B, Nmax, Nmax), got "
-                f"{tuple(choice.shape)}"
-            )
-        choice = choice.to(device=pair_mask.device, dtype=torch.long)
-        choice = choice.masked_fill(~pair_mask, PADDING_CHOICE)
-        real = choice[pair_mask]
+        choice, real = _fixed_choice(choice, pair_mask, "blend_choice", "(B, Nmax, Nmax)")
         if bool(((real < RELATION_SPD) | (real > RELATION_DISTANCE)).any()):
             raise ValueError("blend_choice must be 0, 1 or 2 at every pair of real atoms")
         if self.blend_draw == "molecule" and not torch.equal(choice, choice.transpose(1, 2)):
@@ -368,14 +361,7 @@ class MoleBlendTransformer(nn.Module):
 
     @staticmethod
     def _checked_atom_choice(choice: Tensor, node_mask: Tensor, has_pos: bool) -> Tensor:
-        if choice.shape != node_mask.shape:
-            raise ValueError(
-                f"atom_choice must have shape {tuple(node_mask.shape)} (B, Nmax), got "
-                f"{tuple(choice.shape)}"
-            )
-        choice = choice.to(device=node_mask.device, dtype=torch.long)
-        choice = choice.masked_fill(~node_mask, PADDING_CHOICE)
-        real = choice[node_mask]
+        choice, real = _fixed_choice(choice, node_mask, "atom_choice", "(B, Nmax)")
         if bool(((real != ATOM_2D) & (real != ATOM_3D)).any()):
             raise ValueError("atom_choice must be 0 (degree) or 1 (3D) at every real atom")
         if not has_pos and bool((real == ATOM_3D).any()):
@@ -403,6 +389,21 @@ class MoleBlendTransformer(nn.Module):
             f"blend_probs={self.blend_probs}, atom_blend_probs={self.atom_blend_probs}, "
             f"use_3d={self.use_3d}"
         )
+
+
+def _fixed_choice(choice: Tensor, mask: Tensor, name: str, layout: str) -> tuple[Tensor, Tensor]:
+    """A caller's fixed choice as long on ``mask``'s device, ``-1`` where ``mask`` is False, and
+    its values at the real entries.
+
+    Raises:
+        ValueError: If its shape is not ``mask``'s.
+    """
+    if choice.shape != mask.shape:
+        raise ValueError(
+            f"{name} must have shape {tuple(mask.shape)} {layout}, got {tuple(choice.shape)}"
+        )
+    choice = choice.to(device=mask.device, dtype=torch.long).masked_fill(~mask, PADDING_CHOICE)
+    return choice, choice[mask]
 
 
 def _normalize_atom_probs(probs: Sequence[float]) -> tuple[float, float]:
