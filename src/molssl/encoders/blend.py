@@ -10,7 +10,6 @@ input feature; pre-training then asks heads to recover what was not shown. See
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -24,10 +23,11 @@ from molssl.encoders.base import EncoderOutput
 from molssl.encoders.blend_choice import (
     ATOM_2D,
     ATOM_3D,
-    PADDING_CHOICE,
     RELATION_DISTANCE,
     RELATION_EDGE,
     RELATION_SPD,
+    fixed_choice,
+    normalize_atom_probs,
     normalize_blend_probs,
     pair_mask_from_node_mask,
     sample_atom_choice,
@@ -152,7 +152,7 @@ class MoleBlendTransformer(nn.Module):
         if max_degree < 1:
             raise ValueError(f"max_degree must be at least 1, got {max_degree}")
         self.blend_probs = normalize_blend_probs(blend_probs)
-        self.atom_blend_probs = _normalize_atom_probs(atom_blend_probs)
+        self.atom_blend_probs = normalize_atom_probs(atom_blend_probs)
         self.relation_mode = relation_mode
         self.blend_draw: BlendDraw = blend_draw
         self.use_3d = bool(use_3d)
@@ -345,7 +345,7 @@ class MoleBlendTransformer(nn.Module):
             raise ValueError(f"pos must have shape ({batch.x.size(0)}, 3), got {tuple(pos.shape)}")
 
     def _checked_choice(self, choice: Tensor, pair_mask: Tensor, has_pos: bool) -> Tensor:
-        choice, real = _fixed_choice(choice, pair_mask, "blend_choice", "(B, Nmax, Nmax)")
+        choice, real = fixed_choice(choice, pair_mask, "blend_choice", "(B, Nmax, Nmax)")
         if bool(((real < RELATION_SPD) | (real > RELATION_DISTANCE)).any()):
             raise ValueError("blend_choice must be 0, 1 or 2 at every pair of real atoms")
         if self.blend_draw == "molecule" and not torch.equal(choice, choice.transpose(1, 2)):
@@ -361,7 +361,7 @@ class MoleBlendTransformer(nn.Module):
 
     @staticmethod
     def _checked_atom_choice(choice: Tensor, node_mask: Tensor, has_pos: bool) -> Tensor:
-        choice, real = _fixed_choice(choice, node_mask, "atom_choice", "(B, Nmax)")
+        choice, real = fixed_choice(choice, node_mask, "atom_choice", "(B, Nmax)")
         if bool(((real != ATOM_2D) & (real != ATOM_3D)).any()):
             raise ValueError("atom_choice must be 0 (degree) or 1 (3D) at every real atom")
         if not has_pos and bool((real == ATOM_3D).any()):
@@ -389,30 +389,3 @@ class MoleBlendTransformer(nn.Module):
             f"blend_probs={self.blend_probs}, atom_blend_probs={self.atom_blend_probs}, "
             f"use_3d={self.use_3d}"
         )
-
-
-def _fixed_choice(choice: Tensor, mask: Tensor, name: str, layout: str) -> tuple[Tensor, Tensor]:
-    """A caller's fixed choice as long on ``mask``'s device, ``-1`` where ``mask`` is False, and
-    its values at the real entries.
-
-    Raises:
-        ValueError: If its shape is not ``mask``'s.
-    """
-    if choice.shape != mask.shape:
-        raise ValueError(
-            f"{name} must have shape {tuple(mask.shape)} {layout}, got {tuple(choice.shape)}"
-        )
-    choice = choice.to(device=mask.device, dtype=torch.long).masked_fill(~mask, PADDING_CHOICE)
-    return choice, choice[mask]
-
-
-def _normalize_atom_probs(probs: Sequence[float]) -> tuple[float, float]:
-    """Validate (degree, 3D) atom-feature probabilities and normalise them."""
-    values = tuple(float(p) for p in probs)
-    if len(values) != 2 or any(not (0.0 <= p < float("inf")) for p in values) or sum(values) <= 0:
-        raise ValueError(
-            "atom_blend_probs needs two finite, non-negative probabilities (degree, 3D) with a "
-            f"positive sum, got {values}"
-        )
-    total = sum(values)
-    return values[0] / total, values[1] / total

@@ -60,6 +60,33 @@ def normalize_blend_probs(probs: Sequence[float]) -> tuple[float, float, float]:
     return values[0] / total, values[1] / total, values[2] / total
 
 
+def fixed_choice(choice: Tensor, mask: Tensor, name: str, layout: str) -> tuple[Tensor, Tensor]:
+    """A caller's fixed choice as long on ``mask``'s device, ``-1`` where ``mask`` is False, and
+    its values at the real entries.
+
+    Raises:
+        ValueError: If its shape is not ``mask``'s.
+    """
+    if choice.shape != mask.shape:
+        raise ValueError(
+            f"{name} must have shape {tuple(mask.shape)} {layout}, got {tuple(choice.shape)}"
+        )
+    choice = choice.to(device=mask.device, dtype=torch.long).masked_fill(~mask, PADDING_CHOICE)
+    return choice, choice[mask]
+
+
+def normalize_atom_probs(probs: Sequence[float]) -> tuple[float, float]:
+    """Validate (degree, 3D) atom-feature probabilities and normalise them."""
+    values = tuple(float(p) for p in probs)
+    if len(values) != 2 or any(not (0.0 <= p < float("inf")) for p in values) or sum(values) <= 0:
+        raise ValueError(
+            "atom_blend_probs needs two finite, non-negative probabilities (degree, 3D) with a "
+            f"positive sum, got {values}"
+        )
+    total = sum(values)
+    return values[0] / total, values[1] / total
+
+
 def pair_mask_from_node_mask(node_mask: Tensor) -> Tensor:
     """``(B, N, N)`` bool mask of pairs whose two atoms are both real (not padding)."""
     return node_mask.unsqueeze(-1) & node_mask.unsqueeze(-2)
