@@ -93,18 +93,21 @@ def test_multi_hop_encoding_matches_path_average(
                 torch.testing.assert_close(bias[b, i, j], expected, atol=1e-12, rtol=1e-12)
 
 
+def _acyclic(smiles: str, min_heavy_atoms: int) -> bool:
+    """A connected molecule without rings, of at least ``min_heavy_atoms`` heavy atoms."""
+    if "." in smiles:
+        return False
+    # Keep the Mol referenced while its RingInfo is used: RingInfo does not keep it alive.
+    mol = Chem.MolFromSmiles(smiles)
+    return mol.GetNumAtoms() >= min_heavy_atoms and mol.GetRingInfo().NumRings() == 0
+
+
 def test_multi_hop_encoding_matches_a_hand_computed_path() -> None:
     """MoleBLEND's edge relation (the default multi-hop encoding) on an acyclic real molecule,
     where every shortest path is unique: RDKit's path between the atoms, its first five bonds
     embedded and mixed by the hop matrices, averaged over ``min(hops, 5)``; 0 on the
     diagonal."""
-    smiles = next(
-        s
-        for s in read_nci_smiles(300)
-        if "." not in s
-        and Chem.MolFromSmiles(s).GetRingInfo().NumRings() == 0
-        and Chem.MolFromSmiles(s).GetNumAtoms() >= 8
-    )
+    smiles = next(s for s in read_nci_smiles(300) if _acyclic(s, min_heavy_atoms=8))
     mol = mol_from_smiles(smiles)
     data = mol_to_data(mol)
     torch.manual_seed(0)
