@@ -8,7 +8,12 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molssl.chem.radius import HAS_TORCH_CLUSTER, radius_graph
+from molssl.chem.radius import (
+    HAS_TORCH_CLUSTER,
+    _keep_nearest,
+    radius_graph,
+    radius_graph_and_dropped,
+)
 
 Edge = tuple[int, int]
 
@@ -179,3 +184,38 @@ def test_torch_cluster_backend_unavailable_is_an_import_error() -> None:
         pytest.skip("torch_cluster is installed")
     with pytest.raises(ImportError, match="torch_cluster"):
         radius_graph(torch.zeros(2, 3), backend="torch_cluster")
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize(("cutoff", "max_num_neighbors"), [(5.0, None), (5.0, 6), (2.5, 3)])
+def test_dropped_edges_are_counted(
+    batch_of_molecules: tuple[torch.Tensor, torch.Tensor],
+    cutoff: float,
+    max_num_neighbors: int | None,
+    loop: bool,
+) -> None:
+    pos, batch = batch_of_molecules
+    unlimited = brute_force(pos.numpy(), batch.numpy(), cutoff, None, loop)
+    kept = brute_force(pos.numpy(), batch.numpy(), cutoff, max_num_neighbors, loop)
+    edges, dropped = radius_graph_and_dropped(
+        pos, batch, cutoff, max_num_neighbors, loop, backend="torch", max_block_elements=400
+    )
+    assert as_set(edges) == kept
+    assert dropped.dtype == torch.long and dropped.dim() == 0
+    assert int(dropped) == len(unlimited) - len(kept)
+    assert (int(dropped) > 0) == (max_num_neighbors is not None)
+    # The nearest-k rule applied to the full edge list (the torch_cluster path) counts alike.
+    if max_num_neighbors is not None:
+        full = torch.tensor(sorted(unlimited)).t()
+        nearest, dropped_nearest = _keep_nearest(full, pos, max_num_neighbors)
+        assert as_set(nearest) == kept and int(dropped_nearest) == int(dropped)
+
+
+def test_no_edge_dropped_below_the_cap(
+    batch_of_molecules: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    pos, batch = batch_of_molecules
+    _, dropped = radius_graph_and_dropped(pos, batch, 5.0, 1000, backend="torch")
+    assert int(dropped) == 0
+    _, dropped = radius_graph_and_dropped(torch.zeros(0, 3), None)
+    assert int(dropped) == 0
