@@ -87,10 +87,20 @@ def test_matches_brute_force(
     # Documented order: by target, then source.
     key = got[1] * pos.size(0) + got[0]
     assert bool((key[1:] > key[:-1]).all())
-    # The limit is really exercised: some centre has more neighbours than allowed.
+    # The limit is really exercised: some centre has more neighbours than allowed; the edges
+    # it drops are counted, by the dense path (in small chunks) and by the nearest-k rule of
+    # the torch_cluster path (applied to the full edge list).
+    unlimited = brute_force(pos.numpy(), batch.numpy(), cutoff, None, loop)
+    edges, dropped = radius_graph_and_dropped(
+        pos, batch, cutoff, max_num_neighbors, loop, backend="torch", max_block_elements=400
+    )
+    assert as_set(edges) == expected and dropped.dtype == torch.long and dropped.dim() == 0
+    assert int(dropped) == len(unlimited) - len(expected)
     if max_num_neighbors is not None:
-        unlimited = brute_force(pos.numpy(), batch.numpy(), cutoff, None, loop)
         assert len(unlimited) > len(expected)
+        full = torch.tensor(sorted(unlimited)).t()
+        nearest, dropped_nearest = _keep_nearest(full, pos, max_num_neighbors)
+        assert as_set(nearest) == expected and int(dropped_nearest) == int(dropped)
 
 
 def test_no_edge_crosses_molecules(batch_of_molecules: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -184,31 +194,6 @@ def test_torch_cluster_backend_unavailable_is_an_import_error() -> None:
         pytest.skip("torch_cluster is installed")
     with pytest.raises(ImportError, match="torch_cluster"):
         radius_graph(torch.zeros(2, 3), backend="torch_cluster")
-
-
-@pytest.mark.parametrize("loop", [False, True])
-@pytest.mark.parametrize(("cutoff", "max_num_neighbors"), [(5.0, None), (5.0, 6), (2.5, 3)])
-def test_dropped_edges_are_counted(
-    batch_of_molecules: tuple[torch.Tensor, torch.Tensor],
-    cutoff: float,
-    max_num_neighbors: int | None,
-    loop: bool,
-) -> None:
-    pos, batch = batch_of_molecules
-    unlimited = brute_force(pos.numpy(), batch.numpy(), cutoff, None, loop)
-    kept = brute_force(pos.numpy(), batch.numpy(), cutoff, max_num_neighbors, loop)
-    edges, dropped = radius_graph_and_dropped(
-        pos, batch, cutoff, max_num_neighbors, loop, backend="torch", max_block_elements=400
-    )
-    assert as_set(edges) == kept
-    assert dropped.dtype == torch.long and dropped.dim() == 0
-    assert int(dropped) == len(unlimited) - len(kept)
-    assert (int(dropped) > 0) == (max_num_neighbors is not None)
-    # The nearest-k rule applied to the full edge list (the torch_cluster path) counts alike.
-    if max_num_neighbors is not None:
-        full = torch.tensor(sorted(unlimited)).t()
-        nearest, dropped_nearest = _keep_nearest(full, pos, max_num_neighbors)
-        assert as_set(nearest) == kept and int(dropped_nearest) == int(dropped)
 
 
 def test_no_edge_dropped_below_the_cap(
