@@ -13,7 +13,8 @@ dropped, PyG collation) -- independent of the data module's loader classes:
   the InfoNCE key from the unmasked graph (``view_2d="unmasked"``, configs/unicorn.yaml: a
   second Graphormer pass) and from the masked graph (``"masked"``, one pass; the ablation),
   whose ratio is the cost of the unmasked key (``--views`` picks; ``unmasked_stop_grad``
-  adds ``stop_grad_2d=True``, under which the second pass runs without autograd);
+  adds ``stop_grad_2d=True``, under which the second pass runs without autograd). The variants
+  take turns step by step, so that a busy shared machine slows them alike;
 * the data pipeline: samples/s of one loader worker (sample building with all views on:
   torsion augmentation, coordinate noise, fragment mask, plus PyG collation), against the same
   without views as the in-run baseline, and with ``AddGraphRelations`` added per sample.
@@ -175,9 +176,9 @@ def training_batches(
     return batches
 
 
-def time_model(
+def time_models(
     size: str,
-    view_2d: str,
+    variants: list[str],
     records: list[MoleculeRecord],
     batch_size: int,
     relations: bool,
@@ -186,48 +187,69 @@ def time_model(
     device: torch.device,
     precision: str = "32",
     profile_rows: int = 0,
-) -> ModelTiming:
-    """Warm-up steps, then ``steps`` timed training steps on pre-built batches."""
-    torch.manual_seed(0)
-    module = unicorn_module(size, view_2d).to(device)
-    module.train()
-    views = sorted(module.pipeline_views(), key=lambda view: view.order)
-    relation_transform = graph_relations(module) if relations else None
-    # Same seed, same draws: both key views train on the same batches.
-    torch.manual_seed(1)
-    batches = training_batches(records, views, relation_transform, batch_size, warmup + steps)
-    batches = [b.to(device) for b in batches]
-    optimizer = torch.optim.AdamW(module.parameters(), lr=4e-4, betas=(0.9, 0.999))
+) -> list[ModelTiming]:
+    """Warm-up steps, then ``steps`` timed training steps of every key variant on the same
+    pre-built batches. The variants take turns step by step, so that a change of load on a
+    shared machine falls on all of them alike."""
 
     def autocast() -> torch.autocast | nullcontext:
         if precision == "bf16-mixed":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def step(batch: Batch) -> None:
-        with autocast():
-            total, _ = module.objective_results(batch)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
-        optimizer.step()
+    def make_step(module: PretrainModule) -> Callable[[Batch], None]:
+        optimizer = torch.optim.AdamW(module.parameters(), lr=4e-4, betas=(0.9, 0.999))
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for batch in batches[:warmup]:
-        step(batch)
-    synchronize(device)
-    start = time.perf_counter()
-    for batch in batches[warmup:]:
-        step(batch)
-    synchronize(device)
-    seconds = time.perf_counter() - start
+        def step(batch: Batch) -> None:
+            with autocast():
+                total, _ = module.objective_results(batch)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+            optimizer.step()
+
+        return step
+
+    modules = []
+    for variant in variants:
+        torch.manual_seed(0)
+        modules.append(unicorn_module(size, variant).to(device).train())
+    views = sorted(modules[0].pipeline_views(), key=lambda view: view.order)
+    relation_transform = graph_relations(modules[0]) if relations else None
+    torch.manual_seed(1)
+    batches = training_batches(records, views, relation_transform, batch_size, warmup + steps)
+    batches = [b.to(device) for b in batches]
+    step_fns = [make_step(module) for module in modules]
+    seconds = [0.0] * len(variants)
+    peaks = [0] * len(variants)
+    for index, batch in enumerate(batches):
+        for k, step in enumerate(step_fns):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            synchronize(device)
+            start = time.perf_counter()
+            step(batch)
+            synchronize(device)
+            if index >= warmup:
+                seconds[k] += time.perf_counter() - start
+            if device.type == "cuda":
+                peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(device))
     molecules = sum(int(b.num_graphs) for b in batches[warmup:])
     if profile_rows:
-        print_profile(step, batches[warmup], device, profile_rows)
-    parameters = sum(p.numel() for p in module.parameters())
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return ModelTiming(size, view_2d, parameters, steps, seconds, molecules, peak)
+        print(f"\nprofile of the {variants[0]!r} key variant:")
+        print_profile(step_fns[0], batches[warmup], device, profile_rows)
+    return [
+        ModelTiming(
+            size,
+            variant,
+            sum(p.numel() for p in module.parameters()),
+            steps,
+            seconds[k],
+            molecules,
+            peaks[k] if device.type == "cuda" else None,
+        )
+        for k, (variant, module) in enumerate(zip(variants, modules, strict=True))
+    ]
 
 
 def print_profile(
@@ -357,9 +379,11 @@ def main() -> None:
 
     steps = {"small": args.small_steps, "paper": args.paper_steps}
     timings = [
-        time_model(
+        timing
+        for size in args.sizes.split(",")
+        for timing in time_models(
             size,
-            view_2d,
+            args.views.split(","),
             records,
             args.batch,
             args.precompute_relations,
@@ -369,8 +393,6 @@ def main() -> None:
             args.precision,
             args.profile,
         )
-        for size in args.sizes.split(",")
-        for view_2d in args.views.split(",")
     ]
     where = "in the loader" if args.precompute_relations else "in the step (on the CPU)"
     print(

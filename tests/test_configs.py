@@ -28,10 +28,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from molssl.cli import main
 from molssl.datamodules import PretrainDataModule
+from molssl.datamodules.md import MD17_FILES, MD22_FILES
 from molssl.datamodules.moleculenet import MoleculeNetDataModule
 from molssl.modules import FinetuneModule, PretrainModule
 from tests.datamodules.md_files import write_sgdml
-from tests.datamodules.moleculenet_files import write_moleculenet_csv
+from tests.datamodules.moleculenet_files import TASK_COLUMNS, write_moleculenet_csv
 from tests.datamodules.qm9_files import write_qm9_raw
 from tests.modules.pretrain_fixtures import (
     TINY_ENCODER_ARGS,
@@ -40,11 +41,19 @@ from tests.modules.pretrain_fixtures import (
     weighted_epoch_metrics,
 )
 
+#: The QM9 targets of paper Table 1 as the configs name them (configs/finetune/qm9_<name>).
+QM9_CONFIG_TARGETS = ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "u0", "u", "h", "g", "cv")
+#: MoleculeNet's tasks of paper Tables 2 and 4 (configs/finetune/<name>).
+MOLECULENET_CONFIGS = (
+    "bbbp", "tox21", "toxcast", "sider", "clintox", "hiv", "muv", "bace",
+    "esol", "freesolv", "lipophilicity",
+)  # fmt: skip
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# configs/search holds grids of `molssl search`, not configs (tests/commands/test_search.py).
 CONFIGS = sorted(
     path
     for path in CONFIG_DIR.rglob("*.yaml")
-    if path.relative_to(CONFIG_DIR).parts[0] != "finetune"
+    if path.relative_to(CONFIG_DIR).parts[0] not in ("finetune", "search")
 )
 FINETUNE_CONFIGS = sorted((CONFIG_DIR / "finetune").glob("*.yaml"))
 ENCODER_KEYS = ("encoder_3d", "encoder_2d", "encoder_blend")
@@ -117,14 +126,13 @@ def test_configs_are_found() -> None:
         "ablations/unicorn_no_mask_contrast.yaml",
         "ablations/unicorn_masked_key.yaml",
     } <= names
-    assert {path.name for path in FINETUNE_CONFIGS} >= {
-        "freesolv.yaml",
-        "esol.yaml",
-        "bbbp.yaml",
-        "tox21.yaml",
-        "qm9_homo.yaml",
-        "md17_aspirin.yaml",
-        "md22_ac_ala3_nhme.yaml",
+    # Every task of UniCorn's tables: QM9 (Table 1), MoleculeNet (Tables 2 and 4), MD17
+    # (Table 3), MD22 (Table 7).
+    assert {path.stem for path in FINETUNE_CONFIGS} >= {
+        *(f"qm9_{target}" for target in QM9_CONFIG_TARGETS),
+        *MOLECULENET_CONFIGS,
+        *(f"md17_{molecule}" for molecule in MD17_FILES),
+        *(f"md22_{molecule}" for molecule in MD22_FILES),
     }
 
 
@@ -243,6 +251,10 @@ def finetune_overrides(config: dict[str, Any], folder: Path) -> list[str]:
     args: list[str] = []
     for name, value in TINY_ENCODER_ARGS[encoder["class_path"]].items():
         args += [f"--model.init_args.encoder.init_args.{name}", str(value)]
+    preset = config["data"]["init_args"].get("preset")
+    if preset == "toxcast":
+        # The test file holds 3 of ToxCast's 617 assay columns.
+        args.append(f"--model.init_args.num_tasks={len(TASK_COLUMNS[preset])}")
     for name, value in finetune_data_overrides(config["data"], folder).items():
         args.append(f"--data.init_args.{name}={'null' if value is None else value}")
     return [

@@ -8,7 +8,12 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molssl.chem.radius import HAS_TORCH_CLUSTER, radius_graph
+from molssl.chem.radius import (
+    HAS_TORCH_CLUSTER,
+    _keep_nearest,
+    radius_graph,
+    radius_graph_and_dropped,
+)
 
 Edge = tuple[int, int]
 
@@ -82,10 +87,20 @@ def test_matches_brute_force(
     # Documented order: by target, then source.
     key = got[1] * pos.size(0) + got[0]
     assert bool((key[1:] > key[:-1]).all())
-    # The limit is really exercised: some centre has more neighbours than allowed.
+    # The limit is really exercised: some centre has more neighbours than allowed; the edges
+    # it drops are counted, by the dense path (in small chunks) and by the nearest-k rule of
+    # the torch_cluster path (applied to the full edge list).
+    unlimited = brute_force(pos.numpy(), batch.numpy(), cutoff, None, loop)
+    edges, dropped = radius_graph_and_dropped(
+        pos, batch, cutoff, max_num_neighbors, loop, backend="torch", max_block_elements=400
+    )
+    assert as_set(edges) == expected and dropped.dtype == torch.long and dropped.dim() == 0
+    assert int(dropped) == len(unlimited) - len(expected)
     if max_num_neighbors is not None:
-        unlimited = brute_force(pos.numpy(), batch.numpy(), cutoff, None, loop)
         assert len(unlimited) > len(expected)
+        full = torch.tensor(sorted(unlimited)).t()
+        nearest, dropped_nearest = _keep_nearest(full, pos, max_num_neighbors)
+        assert as_set(nearest) == expected and int(dropped_nearest) == int(dropped)
 
 
 def test_no_edge_crosses_molecules(batch_of_molecules: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -179,3 +194,13 @@ def test_torch_cluster_backend_unavailable_is_an_import_error() -> None:
         pytest.skip("torch_cluster is installed")
     with pytest.raises(ImportError, match="torch_cluster"):
         radius_graph(torch.zeros(2, 3), backend="torch_cluster")
+
+
+def test_no_edge_dropped_below_the_cap(
+    batch_of_molecules: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    pos, batch = batch_of_molecules
+    _, dropped = radius_graph_and_dropped(pos, batch, 5.0, 1000, backend="torch")
+    assert int(dropped) == 0
+    _, dropped = radius_graph_and_dropped(torch.zeros(0, 3), None)
+    assert int(dropped) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jsonargparse
 import pytest
 import torch
@@ -233,6 +235,34 @@ def test_neighbour_limit_and_cutoff_change_the_graph(molecules: list[Data]) -> N
     assert limited.size(1) <= n + 3 * n < full.size(1)
     assert n < short.size(1) < full.size(1)
     assert torch.bincount(limited[1], minlength=n).max() <= 4
+
+
+def test_dropped_neighbours_are_counted_and_warned_once(molecules: list[Data]) -> None:
+    batch = as_batch(molecules, torch.float64)
+    full = tiny_encoder(max_num_neighbors=None).build_edges(batch.pos, batch.batch)[0]
+    n = batch.num_nodes
+    within_cutoff = full.size(1) - n  # without the self-loops
+    encoder = tiny_encoder(max_num_neighbors=4)
+    with pytest.warns(UserWarning, match="max_num_neighbors=4 dropped") as record:
+        edges = encoder.build_edges(batch.pos, batch.batch)[0]
+    dropped = within_cutoff - (edges.size(1) - n)
+    assert dropped > 0
+    assert f"dropped {dropped} of {within_cutoff} neighbour edges" in str(record[0].message)
+    assert (encoder.dropped_neighbour_edges, encoder.neighbour_edges) == (dropped, within_cutoff)
+    # Once per run: a second batch counts but does not warn again.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder(batch)
+    assert (encoder.dropped_neighbour_edges, encoder.neighbour_edges) == (
+        2 * dropped,
+        2 * within_cutoff,
+    )
+    # The default cap keeps every edge of these small molecules: no warning, zero dropped.
+    default = tiny_encoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default(batch)
+    assert default.dropped_neighbour_edges == 0 and default.neighbour_edges == within_cutoff
 
 
 def test_paper_size_defaults_and_parameter_count() -> None:

@@ -81,9 +81,11 @@ def quiet_trainer(root: Path, **overrides: Any) -> Trainer:
     return Trainer(**{**settings, **overrides})
 
 
-def tiny_et() -> EquivariantTransformer:
-    """An equivariant transformer of the tests' tiny size."""
-    return EquivariantTransformer(**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"])
+def tiny_et(**overrides: Any) -> EquivariantTransformer:
+    """An equivariant transformer of the tests' tiny size (``overrides`` change its settings)."""
+    return EquivariantTransformer(
+        **{**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"], **overrides}
+    )
 
 
 def tiny_graphormer() -> Graphormer:

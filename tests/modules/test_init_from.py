@@ -152,3 +152,18 @@ def test_finetune_module_reports_a_shape_mismatch_at_fit(
     )
     with pytest.raises(InitFromError, match=r"distance_expansion.*\(8,\) vs encoder \(4,\)"):
         quiet_trainer(tmp_path, max_steps=1).fit(module, DescriptorData(batch_size=8))
+
+
+def test_a_whitened_pretrained_encoder_initialises_an_unwhitened_one(tmp_path: Path) -> None:
+    """The MD17/MD22 configs drop layernorm_on_vec (as Frad's force fine-tuning does) while
+    pre-training keeps it: every other tensor loads, the whitening's weight is reported unused."""
+    module = PretrainModule(
+        objectives=[CoordDenoise()], encoder_3d=tiny_et(layernorm_on_vec="whitened")
+    )
+    path = tmp_path / "whitened.ckpt"
+    torch.save({"state_dict": module.state_dict()}, path)
+    encoder = tiny_et(layernorm_on_vec=None)
+    report = load_encoder_weights(encoder, path)
+    assert sorted(report.loaded) == sorted(encoder.state_dict())
+    assert report.new == []
+    assert "encoder_3d.out_norm_vec.weight" in report.unused

@@ -6,6 +6,11 @@ Row 0 of the result is the source (neighbour ``j``), row 1 the target (centre ``
 more than ``max_num_neighbors`` neighbours, the nearest are kept (ties: lower index first),
 which, unlike torch_cluster's "first found", does not depend on atom order or device.
 
+The cap silently changes the graph, so :func:`radius_graph_and_dropped` also counts the edges
+it dropped (the equivariant transformer warns once per run with that count). TorchMD-NET's
+current code treats its limit as a budget for the whole batch and raises when it is exceeded
+instead of cutting; molssl keeps the published ET's per-atom cap (nearest first) and reports it.
+
 Distances are computed on dense per-molecule blocks: molecules are padded to the largest one
 of a chunk of consecutive molecules, and chunks are sized so that no intermediate exceeds
 ``max_block_elements`` entries. Memory is thus about ``sum_i N_i * Nmax`` rather than the
@@ -20,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["HAS_TORCH_CLUSTER", "radius_graph"]
+__all__ = ["HAS_TORCH_CLUSTER", "radius_graph", "radius_graph_and_dropped"]
 
 HAS_TORCH_CLUSTER = importlib.util.find_spec("torch_cluster") is not None
 
@@ -78,9 +83,9 @@ def _chunk_edges(
     cutoff: float,
     max_num_neighbors: int | None,
     loop: bool,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Edges of consecutive molecules (``counts`` atoms each, the first atom being global
-    index ``first_node``), as global ``(2, E)``."""
+    index ``first_node``), as global ``(2, E)``, and the number dropped by the cap."""
     device = pos.device
     num_graphs, n_max = len(counts), max(counts)
     counts_t = torch.tensor(counts, device=device)
@@ -97,17 +102,20 @@ def _chunk_edges(
     keep = mask[:, :, None] & mask[:, None, :] & (dist_sq < cutoff * cutoff)
     if not loop:
         keep &= ~torch.eye(n_max, dtype=torch.bool, device=device)
+    dropped = torch.zeros((), dtype=torch.long, device=device)
     if max_num_neighbors is not None and max_num_neighbors < n_max:
         # Sort only the rows of centres over the cap (a minority in a typical batch).
-        crowded = keep.sum(-1) > max_num_neighbors
+        degree = keep.sum(-1)
+        crowded = degree > max_num_neighbors
         if bool(crowded.any()):
+            dropped = (degree[crowded] - max_num_neighbors).sum()
             rows = keep[crowded]
             ranked = dist_sq[crowded].masked_fill(~rows, float("inf"))
             nearest = torch.sort(ranked, dim=-1, stable=True).indices[:, :max_num_neighbors]
             keep[crowded] = rows & torch.zeros_like(rows).scatter_(-1, nearest, True)
     graph, centre, neighbour = keep.nonzero(as_tuple=True)
     offset = ptr[graph] + first_node
-    return torch.stack([neighbour + offset, centre + offset])
+    return torch.stack([neighbour + offset, centre + offset]), dropped
 
 
 def _radius_torch(
@@ -117,28 +125,32 @@ def _radius_torch(
     max_num_neighbors: int | None,
     loop: bool,
     max_block_elements: int,
-) -> Tensor:
-    """Pure-torch radius graph for a sorted ``batch``."""
+) -> tuple[Tensor, Tensor]:
+    """Pure-torch radius graph for a sorted ``batch``, and the edges the cap dropped."""
     counts = torch.bincount(batch).tolist()
     node_ptr = [0]
     for n in counts:
         node_ptr.append(node_ptr[-1] + n)
     pieces = []
+    dropped = torch.zeros((), dtype=torch.long, device=pos.device)
     for g0, g1 in _chunks(counts, max_block_elements):
         sub_counts = [n for n in counts[g0:g1] if n > 0]
         if not sub_counts:
             continue
         sub_pos = pos[node_ptr[g0] : node_ptr[g1]]
-        pieces.append(
-            _chunk_edges(sub_pos, sub_counts, node_ptr[g0], cutoff, max_num_neighbors, loop)
+        edges, chunk_dropped = _chunk_edges(
+            sub_pos, sub_counts, node_ptr[g0], cutoff, max_num_neighbors, loop
         )
+        pieces.append(edges)
+        dropped = dropped + chunk_dropped
     if not pieces:
-        return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
-    return torch.cat(pieces, dim=1)
+        return torch.zeros(2, 0, dtype=torch.long, device=pos.device), dropped
+    return torch.cat(pieces, dim=1), dropped
 
 
-def _keep_nearest(edge_index: Tensor, pos: Tensor, max_num_neighbors: int) -> Tensor:
-    """Keep the ``max_num_neighbors`` nearest sources of every target; sort by target, source."""
+def _keep_nearest(edge_index: Tensor, pos: Tensor, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
+    """Keep the ``max_num_neighbors`` nearest sources of every target; sort by target, source.
+    Also returns how many edges were dropped."""
     source, target = edge_index
     num_nodes = pos.size(0)
     dist_sq = (pos[source] - pos[target]).pow(2).sum(-1)
@@ -150,7 +162,8 @@ def _keep_nearest(edge_index: Tensor, pos: Tensor, max_num_neighbors: int) -> Te
     counts = torch.bincount(target, minlength=num_nodes)
     rank = torch.arange(target.numel(), device=pos.device) - (counts.cumsum(0) - counts)[target]
     keep = rank < max_num_neighbors
-    return _sorted_by_target(torch.stack([source[keep], target[keep]]), num_nodes)
+    edges = _sorted_by_target(torch.stack([source[keep], target[keep]]), num_nodes)
+    return edges, (~keep).sum()
 
 
 def _sorted_by_target(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -161,7 +174,7 @@ def _sorted_by_target(edge_index: Tensor, num_nodes: int) -> Tensor:
 
 def _radius_cluster(
     pos: Tensor, batch: Tensor, cutoff: float, max_num_neighbors: int | None, loop: bool
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """torch_cluster radius graph with all neighbours kept, then our nearest-k rule."""
     import torch_cluster
 
@@ -171,7 +184,8 @@ def _radius_cluster(
     )
     if max_num_neighbors is not None:
         return _keep_nearest(edge_index, pos, max_num_neighbors)
-    return _sorted_by_target(edge_index, pos.size(0))
+    dropped = torch.zeros((), dtype=torch.long, device=pos.device)
+    return _sorted_by_target(edge_index, pos.size(0)), dropped
 
 
 def radius_graph(
@@ -184,7 +198,31 @@ def radius_graph(
     backend: Backend = "auto",
     max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS,
 ) -> Tensor:
-    """Edges between atoms of the same molecule closer than ``cutoff``.
+    """Edges between atoms of the same molecule closer than ``cutoff``: the edge list of
+    :func:`radius_graph_and_dropped` (see it for the arguments)."""
+    return radius_graph_and_dropped(
+        pos,
+        batch,
+        cutoff,
+        max_num_neighbors,
+        loop,
+        backend=backend,
+        max_block_elements=max_block_elements,
+    )[0]
+
+
+def radius_graph_and_dropped(
+    pos: Tensor,
+    batch: Tensor | None = None,
+    cutoff: float = 5.0,
+    max_num_neighbors: int | None = 32,
+    loop: bool = False,
+    *,
+    backend: Backend = "auto",
+    max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Edges between atoms of the same molecule closer than ``cutoff``, and how many edges
+    ``max_num_neighbors`` dropped.
 
     Args:
         pos: ``(N, 3)`` float coordinates, on any device.
@@ -192,15 +230,17 @@ def radius_graph(
             molecule.
         cutoff: Distance cutoff (same unit as ``pos``); pairs at ``d < cutoff`` are joined.
         max_num_neighbors: At most this many neighbours per centre atom (self-loops count
-            when ``loop``), the nearest ones; ``None`` for no limit.
+            when ``loop``), the nearest ones; ``None`` for no limit. The edges beyond it are
+            dropped, and counted.
         loop: Whether every atom is also its own neighbour.
         backend: ``"torch"`` (dense blocks), ``"torch_cluster"`` (requires it installed), or
             ``"auto"``: torch_cluster when installed, else torch. Both give the same edges.
         max_block_elements: Memory budget of the torch path, in pairwise entries per chunk.
 
     Returns:
-        ``(2, E)`` long on ``pos.device``: row 0 source (neighbour), row 1 target (centre),
-        sorted by target then source.
+        ``(edge_index, dropped)``: ``(2, E)`` long on ``pos.device``, row 0 source
+        (neighbour), row 1 target (centre), sorted by target then source; and a 0-d long
+        tensor, the number of edges within the cutoff that the cap left out.
 
     Raises:
         ValueError: On malformed ``pos``/``batch`` or out-of-range parameters.
@@ -208,7 +248,8 @@ def radius_graph(
     """
     batch = _check_inputs(pos, batch, cutoff, max_num_neighbors)
     if pos.size(0) == 0:
-        return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
+        empty = torch.zeros(2, 0, dtype=torch.long, device=pos.device)
+        return empty, torch.zeros((), dtype=torch.long, device=pos.device)
     if backend not in ("auto", "torch", "torch_cluster"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'torch_cluster', got {backend!r}")
     if backend == "torch_cluster" and not HAS_TORCH_CLUSTER:
@@ -220,11 +261,11 @@ def radius_graph(
         perm = torch.argsort(batch, stable=True)
         pos, batch = pos[perm], batch[perm]
     if backend == "torch_cluster" or (backend == "auto" and HAS_TORCH_CLUSTER):
-        edge_index = _radius_cluster(pos, batch, cutoff, max_num_neighbors, loop)
+        edge_index, dropped = _radius_cluster(pos, batch, cutoff, max_num_neighbors, loop)
     else:
-        edge_index = _radius_torch(
+        edge_index, dropped = _radius_torch(
             pos, batch, cutoff, max_num_neighbors, loop, max(1, max_block_elements)
         )
     if perm is not None:
         edge_index = _sorted_by_target(perm[edge_index], pos.size(0))
-    return edge_index
+    return edge_index, dropped

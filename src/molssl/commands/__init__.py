@@ -7,4 +7,5 @@ script lists them.
 
 import molssl.commands.embed
 import molssl.commands.prepare
+import molssl.commands.search
 import molssl.commands.seeds  # noqa: F401

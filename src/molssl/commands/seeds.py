@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,14 @@ from jsonargparse import ArgumentParser, Namespace
 
 from molssl.cli import register_subcommand, run_trainer_command
 
-__all__ = ["run_seeds", "summarise_runs"]
+__all__ = [
+    "FitRun",
+    "checkpoint_test_metrics",
+    "fit_seeds",
+    "run_seeds",
+    "summarise_runs",
+    "tested_runs",
+]
 
 SEEDS_FILE = "seeds.json"
 
@@ -101,28 +109,44 @@ def _chosen_checkpoint(trainer: Any, seed: int) -> str:
     return str(Path(path).resolve())
 
 
-def run_seeds(
-    config: str | Path,
-    seeds: Sequence[int],
-    output: str | Path | None = None,
-    overrides: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Fits and tests ``config`` once per seed; writes and returns the ``seeds.json`` record.
+@dataclass(frozen=True)
+class FitRun:
+    """One seed's fit: its chosen checkpoint and what validation chose it by. It holds no test
+    metric: those come from :func:`checkpoint_test_metrics`, run separately on the checkpoint.
+
+    Attributes:
+        seed: The seed of the run.
+        ckpt_path: The checkpoint the validation metric chose (``last.ckpt`` without one).
+        log_dir: The run's log directory.
+        monitor: The validation metric of the config's checkpoint callback, if any.
+        mode: ``"min"`` or ``"max"`` for ``monitor``.
+        val_score: ``monitor``'s value at the chosen checkpoint (``None`` without a monitor).
+    """
+
+    seed: int
+    ckpt_path: str
+    log_dir: str | None
+    monitor: str | None
+    mode: str | None
+    val_score: float | None
+
+
+def fit_seeds(
+    config: str | Path, seeds: Sequence[int], out: Path, overrides: Sequence[str] = ()
+) -> list[FitRun]:
+    """``molssl fit`` of ``config`` once per seed under ``out/seed_S``; no test is run.
 
     Raises:
         FileNotFoundError: If the config does not exist.
         ValueError: On an empty or repeated seed list.
-        RuntimeError: If a fit leaves no checkpoint to test.
+        RuntimeError: If a fit leaves no checkpoint.
     """
     config_path = Path(config)
     if not config_path.is_file():
         raise FileNotFoundError(f"config not found: {config_path}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"give distinct seeds, got {list(seeds)}")
-    out = (
-        Path(output) if output is not None else Path("runs") / "seeds" / config_path.stem
-    ).resolve()
-    runs: list[dict[str, Any]] = []
+    runs: list[FitRun] = []
     for seed in seeds:
         root = out / f"seed_{seed}"
         fit = run_trainer_command(
@@ -137,16 +161,64 @@ def run_seeds(
                 *_logger_save_dir_override(config_path, root),
             ]
         )
-        ckpt = _chosen_checkpoint(fit.trainer, seed)
-        test = run_trainer_command(["test", "--ckpt", ckpt])
-        metrics = {
-            name: float(value)
-            for name, value in test.trainer.callback_metrics.items()
-            if name.startswith("test/")
-        }
+        callback = fit.trainer.checkpoint_callback
+        monitor = getattr(callback, "monitor", None)
+        score = getattr(callback, "best_model_score", None)
         runs.append(
-            {"seed": seed, "ckpt_path": ckpt, "log_dir": fit.trainer.log_dir, "metrics": metrics}
+            FitRun(
+                seed=seed,
+                ckpt_path=_chosen_checkpoint(fit.trainer, seed),
+                log_dir=fit.trainer.log_dir,
+                monitor=monitor,
+                mode=getattr(callback, "mode", None) if monitor else None,
+                val_score=None if score is None or monitor is None else float(score),
+            )
         )
+    return runs
+
+
+def checkpoint_test_metrics(ckpt_path: str) -> dict[str, float]:
+    """``molssl test --ckpt`` on one checkpoint (from it and its saved config alone)."""
+    test = run_trainer_command(["test", "--ckpt", ckpt_path])
+    return {
+        name: float(value)
+        for name, value in test.trainer.callback_metrics.items()
+        if name.startswith("test/")
+    }
+
+
+def tested_runs(runs: Sequence[FitRun]) -> list[dict[str, Any]]:
+    """Each fit as a ``seeds.json`` entry, with the test metrics of its chosen checkpoint."""
+    return [
+        {
+            "seed": run.seed,
+            "ckpt_path": run.ckpt_path,
+            "log_dir": run.log_dir,
+            "validation": {run.monitor: run.val_score} if run.monitor else {},
+            "metrics": checkpoint_test_metrics(run.ckpt_path),
+        }
+        for run in runs
+    ]
+
+
+def run_seeds(
+    config: str | Path,
+    seeds: Sequence[int],
+    output: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Fits and tests ``config`` once per seed; writes and returns the ``seeds.json`` record.
+
+    Raises:
+        FileNotFoundError: If the config does not exist.
+        ValueError: On an empty or repeated seed list.
+        RuntimeError: If a fit leaves no checkpoint to test.
+    """
+    config_path = Path(config)
+    out = (
+        Path(output) if output is not None else Path("runs") / "seeds" / config_path.stem
+    ).resolve()
+    runs = tested_runs(fit_seeds(config_path, seeds, out, overrides))
     record = {
         "config": str(config_path),
         "output": str(out),

@@ -9,7 +9,8 @@ the width of ``node`` and ``graph``. Configs name them by ``class_path``, e.g.
 - :class:`Graphormer`: the 2D graph transformer (UniCorn's graph encoder).
 - :class:`MoleBlendTransformer`: MoleBLEND's transformer with blended 2D/3D relations.
 - Heads: :class:`EquivariantVectorHead`, :class:`EquivariantScalarHead`,
-  :class:`GatedEquivariantBlock`, :class:`MLPHead`.
+  :class:`GatedEquivariantBlock`, :class:`MLPHead`; QM9's :class:`DipoleMomentHead` and
+  :class:`SpatialExtentHead`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from molssl.encoders.heads import (
     GatedEquivariantBlock,
     MLPHead,
 )
+from molssl.encoders.property_heads import DipoleMomentHead, SpatialExtentHead
 
 __all__ = [
+    "DipoleMomentHead",
     "EncoderOutput",
     "EquivariantScalarHead",
     "EquivariantTransformer",
@@ -34,4 +37,5 @@ __all__ = [
     "Graphormer",
     "MLPHead",
     "MoleBlendTransformer",
+    "SpatialExtentHead",
 ]

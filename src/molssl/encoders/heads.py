@@ -102,7 +102,7 @@ class GatedEquivariantBlock(nn.Module):
         return scalars, vectors
 
 
-class _GatedOutputNetwork(nn.Module):
+class GatedOutputNetwork(nn.Module):
     """TorchMD-NET's equivariant output network: hidden -> hidden/2 -> 1 gated blocks."""
 
     def __init__(self, hidden_channels: int, activation: str) -> None:
@@ -133,7 +133,7 @@ class _GatedOutputNetwork(nn.Module):
         return x.squeeze(-1), v.squeeze(-1)
 
 
-class EquivariantVectorHead(_GatedOutputNetwork):
+class EquivariantVectorHead(GatedOutputNetwork):
     """One equivariant 3-vector per atom (coordinate-noise prediction, forces).
 
     Args:
@@ -152,7 +152,7 @@ class EquivariantVectorHead(_GatedOutputNetwork):
         return self._run(output, "EquivariantVectorHead")[1]
 
 
-class EquivariantScalarHead(_GatedOutputNetwork):
+class EquivariantScalarHead(GatedOutputNetwork):
     """One invariant scalar per atom, pooled to one per molecule.
 
     ``per_atom = std * s_i (+ atomref[z_i])``; ``molecule = reduce(per_atom) + mean``. ``mean``

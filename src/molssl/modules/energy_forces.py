@@ -14,11 +14,12 @@ import copy
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
-__all__ = ["energy_and_forces", "molecule_index", "per_molecule_sum"]
+__all__ = ["energy_and_forces", "energy_force_losses", "molecule_index", "per_molecule_sum"]
 
 
 def molecule_index(batch: Batch) -> Tensor:
@@ -55,3 +56,27 @@ def energy_and_forces(
     if not create_graph:
         energy, forces = energy.detach(), forces.detach()
     return energy, forces
+
+
+def energy_force_losses(
+    energy_of: Callable[[Batch], Tensor],
+    batch: Batch,
+    create_graph: bool,
+    energy_weight: float,
+    force_weight: float,
+) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, ...]]:
+    """``energy_weight * MSE(E) + force_weight * MSE(F)`` against ``batch.energy`` and
+    ``batch.forces`` (the paper's 0.2 / 0.8), in the data's units.
+
+    Returns:
+        ``(loss, {"energy_loss", "force_loss"}, (energy, energy target, forces, force target))``.
+    """
+    energy, forces = energy_and_forces(energy_of, batch, create_graph=create_graph)
+    target_energy = batch.energy.reshape(-1, 1).to(energy.dtype)
+    target_forces = batch.forces.to(forces.dtype)
+    parts = {
+        "energy_loss": F.mse_loss(energy, target_energy),
+        "force_loss": F.mse_loss(forces, target_forces),
+    }
+    loss = energy_weight * parts["energy_loss"] + force_weight * parts["force_loss"]
+    return loss, parts, (energy, target_energy, forces, target_forces)

@@ -7,8 +7,11 @@ encoder, put a head on it, and train everything on the downstream task.
   embedding gives one logit per task; binary cross-entropy over the labelled entries only (NaN
   labels are masked); metric ROC-AUC averaged over the tasks with both classes in the split.
 * ``task="regression"`` (ESOL, FreeSolv, Lipophilicity with the MLP head; QM9 with
-  ``head="equivariant"``, TorchMD-NET's output network): MSE on standardised targets
-  ``(y - mean) / std``; predictions and metrics (RMSE, MAE per target) in the targets' units.
+  ``head="equivariant"``, TorchMD-NET's output network, and for QM9's mu and <R^2> the heads
+  ``"dipole"`` and ``"spatial_extent"`` that build them from positions, see
+  :mod:`molssl.encoders.property_heads`): MSE on standardised targets ``(y - mean) / std``;
+  predictions and metrics (RMSE, MAE per target) in the targets' units. The dipole head's
+  output is a length, so its targets are scaled by their root mean square and not shifted.
 * ``task="energy_forces"`` (MD17, MD22): an equivariant energy head, forces
   ``F = -dE/dpos`` (with ``create_graph`` in training so the force loss trains the weights);
   loss ``energy_weight * MSE(E) + force_weight * MSE(F)`` in the data's units (0.2 / 0.8 in
@@ -19,7 +22,14 @@ encoder, put a head on it, and train everything on the downstream task.
 --ckpt`` de-standardises with the training statistics. For ``energy_forces`` they are the mean
 and std of the energy per atom: ``E = sum_i (std * s_i + mean)``. With ``atomref=True`` the
 datamodule's per-element reference values (``"atomref"``, e.g. QM9's train-split fit) are added
-per atom, and its mean and std are those of the residual.
+per atom, and its mean and std are those of the residual; ``atomref="qm9"`` adds QM9's
+free-atom energies instead (U0, U, H, G; TorchMD-NET's ``Atomref`` prior, see
+:mod:`molssl.modules.atomref`), with the residual's statistics computed here over the
+datamodule's ``train_dataset``.
+
+**Denoising while fine-tuning** (Frad): ``denoise_weight > 0`` noises the training conformers by
+``denoise_sigma`` Å and adds ``denoise_weight`` times the MSE of a noise-predicting head
+(:mod:`molssl.modules.finetune_denoise`), logged as ``train/denoise_loss``.
 
 **Initialisation** from pre-training: ``init_from: PATH`` loads the encoder's tensors from a
 :class:`~molssl.modules.PretrainModule` checkpoint (prefix ``init_from_prefix``, default
@@ -35,25 +45,22 @@ when a ``ModelCheckpoint`` monitors a metric this module does not log or uses th
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from molssl.encoders.base import EncoderOutput
-from molssl.modules.checkpoint_metadata import (
-    check_checkpoint_metadata,
-    class_path,
-    write_checkpoint_metadata,
-)
-from molssl.modules.energy_forces import energy_and_forces, per_molecule_sum
+from molssl.modules.energy_forces import energy_and_forces, energy_force_losses, per_molecule_sum
+from molssl.modules.finetune_checkpoints import FinetuneCheckpoints
+from molssl.modules.finetune_denoise import FinetuneDenoising
+from molssl.modules.finetune_logging import FinetuneLogging
 from molssl.modules.finetune_losses import masked_bce, masked_mse
-from molssl.modules.finetune_metrics import TaskMetrics, check_checkpoint_monitors
+from molssl.modules.finetune_metrics import TaskMetrics
 from molssl.modules.finetune_optim import FinetuneOptimization, Schedule
+from molssl.modules.finetune_settings import TASKS, atomref_mode, check_task_settings
 from molssl.modules.finetune_stats import checked_task_names, read_task_statistics
 from molssl.modules.guards import NonFiniteLossGuard
 from molssl.modules.init_from import DEFAULT_PREFIX, InitReport, load_encoder_weights
@@ -63,12 +70,10 @@ from molssl.modules.task_heads import build_task_head
 __all__ = ["TASKS", "FinetuneModule"]
 
 Task = Literal["classification", "regression", "energy_forces"]
-#: The task types of fine-tuning (the datamodules' ``task_type``).
-TASKS: tuple[str, ...] = ("classification", "regression", "energy_forces")
 _DEFAULT_MAX_Z = 100
 
 
-class FinetuneModule(FinetuneOptimization):
+class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization):
     """Fine-tuning of an encoder on a labelled task (see the module docstring).
 
     Args:
@@ -79,9 +84,10 @@ class FinetuneModule(FinetuneOptimization):
             (1 for ``energy_forces``).
         init_from: Pre-training checkpoint to initialise the encoder from (``None``: scratch).
         init_from_prefix: Where the encoder's tensors sit in that checkpoint.
-        head: ``"mlp"`` (2-layer MLP on the pooled embedding) or ``"equivariant"``
-            (TorchMD-NET's output network); default ``"mlp"``, and ``"equivariant"`` (the only
-            choice) for ``energy_forces``.
+        head: ``"mlp"`` (2-layer MLP on the pooled embedding), ``"equivariant"``
+            (TorchMD-NET's output network), or for one regression target ``"dipole"`` (QM9
+            mu) or ``"spatial_extent"`` (QM9 <R^2>); default ``"mlp"``, and ``"equivariant"``
+            (the only choice) for ``energy_forces``.
         pool: Pooling of atom features: ``"sum"``, ``"mean"`` or ``"encoder"`` (the encoder's
             own ``graph``; MLP head only); default ``"mean"`` for the MLP head, ``"sum"`` for
             the equivariant one.
@@ -89,11 +95,15 @@ class FinetuneModule(FinetuneOptimization):
         head_dropout: Dropout of the MLP head.
         head_activation: Activation of the head.
         standardize: Use the training targets' mean and std (regression, energy_forces).
-        atomref: Add per-element reference values from the datamodule's statistics.
+        atomref: Add per-element reference values: ``True`` the datamodule's (its
+            statistics' ``"atomref"``), ``"qm9"`` QM9's free-atom energies, ``False`` none.
         energy_weight: Weight of the energy MSE (``energy_forces``; paper 0.2).
         force_weight: Weight of the force MSE (``energy_forces``; paper 0.8).
         regression_metric: ``"rmse"`` (MoleculeNet) or ``"mae"`` (QM9): the regression metric
             that :attr:`monitor` selects checkpoints by.
+        denoise_weight: Weight of the denoising term in training (0: none; Frad 0.1 on MD17,
+            0.2 on QM9).
+        denoise_sigma: Standard deviation of its coordinate noise in Å (Frad: 0.005).
         lr, betas, weight_decay, schedule, warmup_steps, max_steps, min_lr, plateau_factor,
             plateau_patience: The optimiser and its schedule; see
             :class:`~molssl.modules.finetune_optim.FinetuneOptimization`.
@@ -119,16 +129,18 @@ class FinetuneModule(FinetuneOptimization):
         num_tasks: int = 1,
         init_from: str | None = None,
         init_from_prefix: str = DEFAULT_PREFIX,
-        head: Literal["mlp", "equivariant"] | None = None,
+        head: Literal["mlp", "equivariant", "dipole", "spatial_extent"] | None = None,
         pool: Literal["sum", "mean", "encoder"] | None = None,
         head_hidden_dim: int | None = None,
         head_dropout: float = 0.0,
         head_activation: str = "silu",
         standardize: bool = True,
-        atomref: bool = False,
+        atomref: bool | Literal["qm9"] = False,
         energy_weight: float = 0.2,
         force_weight: float = 0.8,
         regression_metric: Literal["rmse", "mae"] = "rmse",
+        denoise_weight: float = 0.0,
+        denoise_sigma: float = 0.005,
         lr: float = 1e-4,
         encoder_lr_scale: float = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -146,43 +158,26 @@ class FinetuneModule(FinetuneOptimization):
             self.save_hyperparameters()
         else:
             self.save_hyperparameters(ignore=["encoder"])
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if not isinstance(encoder, nn.Module) or not isinstance(
             getattr(encoder, "out_dim", None), int
         ):
             raise TypeError("encoder must be a molssl encoder (an nn.Module with an int out_dim)")
-        if num_tasks < 1 or (task == "energy_forces" and num_tasks != 1):
-            raise ValueError(
-                f"num_tasks must be >= 1 (exactly 1 for energy_forces), got {num_tasks}"
-            )
-        head = head or ("equivariant" if task == "energy_forces" else "mlp")
-        if task == "energy_forces" and head != "equivariant":
-            raise ValueError("energy_forces needs head='equivariant' (forces are -dE/dpos)")
-        if task == "classification" and atomref:
-            raise ValueError("atomref applies to regression and energy_forces, not classification")
-        if regression_metric not in ("rmse", "mae"):
-            raise ValueError(
-                f"regression_metric must be 'rmse' or 'mae', got {regression_metric!r}"
-            )
-        if energy_weight < 0 or force_weight < 0 or energy_weight + force_weight == 0:
-            raise ValueError("energy_weight and force_weight must be >= 0, not both 0")
+        head = check_task_settings(
+            task, num_tasks, head, atomref, regression_metric, energy_weight, force_weight,
+            denoise_weight,
+        )  # fmt: skip
         self.configure_optimization(
             lr, betas, weight_decay, schedule, warmup_steps, max_steps, min_lr,
-            plateau_factor, plateau_patience,
+            plateau_factor, plateau_patience, encoder_lr_scale,
         )  # fmt: skip
-        if not (math.isfinite(encoder_lr_scale) and encoder_lr_scale > 0):
-            raise ValueError(
-                f"encoder_lr_scale must be a finite number > 0, got {encoder_lr_scale}"
-            )
-        self.encoder_lr_scale = float(encoder_lr_scale)
         self.task: str = task
         self.num_tasks = int(num_tasks)
         self.head_kind = head
         self.init_from = init_from
         self.init_from_prefix = init_from_prefix
         self.standardize = bool(standardize)
-        self.use_atomref = bool(atomref)
+        self.atomref_mode = atomref_mode(atomref)
+        self.use_atomref = self.atomref_mode != "none"
         self.energy_weight = float(energy_weight)
         self.force_weight = float(force_weight)
         self.regression_metric = regression_metric
@@ -196,6 +191,11 @@ class FinetuneModule(FinetuneOptimization):
             head_dropout,
             head_activation,
         )
+        self.denoising = (
+            FinetuneDenoising(denoise_weight, denoise_sigma, encoder.out_dim)
+            if denoise_weight > 0
+            else None
+        )
         self.register_buffer("target_mean", torch.zeros(self.num_tasks))
         self.register_buffer("target_std", torch.ones(self.num_tasks))
         max_z = int(getattr(encoder, "max_z", _DEFAULT_MAX_Z))
@@ -204,25 +204,6 @@ class FinetuneModule(FinetuneOptimization):
         self.metrics = TaskMetrics(task, self.num_tasks)
         self.nonfinite_guard = NonFiniteLossGuard(max_consecutive_nonfinite)
         self.init_report: InitReport | None = None
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups; with ``encoder_lr_scale != 1`` the encoder's get ``lr * scale``.
-
-        Each group carries its ``lr_scale`` so that the plateau warm-up scales it too.
-        """
-        groups = super().parameter_groups()
-        if self.encoder_lr_scale == 1.0:
-            return groups
-        encoder_ids = {id(parameter) for parameter in self.encoder.parameters()}
-        split: list[dict[str, Any]] = []
-        for group in groups:
-            for in_encoder, scale in ((True, self.encoder_lr_scale), (False, 1.0)):
-                params = [p for p in group["params"] if (id(p) in encoder_ids) == in_encoder]
-                if params:
-                    split.append(
-                        {**group, "params": params, "lr": self.lr * scale, "lr_scale": scale}
-                    )
-        return split
 
     # -- set-up from the data ----------------------------------------------------------------
 
@@ -259,9 +240,13 @@ class FinetuneModule(FinetuneOptimization):
 
     def _set_statistics(self, datamodule: Any) -> None:
         stats = read_task_statistics(
-            datamodule, self.task, self.num_tasks, self.standardize, self.use_atomref,
-            self.atomref_table.size(1),
+            datamodule, self.task, self.num_tasks, self.standardize, self.atomref_mode,
+            self.atomref_table.size(1), self.task_names,
         )  # fmt: skip
+        if not getattr(self.head, "shift_by_mean", True):
+            # A length (the dipole moment) is scaled by the targets' root mean square only.
+            stats.std = (stats.mean.square() + stats.std.square()).sqrt()
+            stats.mean = torch.zeros_like(stats.mean)
         device = self.target_mean.device
         self.atomref_table.copy_(stats.atomref.to(device))
         self.target_mean.copy_(stats.mean.to(device))
@@ -309,10 +294,11 @@ class FinetuneModule(FinetuneOptimization):
             return raw
         return raw * self.target_std + self.target_mean + self.atom_reference(batch, raw.size(0))
 
-    def energy(self, batch: Batch) -> Tensor:
+    def energy(self, batch: Batch, output: EncoderOutput | None = None) -> Tensor:
         """Energies ``(B, 1)``: ``sum_i (std * s_i + mean) (+ atom references)``, where mean and
-        std are the training frames' per-atom statistics."""
-        raw = self.head(self.encode(batch), batch)
+        std are the training frames' per-atom statistics; ``output`` is the encoder's on
+        ``batch`` when already computed."""
+        raw = self.head(self.encode(batch) if output is None else output, batch)
         atoms = per_molecule_sum(torch.ones_like(batch.z, dtype=raw.dtype), batch, raw.size(0))
         offset = self.target_mean * atoms.unsqueeze(-1) + self.atom_reference(batch, raw.size(0))
         return raw * self.target_std + offset
@@ -333,19 +319,32 @@ class FinetuneModule(FinetuneOptimization):
             ``(loss, parts, metric inputs)`` where the metric inputs are ``(preds, targets)``
             (classification, regression) or ``(energy, energy target, forces, force target)``.
         """
+        parts: dict[str, Tensor] = {}
+        denoise = train and self.denoising is not None
+        if denoise:
+            batch = self.denoising.noised(batch)
         if self.task == "energy_forces":
-            energy, forces = self.energy_and_forces(batch, create_graph=train)
-            target_energy = batch.energy.reshape(-1, 1).to(energy.dtype)
-            target_forces = batch.forces.to(forces.dtype)
-            parts = {
-                "energy_loss": F.mse_loss(energy, target_energy),
-                "force_loss": F.mse_loss(forces, target_forces),
-            }
-            loss = (
-                self.energy_weight * parts["energy_loss"] + self.force_weight * parts["force_loss"]
+            outputs: list[EncoderOutput] = []
+
+            def energy_of(inputs: Batch) -> Tensor:
+                outputs.append(self.encode(inputs))
+                return self.energy(inputs, outputs[-1])
+
+            loss, parts, metric_inputs = energy_force_losses(
+                energy_of, batch, train, self.energy_weight, self.force_weight
             )
-            return loss, parts, (energy, target_energy, forces, target_forces)
-        output = self.encode(batch)
+            output = outputs[-1]
+        else:
+            output = self.encode(batch)
+            loss, metric_inputs = self._task_loss(batch, output)
+        if denoise:
+            assert self.denoising is not None
+            parts["denoise_loss"] = self.denoising.loss(batch, output)
+            loss = loss + self.denoising.weight * parts["denoise_loss"]
+        return loss, parts, metric_inputs
+
+    def _task_loss(self, batch: Batch, output: EncoderOutput) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Classification or regression loss and the metric inputs ``(preds, targets)``."""
         raw = self.head(output, batch)
         target = batch.y.reshape(raw.size(0), -1).to(raw.dtype)
         if target.size(1) != self.num_tasks:
@@ -353,10 +352,10 @@ class FinetuneModule(FinetuneOptimization):
                 f"the batch has {target.size(1)} target column(s), the model {self.num_tasks}"
             )
         if self.task == "classification":
-            return masked_bce(raw, target), {}, (raw, target)
+            return masked_bce(raw, target), (raw, target)
         offset = self.target_mean + self.atom_reference(batch, raw.size(0))
         loss = masked_mse(raw, (target - offset) / self.target_std)
-        return loss, {}, (raw.detach() * self.target_std + offset, target)
+        return loss, (raw.detach() * self.target_std + offset, target)
 
     def _num_graphs(self, batch: Batch) -> int:
         return int(getattr(batch, "num_graphs", 1))
@@ -403,79 +402,3 @@ class FinetuneModule(FinetuneOptimization):
         loss, parts, metric_inputs = self.compute_loss(batch, train=False)
         self._log_losses(stage, loss, parts, self._num_graphs(batch))
         self.metrics.update(stage, *metric_inputs)
-
-    def _log_losses(self, stage: str, loss: Tensor, parts: dict[str, Tensor], size: int) -> None:
-        sync = stage != "train"
-        self.log(f"{stage}/loss", loss.detach(), batch_size=size, prog_bar=True, sync_dist=sync)
-        for name, value in parts.items():
-            self.log(f"{stage}/{name}", value.detach(), batch_size=size, sync_dist=sync)
-
-    def on_train_epoch_end(self) -> None:
-        """Logs the epoch's training metrics."""
-        self._log_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        """Logs the validation metrics (``val/auroc``, ``val/rmse``, ...)."""
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Logs the test metrics."""
-        self._log_metrics("test")
-
-    def _log_metrics(self, stage: str) -> None:
-        values = self.metrics.compute(stage, self.task_names)
-        if self.task == "classification" and not torch.isfinite(values[f"{stage}/auroc"]):
-            rank_zero_warn(
-                f"{stage}/auroc is NaN: no task has both classes among the {stage} molecules",
-                category=UserWarning,
-            )
-        for name, value in values.items():
-            self.log(name, value, prog_bar=name == self.monitor[0])
-
-    def metric_names(self, stage: str) -> list[str]:
-        """Names logged under ``stage`` (losses and metrics)."""
-        names = [f"{stage}/loss", *self.metrics.names(stage, self.task_names)]
-        if self.task == "energy_forces":
-            names += [f"{stage}/energy_loss", f"{stage}/force_loss"]
-        return names
-
-    def on_fit_start(self) -> None:
-        """Checks that every ``ModelCheckpoint`` monitors a metric logged here, the right way."""
-        logged = set(self.metric_names("val")) | set(self.metric_names("train"))
-        check_checkpoint_monitors(self.trainer.checkpoint_callbacks, logged, self.monitor)
-
-    # -- checkpoints ---------------------------------------------------------------------------
-
-    def checkpoint_description(self) -> dict[str, Any]:
-        """What a checkpoint of this module must match: task, tasks, head and encoder class."""
-        return {
-            "task": self.task,
-            "num_tasks": self.num_tasks,
-            "head": self.head_kind,
-            "encoder": class_path(self.encoder),
-        }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Records molssl's metadata, the task names, ``init_from`` and the guard's counters."""
-        write_checkpoint_metadata(
-            checkpoint,
-            self,
-            **self.checkpoint_description(),
-            task_names=list(self.task_names),
-            init_from=None if self.init_report is None else self.init_report.as_dict(),
-            nonfinite=self.nonfinite_guard.state_dict(),
-        )
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checks the checkpoint was written for this task and encoder, before the weights load.
-
-        Raises:
-            CheckpointError: Another task, number of tasks, head or encoder class.
-        """
-        entry = check_checkpoint_metadata(checkpoint, self, self.checkpoint_description())
-        if entry is None:
-            return
-        if isinstance(entry.get("task_names"), list):
-            self.task_names = [str(name) for name in entry["task_names"]]
-        if isinstance(entry.get("nonfinite"), dict):
-            self.nonfinite_guard.load_state_dict(entry["nonfinite"])

@@ -15,6 +15,7 @@ AdamW's weight decay skips biases and normalisation layers, as in pre-training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -48,6 +49,8 @@ class FinetuneOptimization(CosineAdamWModule):
         min_lr: Floor of the cosine and of the plateau reductions.
         plateau_factor: Multiplier of each plateau reduction.
         plateau_patience: Validation epochs without improvement before a reduction.
+        encoder_lr_scale: The learning rate of the subclass's ``encoder`` as a fraction of
+            ``lr``; it scales the whole schedule of those parameters.
     """
 
     def configure_optimization(
@@ -61,6 +64,7 @@ class FinetuneOptimization(CosineAdamWModule):
         min_lr: float,
         plateau_factor: float,
         plateau_patience: int,
+        encoder_lr_scale: float = 1.0,
     ) -> None:
         """Checks and stores the optimiser settings.
 
@@ -76,6 +80,11 @@ class FinetuneOptimization(CosineAdamWModule):
             raise ValueError(f"plateau_factor must be in (0, 1), got {plateau_factor}")
         if plateau_patience < 0:
             raise ValueError(f"plateau_patience must be >= 0, got {plateau_patience}")
+        if not (math.isfinite(encoder_lr_scale) and encoder_lr_scale > 0):
+            raise ValueError(
+                f"encoder_lr_scale must be a finite number > 0, got {encoder_lr_scale}"
+            )
+        self.encoder_lr_scale = float(encoder_lr_scale)
         self.lr = float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
         self.weight_decay = float(weight_decay)
@@ -85,6 +94,25 @@ class FinetuneOptimization(CosineAdamWModule):
         self.min_lr = float(min_lr)
         self.plateau_factor = float(plateau_factor)
         self.plateau_patience = int(plateau_patience)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups; with ``encoder_lr_scale != 1`` the ``encoder``'s get ``lr * scale``.
+
+        Each group carries its ``lr_scale`` so that the plateau warm-up scales it too.
+        """
+        groups = super().parameter_groups()
+        if self.encoder_lr_scale == 1.0:
+            return groups
+        encoder_ids = {id(parameter) for parameter in self.encoder.parameters()}
+        split: list[dict[str, Any]] = []
+        for group in groups:
+            for in_encoder, scale in ((True, self.encoder_lr_scale), (False, 1.0)):
+                params = [p for p in group["params"] if (id(p) in encoder_ids) == in_encoder]
+                if params:
+                    split.append(
+                        {**group, "params": params, "lr": self.lr * scale, "lr_scale": scale}
+                    )
+        return split
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW and the per-step (cosine, constant) or per-epoch (plateau) schedule."""

@@ -7,16 +7,23 @@ per-element reference values ``(Z,)`` or ``(Z, T)`` indexed by atomic number (QM
 train split). With references, ``"mean"``/``"std"`` are those of the residual
 ``y - sum_i atomref[z_i]`` (the datamodule's contract, e.g.
 :class:`~molssl.datamodules.qm9.QM9DataModule`).
+
+With QM9's free-atom energies as references (``atomref="qm9"``, :mod:`molssl.modules.atomref`)
+the datamodule's statistics do not fit them: the residual's mean and std are then computed here
+over the datamodule's ``train_dataset``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from molssl.modules.atomref import qm9_atomref_table, residual_statistics
 
 __all__ = ["TaskStatistics", "checked_task_names", "read_task_statistics"]
 
@@ -71,7 +78,7 @@ def _atomref_table(stats: dict[str, Any], num_tasks: int, max_z: int) -> Tensor:
     """The datamodule's ``(Z,)`` or ``(Z, T)`` references as the model's ``(T, max_z)`` table."""
     if "atomref" not in stats:
         raise ValueError(
-            "atomref=True but the datamodule's target_statistics() has no 'atomref' (per-element "
+            "atomref=true but the datamodule's target_statistics() has no 'atomref' (per-element "
             f"reference values; keys: {sorted(stats)}); set model.init_args.atomref=false or "
             "use a datamodule that fits them (e.g. QM9DataModule with atomref: true)"
         )
@@ -100,25 +107,41 @@ def read_task_statistics(
     task: str,
     num_tasks: int,
     standardize: bool,
-    use_atomref: bool,
+    atomref: str,
     max_z: int,
+    task_names: Sequence[str] = (),
 ) -> TaskStatistics:
     """The statistics a :class:`~molssl.modules.FinetuneModule` stores for ``datamodule``.
 
     Classification and ``standardize=False`` give mean 0 and std 1.
 
+    Args:
+        atomref: ``"none"``, ``"data"`` (the datamodule's references) or ``"qm9"`` (QM9's
+            free-atom energies of the targets ``task_names``).
+
     Raises:
         ValueError: Statistics missing, of the wrong size, not finite, or a std <= 0.
     """
     mean, std = torch.zeros(num_tasks), torch.ones(num_tasks)
-    atomref = torch.zeros(num_tasks, max_z)
+    table = torch.zeros(num_tasks, max_z)
     if task == "classification":
-        return TaskStatistics(mean, std, atomref)
+        return TaskStatistics(mean, std, table)
+    if atomref == "qm9":
+        table = qm9_atomref_table(task_names, max_z)
+        if standardize:
+            molecules = getattr(datamodule, "train_dataset", None)
+            if molecules is None:
+                raise ValueError(
+                    "atomref='qm9' with standardize=true needs the datamodule's "
+                    "train_dataset to compute the residual's statistics"
+                )
+            mean, std = residual_statistics(molecules, table)
+        return TaskStatistics(mean, std, table.float())
     stats = dict(datamodule.target_statistics())
-    if use_atomref:
-        atomref = _atomref_table(stats, num_tasks, max_z)
+    if atomref == "data":
+        table = _atomref_table(stats, num_tasks, max_z)
     if standardize:
         mean, std = _vector(stats, "mean", num_tasks), _vector(stats, "std", num_tasks)
         if not all(math.isfinite(s) and s > 0 for s in std.tolist()):
             raise ValueError(f"target std must be positive, got {std.tolist()[:8]}")
-    return TaskStatistics(mean, std, atomref)
+    return TaskStatistics(mean, std, table)

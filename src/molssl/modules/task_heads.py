@@ -6,7 +6,11 @@ family:
 - MoleculeNet: a 2-layer MLP on the pooled molecule embedding (:class:`PooledMLPHead`);
 - QM9, MD17, MD22: TorchMD-NET's equivariant output network, one scalar per atom summed over
   the molecule (:class:`EquivariantScalarsHead`; energies for MD, with forces = -dE/dpos taken by
-  :class:`~molssl.modules.finetune.FinetuneModule`).
+  :class:`~molssl.modules.finetune.FinetuneModule`);
+- QM9's dipole moment and electronic spatial extent: TorchMD-NET's heads that build them from
+  atomic contributions and positions (:class:`PropertyHead` around
+  :class:`~molssl.encoders.property_heads.DipoleMomentHead` and
+  :class:`~molssl.encoders.property_heads.SpatialExtentHead`).
 
 Heads return raw outputs of shape ``(B, T)``: logits for classification, standardised values for
 regression (the module multiplies by the training targets' std and adds their mean).
@@ -24,13 +28,22 @@ from torch_geometric.utils import scatter
 
 from molssl.encoders.base import EncoderOutput
 from molssl.encoders.heads import EquivariantScalarHead, MLPHead
+from molssl.encoders.property_heads import DipoleMomentHead, SpatialExtentHead
 
-__all__ = ["HEAD_KINDS", "EquivariantScalarsHead", "PooledMLPHead", "build_task_head"]
+__all__ = [
+    "HEAD_KINDS",
+    "EquivariantScalarsHead",
+    "PooledMLPHead",
+    "PropertyHead",
+    "build_task_head",
+]
 
-HeadKind = Literal["mlp", "equivariant"]
+HeadKind = Literal["mlp", "equivariant", "dipole", "spatial_extent"]
 Pool = Literal["sum", "mean", "encoder"]
 #: Head kinds :func:`build_task_head` knows.
-HEAD_KINDS: tuple[str, ...] = ("mlp", "equivariant")
+HEAD_KINDS: tuple[str, ...] = ("mlp", "equivariant", "dipole", "spatial_extent")
+#: The kinds that compute one physical property from positions (one task each).
+PROPERTY_HEADS = {"dipole": DipoleMomentHead, "spatial_extent": SpatialExtentHead}
 _POOLS = ("sum", "mean", "encoder")
 
 
@@ -119,6 +132,33 @@ class EquivariantScalarsHead(nn.Module):
         return torch.stack([head(output, batch) for head in self.heads], dim=-1)
 
 
+class PropertyHead(nn.Module):
+    """One QM9 property from positions (``"dipole"``: mu, ``"spatial_extent"``: <R^2>), as
+    the ``(B, 1)`` task output of fine-tuning.
+
+    Args:
+        kind: ``"dipole"`` or ``"spatial_extent"``.
+        in_dim: Encoder ``out_dim`` (the dipole needs a 3D equivariant encoder's ``vec``).
+        activation: Activation inside the head.
+
+    Attributes:
+        shift_by_mean: Whether the module may add the targets' mean to the output (not to a
+            dipole's length, which must be able to reach 0).
+    """
+
+    def __init__(self, kind: str, in_dim: int, activation: str = "silu") -> None:
+        super().__init__()
+        if kind not in PROPERTY_HEADS:
+            raise ValueError(f"kind must be one of {sorted(PROPERTY_HEADS)}, got {kind!r}")
+        self.kind = kind
+        self.head = PROPERTY_HEADS[kind](in_dim, activation=activation)
+        self.shift_by_mean = bool(self.head.shift_by_mean)
+
+    def forward(self, output: EncoderOutput, batch: Batch) -> Tensor:
+        """Per-molecule outputs ``(B, 1)``."""
+        return self.head(output, batch).unsqueeze(-1)
+
+
 def build_task_head(
     kind: HeadKind,
     in_dim: int,
@@ -128,7 +168,8 @@ def build_task_head(
     dropout: float = 0.0,
     activation: str = "silu",
 ) -> nn.Module:
-    """The head named ``kind`` (``"mlp"`` or ``"equivariant"``); see the classes for arguments.
+    """The head named ``kind`` (``"mlp"``, ``"equivariant"``, ``"dipole"`` or
+    ``"spatial_extent"``); see the classes for arguments.
 
     Raises:
         ValueError: Unknown kind, ``num_tasks < 1``, or arguments the kind cannot take.
@@ -141,4 +182,8 @@ def build_task_head(
         if pool == "encoder":
             raise ValueError("the equivariant head pools atom scalars: pool must be sum or mean")
         return EquivariantScalarsHead(in_dim, num_tasks, pool, activation)
+    if kind in PROPERTY_HEADS:
+        if num_tasks != 1:
+            raise ValueError(f"the {kind} head predicts one property: num_tasks must be 1")
+        return PropertyHead(kind, in_dim, activation)
     raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
