@@ -1,8 +1,9 @@
-"""Biased pre-LN transformer: parity with a brute-force reference, padding, drop-path, bad
-input."""
+"""Biased transformer, pre- and post-LN: parity with a brute-force reference, padding,
+drop-path, bad input."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -49,9 +50,43 @@ def reference_attention(attn: BiasedSelfAttention, x: Tensor, bias: Tensor) -> T
     return torch.cat(heads, dim=-1) @ attn.out_proj.weight.T + attn.out_proj.bias
 
 
-def reference_layer(layer: TransformerLayer, x: Tensor, bias: Tensor) -> Tensor:
-    x = x + reference_attention(layer.attn, layer.attn_norm(x), bias)
-    return x + layer.ffn(layer.ffn_norm(x))
+def reference_norm(norm: torch.nn.LayerNorm, x: Tensor) -> Tensor:
+    """LayerNorm written out: ``(x - mean) / sqrt(var + eps) * weight + bias`` per row."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def reference_ffn(layer: TransformerLayer, x: Tensor) -> Tensor:
+    first, second = layer.ffn[0], layer.ffn[3]
+    hidden = torch.nn.functional.gelu(x @ first.weight.T + first.bias)
+    return hidden @ second.weight.T + second.bias
+
+
+def reference_layer(
+    layer: TransformerLayer,
+    x: Tensor,
+    bias: Tensor,
+    keep: tuple[float, float] = (1.0, 1.0),
+) -> Tensor:
+    """One block written out; ``keep`` scales each branch (0: dropped, 1 / (1 - p): kept)."""
+    attn_norm = functools.partial(reference_norm, layer.attn_norm)
+    ffn_norm = functools.partial(reference_norm, layer.ffn_norm)
+    if layer.norm_first:  # x + attn(LN(x)), then x + FFN(LN(x))
+        x = x + keep[0] * reference_attention(layer.attn, attn_norm(x), bias)
+        return x + keep[1] * reference_ffn(layer, ffn_norm(x))
+    # Post-LN, as MoleBLEND: LN(x + attn(x)), then LN(x + FFN(x)).
+    x = attn_norm(x + keep[0] * reference_attention(layer.attn, x, bias))
+    return ffn_norm(x + keep[1] * reference_ffn(layer, x))
+
+
+def randomise_norms(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every LayerNorm a non-trivial scale and shift, so that where it applies matters."""
+    with torch.no_grad():
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.LayerNorm):
+                norm.weight.copy_(1 + 0.3 * torch.randn(norm.weight.shape, generator=generator))
+                norm.bias.copy_(0.3 * torch.randn(norm.bias.shape, generator=generator))
 
 
 def make_padded_inputs(
@@ -71,12 +106,16 @@ def make_padded_inputs(
     return xs, biases, x_pad, bias_pad, node_mask
 
 
-def test_layer_matches_brute_force_reference_on_padded_batch() -> None:
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_layer_matches_brute_force_reference_on_padded_batch(norm_first: bool) -> None:
+    """Pre-LN ``x + f(LN(x))`` and post-LN ``LN(x + f(x))`` blocks against the formulas."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
     sizes = real_molecule_sizes(4)
     assert len(set(sizes)) == 4
-    layer = TransformerLayer(HIDDEN, HEADS, ffn_channels=24).double().eval()
+    layer = TransformerLayer(HIDDEN, HEADS, ffn_channels=24, norm_first=norm_first)
+    layer = layer.double().eval()
+    randomise_norms(layer, generator)
     xs, biases, x_pad, bias_pad, node_mask = make_padded_inputs(sizes, generator)
     attn_mask = build_attention_mask(bias_pad, node_mask, x_pad.dtype)
     out = layer(x_pad, attn_mask, node_mask)
@@ -85,6 +124,38 @@ def test_layer_matches_brute_force_reference_on_padded_batch() -> None:
         expected = reference_layer(layer, x, bias)
         torch.testing.assert_close(out[i, :n], expected, rtol=1e-10, atol=1e-10)
         assert torch.all(out[i, n:] == 0)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_encoder_matches_brute_force_stack(norm_first: bool) -> None:
+    """Pre-LN stacks end with a LayerNorm (Graphormer), post-LN stacks do not (MoleBLEND);
+    the default is the pre-LN stack, so Graphormer's encoder is what it was."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(5)
+    sizes = real_molecule_sizes(3)
+    encoder = TransformerEncoder(3, HIDDEN, HEADS, ffn_channels=24, norm_first=norm_first)
+    encoder = encoder.double().eval()
+    randomise_norms(encoder, generator)
+    xs, biases, x_pad, bias_pad, node_mask = make_padded_inputs(sizes, generator)
+    out = encoder(x_pad, bias_pad, node_mask)
+    assert isinstance(encoder.final_norm, torch.nn.LayerNorm) == norm_first
+    for i, (x, bias) in enumerate(zip(xs, biases, strict=True)):
+        expected = x
+        for layer in encoder.layers:
+            assert layer.norm_first == norm_first
+            expected = reference_layer(layer, expected, bias)
+        if norm_first:
+            expected = reference_norm(encoder.final_norm, expected)
+        torch.testing.assert_close(out[i, : x.size(0)], expected, rtol=1e-10, atol=1e-10)
+        assert torch.all(out[i, x.size(0) :] == 0)
+    # The default is the pre-LN stack: the same weights give the same outputs.
+    default = TransformerEncoder(3, HIDDEN, HEADS, ffn_channels=24).double().eval()
+    if norm_first:
+        default.load_state_dict(encoder.state_dict())
+        torch.testing.assert_close(default(x_pad, bias_pad, node_mask), out)
+    else:
+        assert "final_norm.weight" in default.state_dict()
+        assert "final_norm.weight" not in encoder.state_dict()
 
 
 def test_encoder_batched_equals_each_molecule_alone() -> None:
@@ -170,26 +241,29 @@ def test_drop_path_keeps_or_drops_whole_molecules_with_the_right_expectation() -
     torch.testing.assert_close(out.mean(dim=0), x[0], atol=0.05, rtol=0.0)
 
 
-def test_drop_path_layer_is_stochastic_depth_of_both_branches() -> None:
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_drop_path_layer_is_stochastic_depth_of_both_branches(norm_first: bool) -> None:
     """Each molecule's output is one of the four brute-force outcomes (each branch kept and
-    scaled by 1 / (1 - p), or skipped), the branches drawn independently."""
+    scaled by 1 / (1 - p), or skipped), the branches drawn independently; in a post-LN block
+    the branch is dropped before the residual addition and its LayerNorm, as officially
+    (``LN(x + drop(attn(x)))``)."""
     torch.manual_seed(2)
     p = 0.5
-    layer = TransformerLayer(HIDDEN, HEADS, drop_path=p).double().train()
+    layer = TransformerLayer(HIDDEN, HEADS, drop_path=p, norm_first=norm_first).double().train()
+    randomise_norms(layer, torch.Generator().manual_seed(3))
     num = 400
     x = torch.randn(num, 5, HIDDEN, dtype=torch.float64)
     bias = torch.randn(HEADS, 5, 5, dtype=torch.float64)
     out = layer(x, bias.expand(num, -1, -1, -1))
     outcomes = []
+    scales = {False: 0.0, True: 1 / (1 - p)}
     with torch.no_grad():
         for b in range(num):
-            attn = reference_attention(layer.attn, layer.attn_norm(x[b]), bias)
             matches = []
             for keep_attn in (False, True):
-                mid = x[b] + attn / (1 - p) if keep_attn else x[b]
-                ffn = layer.ffn(layer.ffn_norm(mid))
                 for keep_ffn in (False, True):
-                    candidate = mid + ffn / (1 - p) if keep_ffn else mid
+                    keep = (scales[keep_attn], scales[keep_ffn])
+                    candidate = reference_layer(layer, x[b], bias, keep)
                     if torch.allclose(out[b], candidate, atol=1e-10, rtol=1e-10):
                         matches.append((keep_attn, keep_ffn))
             assert len(matches) == 1, (b, matches)

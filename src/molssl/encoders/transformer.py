@@ -1,4 +1,4 @@
-"""Pre-LayerNorm transformer with an additive per-head attention bias, for padded molecules.
+"""Transformer with an additive per-head attention bias, for padded molecules; pre- or post-LN.
 
 Graph transformers (Graphormer, MoleBLEND) inject structure through a bias added to the attention
 logits of every head, ``softmax(q k^T / sqrt(d) + bias) v``, and run on padded batches
@@ -13,6 +13,12 @@ NaN), and padded rows are zeroed after every block so they carry nothing from la
 Stochastic depth (:class:`DropPath`, Huang et al. 2016) is available on both residual branches
 of every block, off by default (``drop_path=0``), so Graphormer and every existing model are
 unchanged unless a config asks for it; MoleBLEND pre-trains with it.
+
+Blocks are pre-LN by default (``norm_first=True``: ``x + f(LN(x))``, then a final LayerNorm on
+the stack), as the Graphormer paper and its original code (``graphormer/model.py``,
+``EncoderLayer`` and ``final_ln``); ``norm_first=False`` gives post-LN blocks
+(``LN(x + f(x))``, no final LayerNorm), MoleBLEND's arrangement
+(``MoleBlend/modules/moleblend_encoder_layer.py`` with ``sandwich_ln`` off).
 """
 
 from __future__ import annotations
@@ -139,7 +145,12 @@ class BiasedSelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LN transformer block: ``x + attn(LN(x))`` then ``x + FFN(LN(x))``.
+    """Transformer block, pre-LN (``x + attn(LN(x))`` then ``x + FFN(LN(x))``) or post-LN
+    (``LN(x + attn(x))`` then ``LN(x + FFN(x))``).
+
+    Either way, a branch's output passes its dropout and then its drop-path before the residual
+    addition, as in MoleBLEND's ``moleblend_encoder_layer.py`` (where drop-path, when on,
+    replaces the branch dropout: the same thing for its dropout of 0).
 
     Args:
         hidden_channels: Model width ``D``.
@@ -150,6 +161,8 @@ class TransformerLayer(nn.Module):
         activation_dropout: Dropout after the feed-forward activation.
         drop_path: Stochastic-depth probability of both residual branches (:class:`DropPath`,
             drawn independently for each branch, after the branch's dropout).
+        norm_first: Pre-LN (``True``) or post-LN (``False``) block; the LayerNorms are the same
+            modules (``attn_norm``, ``ffn_norm``) either way, only where they apply differs.
     """
 
     def __init__(
@@ -161,8 +174,10 @@ class TransformerLayer(nn.Module):
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
         drop_path: float = 0.0,
+        norm_first: bool = True,
     ) -> None:
         super().__init__()
+        self.norm_first = bool(norm_first)
         ffn_channels = hidden_channels if ffn_channels is None else ffn_channels
         self.attn_norm = nn.LayerNorm(hidden_channels)
         self.attn = BiasedSelfAttention(hidden_channels, num_heads, attention_dropout)
@@ -189,15 +204,27 @@ class TransformerLayer(nn.Module):
         Returns:
             ``(B, N, D)``.
         """
-        x = x + self.drop_path(self.dropout(self.attn(self.attn_norm(x), attn_mask)))
-        x = x + self.drop_path(self.dropout(self.ffn(self.ffn_norm(x))))
+        if self.norm_first:
+            x = x + self._branch(self.attn(self.attn_norm(x), attn_mask))
+            x = x + self._branch(self.ffn(self.ffn_norm(x)))
+        else:
+            x = self.attn_norm(x + self._branch(self.attn(x, attn_mask)))
+            x = self.ffn_norm(x + self._branch(self.ffn(x)))
         if node_mask is not None:
             x = x * node_mask.unsqueeze(-1).to(x.dtype)
         return x
 
+    def _branch(self, out: Tensor) -> Tensor:
+        """A residual branch's output as it is added: dropout, then drop-path."""
+        return self.drop_path(self.dropout(out))
+
+    def extra_repr(self) -> str:
+        return f"norm_first={self.norm_first}"
+
 
 class TransformerEncoder(nn.Module):
-    """A stack of pre-LN :class:`TransformerLayer` sharing one attention bias, then a LayerNorm.
+    """A stack of :class:`TransformerLayer` sharing one attention bias, pre-LN with a final
+    LayerNorm (default) or post-LN without one.
 
     The same bias feeds every layer, as in Graphormer. Encoders that need a different bias per
     layer can call :func:`build_attention_mask` and iterate over :attr:`layers` themselves.
@@ -210,11 +237,14 @@ class TransformerEncoder(nn.Module):
         dropout: Residual-branch dropout.
         attention_dropout: Attention-weight dropout.
         activation_dropout: Dropout after the feed-forward activation.
-        final_norm: Apply a LayerNorm to the output (pre-LN stacks need one).
+        final_norm: Apply a LayerNorm to the output; ``None`` (default) means ``norm_first``:
+            a pre-LN stack needs one, a post-LN stack ends with its last block's LayerNorm.
         drop_path: Stochastic depth of the last block; block ``l`` of ``L`` gets
             ``drop_path * l / (L - 1)``, from 0 for the first block (the linear rule of
             MoleBLEND's ``moleblend_encoder.py``, ``torch.linspace(0, droppath_prob, layers)``).
             ``0`` (default) disables it.
+        norm_first: Pre-LN blocks (default; Graphormer) or post-LN blocks (``False``;
+            MoleBLEND), see :class:`TransformerLayer`.
     """
 
     def __init__(
@@ -226,8 +256,9 @@ class TransformerEncoder(nn.Module):
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
-        final_norm: bool = True,
+        final_norm: bool | None = None,
         drop_path: float = 0.0,
+        norm_first: bool = True,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -246,9 +277,12 @@ class TransformerEncoder(nn.Module):
                 attention_dropout=attention_dropout,
                 activation_dropout=activation_dropout,
                 drop_path=rate,
+                norm_first=norm_first,
             )
             for rate in rates
         )
+        if final_norm is None:
+            final_norm = norm_first
         self.final_norm: nn.Module = nn.LayerNorm(hidden_channels) if final_norm else nn.Identity()
 
     def forward(
