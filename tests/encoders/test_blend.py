@@ -376,6 +376,10 @@ def test_defaults_are_the_official_architecture() -> None:
     assert model.atom_blend_probs == pytest.approx((0.4, 0.6))
     assert model.blend_draw == "molecule" and model.use_3d
     assert isinstance(model.embedding_norm, nn.LayerNorm)
+    # Post-LN blocks and no LayerNorm after the last one (moleblend_encoder_layer.py,
+    # sandwich_ln off; the encoder normalises only its input, emb_layer_norm).
+    assert not any(layer.norm_first for layer in model.transformer.layers)
+    assert isinstance(model.transformer.final_norm, nn.Identity)
     assert [layer.drop_path.p for layer in model.transformer.layers] == pytest.approx(
         [0.0, 0.05, 0.1]
     )

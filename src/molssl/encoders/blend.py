@@ -114,6 +114,10 @@ class MoleBlendTransformer(nn.Module):
             (MoleBLEND: 5).
         max_degree: Degrees at or beyond this share one embedding.
         embedding_norm: LayerNorm on the input tokens (the official ``emb_layer_norm``).
+        norm_first: Pre-LN blocks and a final LayerNorm (``True``) or, as officially, post-LN
+            blocks ``LN(x + f(x))`` without a final LayerNorm (``False``;
+            ``moleblend_encoder_layer.py`` with ``sandwich_ln`` off); see
+            :class:`~molssl.encoders.transformer.TransformerLayer`.
         dropout: Dropout on the input embeddings and the residual branches.
         attention_dropout: Dropout on attention weights (MoleBLEND: 0.1).
         activation_dropout: Dropout after the feed-forward activation (MoleBLEND: 0.1).
@@ -140,6 +144,7 @@ class MoleBlendTransformer(nn.Module):
         max_hops: int = 5,
         max_degree: int = 512,
         embedding_norm: bool = True,
+        norm_first: bool = False,
         dropout: float = 0.0,
         attention_dropout: float = 0.1,
         activation_dropout: float = 0.1,
@@ -187,6 +192,7 @@ class MoleBlendTransformer(nn.Module):
             attention_dropout=attention_dropout,
             activation_dropout=activation_dropout,
             drop_path=drop_path,
+            norm_first=norm_first,
         )
         self.reset_parameters()
 
