@@ -37,10 +37,14 @@ __all__ = [
     "ATOM_FEATURE_NAMES",
     "BOND_FEATURE_DIMS",
     "BOND_FEATURE_NAMES",
+    "CHIRAL_CCW",
+    "CHIRAL_CW",
     "ELEMENTS",
+    "HYDROGEN_CLASS",
     "NUM_ELEMENT_CLASSES",
     "atom_feature_matrix",
     "bond_feature_matrix",
+    "degree_category",
     "element_index",
     "featurize_smiles",
     "mol_from_smiles",
@@ -149,6 +153,18 @@ _NUM_HS_INDEX = _IntIndex(_NUM_HS)
 _CHIRAL_INDEX = _EnumIndex(_CHIRALITIES)
 _BOND_TYPE_INDEX = _EnumIndex(_BOND_TYPES)
 _STEREO_INDEX = _EnumIndex(_BOND_STEREOS)
+
+#: Element class of hydrogen (column 0 of ``x``).
+HYDROGEN_CLASS = int(_ELEMENT_INDEX(np.array([1]))[0])
+#: Chirality-column classes of RDKit's tetrahedral tags (relative to the atom's bond order).
+CHIRAL_CW = _CHIRAL_INDEX[Chem.ChiralType.CHI_TETRAHEDRAL_CW]
+CHIRAL_CCW = _CHIRAL_INDEX[Chem.ChiralType.CHI_TETRAHEDRAL_CCW]
+
+
+def degree_category(degree: np.ndarray) -> np.ndarray:
+    """The degree column of ``x`` for these neighbour counts (the last class for 7 or more)."""
+    return _DEGREE_INDEX(np.asarray(degree, dtype=np.int64))
+
 
 # Dense atomic-number → element-class table, for the per-batch lookups of masking objectives.
 _Z_TO_ELEMENT = torch.full((119,), len(ELEMENTS), dtype=torch.long)
