@@ -25,7 +25,7 @@ from molssl.objectives.atom_mask import AtomMask
 from molssl.objectives.base import View
 from molssl.objectives.denoise import CoordDenoise
 from molssl.objectives.fragment_mask import FragmentMask
-from molssl.objectives.views import CoordNoise, TorsionAugment
+from molssl.objectives.views import CoordNoise, RemoveHydrogens, TorsionAugment
 from tests.conftest import read_nci_smiles
 
 
@@ -158,6 +158,8 @@ PIPELINES = {
         *AtomMask().views(),
     ],
     "user view in the middle": lambda: [*unicorn_views(), NudgeView()],
+    "heavy atoms (MoleBLEND)": lambda: [RemoveHydrogens(), CoordNoise(0.2)],
+    "heavy atoms, then UniCorn's views": lambda: [RemoveHydrogens(), *unicorn_views()],
     "subclass overriding __call__": lambda: [
         TorsionAugment(5.0, "deg"),
         CenteredNoise(0.1),
@@ -185,6 +187,9 @@ def test_viewed_sample_is_the_reference_for_the_same_generator_state(pipeline: s
         assert_same_data(got, want)
     if pipeline == "unicorn":
         assert {"coord_noise", "atom_mask"} <= set(actual[0].keys())
+    if pipeline.startswith("heavy atoms"):
+        for got, record in zip(actual, records, strict=True):
+            assert got.num_nodes == int((record.z > 1).sum()) == got.coord_noise.size(0)
 
 
 def test_fast_path_leaves_the_record_unchanged_and_copies_once() -> None:

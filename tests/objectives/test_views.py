@@ -1,4 +1,5 @@
-"""TorsionAugment and CoordNoise on real molecules: statistics, geometry, order, equality."""
+"""TorsionAugment, CoordNoise and RemoveHydrogens on real molecules: statistics, geometry,
+order, equality."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from torch_geometric.data import Data
 
 from molssl.chem.conformers import ConformerOptions, embed_conformers
 from molssl.chem.features import mol_from_smiles
+from molssl.modules.pretrain import merge_views
 from molssl.objectives.base import View
 from molssl.objectives.fragment_mask import FragmentMaskView
-from molssl.objectives.views import CoordNoise, TorsionAugment
+from molssl.objectives.views import CoordNoise, RemoveHydrogens, TorsionAugment
 from tests.conftest import read_nci_smiles
 from tests.objectives.samples import pretrain_sample
 
@@ -190,3 +192,26 @@ def test_torsion_then_noise_on_a_rigid_molecule_is_plain_denoising() -> None:
     data = nci(RIGID)
     out = CoordNoise(0.04)(TorsionAugment(2.0)(data))
     assert torch.allclose(out.pos - out.coord_noise, data.pos, atol=1e-6)
+
+
+def test_remove_hydrogens_runs_first_and_commutes_with_torsion_augmentation() -> None:
+    """Removing the hydrogens before rotating the torsions gives the heavy atoms the
+    coordinates they get when the whole molecule is rotated first: the order-5 view changes
+    what later views see, not the geometry; the given sample is left as it was."""
+    assert RemoveHydrogens.order < TorsionAugment.order
+    views = [("a", CoordNoise(0.2)), ("b", RemoveHydrogens()), ("c", RemoveHydrogens())]
+    assert merge_views(views) == [RemoveHydrogens(), CoordNoise(0.2)]
+    data = nci(FLEXIBLE[1])
+    before = {key: value.clone() for key, value in data.items() if isinstance(value, torch.Tensor)}
+    heavy = data.z > 1
+    torch.manual_seed(3)
+    first = TorsionAugment(30.0)(RemoveHydrogens()(data))
+    torch.manual_seed(3)
+    last = RemoveHydrogens()(TorsionAugment(30.0)(data))
+    assert first.num_nodes == last.num_nodes == int(heavy.sum()) == first.pos.size(0)
+    assert (first.pos - data.pos[heavy]).abs().max() > 0.1  # the torsions did turn
+    torch.testing.assert_close(first.pos, last.pos, atol=1e-4, rtol=0.0)
+    for key in ("x", "edge_index", "edge_attr", "fragment", "torsion_moving"):
+        assert torch.equal(first[key], last[key]), key
+    for key, value in before.items():
+        assert torch.equal(data[key], value), key

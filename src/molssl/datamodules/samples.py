@@ -96,8 +96,9 @@ def data_from_arrays(
     shared: MutableMapping[str, np.ndarray] | None = None,
     drop: Sequence[str] = (),
 ) -> Data:
-    """The ``Data`` of a sample: its arrays as tensors, then ``smiles``, ``source_id``,
-    ``mol_id`` (0-d long) and ``num_nodes`` from ``record``.
+    """The ``Data`` of a sample: its arrays as tensors, then ``smiles``, ``source_id`` and
+    ``mol_id`` (0-d long) from ``record``, and ``num_nodes`` from ``z`` (a view may have
+    removed atoms, :class:`~molssl.objectives.views.RemoveHydrogens`).
 
     Args:
         arrays: The sample's arrays (:func:`record_arrays`, possibly updated by views).
@@ -124,7 +125,7 @@ def data_from_arrays(
     mapping["smiles"] = record.smiles
     mapping["source_id"] = record.source_id
     mapping["mol_id"] = torch.tensor(int(record.mol_id), dtype=torch.long)
-    mapping["num_nodes"] = len(record.z)
+    mapping["num_nodes"] = len(arrays["z"]) if "z" in arrays else len(record.z)
     mapping.update(added)
     data = Data()
     # A new Data has no cached attribute sets to invalidate, and no value here is None:

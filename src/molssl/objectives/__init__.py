@@ -4,8 +4,9 @@ Configs name them by ``class_path`` (``molssl.objectives.FragmentMask``); a user
 subclass in their own module works the same way, with no edit here.
 
 - Contract: :class:`Objective`, :class:`View`, :class:`ObjectiveResult`.
-- Views: :class:`TorsionAugment` (order 10), :class:`CoordNoise` (order 20); mask views come
-  with their objectives (order 30).
+- Views: :class:`RemoveHydrogens` (order 5; also a fine-tuning ``transform``),
+  :class:`TorsionAugment` (order 10), :class:`CoordNoise` (order 20); mask views come with their
+  objectives (order 30).
 - Objectives: :class:`FragmentMask` (UniCorn's masked fragment modelling), :class:`AtomMask`
   (AttrMask baseline), :class:`CoordDenoise` (coordinate denoising, Coord/Frad/UniCorn),
   :class:`CrossModalInfoNCE` (UniCorn's 2D->3D distillation), :class:`BlendPredict`
@@ -20,7 +21,7 @@ from molssl.objectives.blend_predict import BlendPredict
 from molssl.objectives.denoise import CoordDenoise
 from molssl.objectives.fragment_mask import FragmentMask
 from molssl.objectives.infonce import CrossModalInfoNCE
-from molssl.objectives.views import CoordNoise, TorsionAugment
+from molssl.objectives.views import CoordNoise, RemoveHydrogens, TorsionAugment
 
 __all__ = [
     "AtomMask",
@@ -31,6 +32,7 @@ __all__ = [
     "FragmentMask",
     "Objective",
     "ObjectiveResult",
+    "RemoveHydrogens",
     "TorsionAugment",
     "View",
 ]

@@ -1,4 +1,5 @@
-"""Per-sample 3D views: torsion augmentation (order 10) and coordinate noise (order 20).
+"""Per-sample views: hydrogen removal (order 5), torsion augmentation (order 10) and coordinate
+noise (order 20).
 
 Both run in the data loader's workers on one molecule at a time, before collation, and draw
 from torch's global generator (seeded per worker and epoch by PyTorch), so a molecule seen
@@ -17,7 +18,9 @@ as the ``Data`` would hold them), or ``None``. The callable may only assign new 
 keys, never write into an array it was given (those may be the record's own), and must give
 what ``__call__`` gives for the same state of torch's generator.
 
-Composition: :class:`TorsionAugment` changes the conformer, :class:`CoordNoise` then adds
+Composition: :class:`RemoveHydrogens` first makes the sample a heavy-atom graph (MoleBLEND's
+data), so that every later view sees the molecule the encoder will; :class:`TorsionAugment`
+changes the conformer, :class:`CoordNoise` then adds
 Gaussian noise to the augmented coordinates and stores that noise as the denoising target, so
 ``pos - coord_noise`` is the torsion-augmented (not the original) conformer, as in Frad and
 UniCorn.
@@ -34,10 +37,18 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from molssl.chem.hydrogens import remove_hydrogens
 from molssl.chem.torsions import apply_torsion_deltas
 from molssl.objectives.base import View
 
-__all__ = ["ArrayTransform", "CoordNoise", "TorsionAugment", "array_form", "defined_together"]
+__all__ = [
+    "ArrayTransform",
+    "CoordNoise",
+    "RemoveHydrogens",
+    "TorsionAugment",
+    "array_form",
+    "defined_together",
+]
 
 #: A view's NumPy form: updates a sample's arrays by assigning new arrays to keys.
 ArrayTransform = Callable[[MutableMapping[str, np.ndarray]], None]
@@ -268,3 +279,44 @@ class CoordNoise(View):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma})"
+
+
+class RemoveHydrogens(View):
+    """Make the sample the heavy-atom graph of its molecule: every hydrogen atom removed.
+
+    MoleBLEND trains and fine-tunes on heavy-atom graphs (PCQM4Mv2 read by RDKit without
+    hydrogens, MoleculeNet graphs from SMILES), while molssl's records keep explicit
+    hydrogens. This view gives the sample what featurising ``Chem.RemoveHs(mol)`` would:
+    heavy atoms in their order, bonds between them, the degree column recounted (so degree
+    embeddings see heavy-atom degrees), the stored shortest paths restricted to the heavy atoms,
+    and the coordinates, noise, fragment labels and torsions of the heavy atoms; see
+    :func:`molssl.chem.hydrogens.remove_hydrogens` for every key and for what is refused.
+
+    It runs first in a pre-training pipeline (order 5), so noise is drawn for the heavy atoms
+    only; in a fine-tuning data module it is the ``transform``. All instances are equal (the
+    module keeps one). It draws nothing from the random generator.
+    """
+
+    order = 5
+
+    def __call__(self, data: Data) -> Data:
+        out = copy.copy(data)
+        tensors = {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+        arrays = {key: value.detach().cpu().numpy() for key, value in tensors.items()}
+        given = dict(arrays)
+        remove_hydrogens(arrays)
+        for key, array in arrays.items():
+            if array is not given[key]:
+                out[key] = torch.from_numpy(array).to(tensors[key].device)
+        out.num_nodes = len(arrays["z"] if "z" in arrays else arrays["x"])
+        return out
+
+    def array_transform(self) -> ArrayTransform:
+        """:meth:`__call__` on a sample's NumPy arrays."""
+        return remove_hydrogens
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
