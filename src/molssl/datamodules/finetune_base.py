@@ -29,19 +29,26 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
+from torch_geometric.transforms import BaseTransform
 
 from molssl.datamodules.embedded import Failure
 from molssl.datamodules.splits import SplitIndices, random_split
+from molssl.objectives.base import View
 
 __all__ = [
     "TASK_TYPES",
     "FinetuneDataModule",
     "FinetuneDataset",
     "LoadedDataset",
+    "SampleTransform",
     "check_split",
 ]
 
 TASK_TYPES = ("classification", "regression", "energy_forces")
+#: A per-sample transform of the fine-tuning data. A function, or an instance of a
+#: :class:`~molssl.objectives.View` or PyG ``BaseTransform`` subclass: naming the two classes
+#: lets a config give one by ``class_path`` (``molssl.objectives.RemoveHydrogens``).
+SampleTransform = Callable[[Data], Data] | View | BaseTransform
 _MAX_LISTED_FAILURES = 10
 
 
@@ -94,7 +101,7 @@ class FinetuneDataset(Dataset[Data]):
         self,
         data: Sequence[Data],
         indices: Sequence[int] | np.ndarray,
-        transform: Callable[[Data], Data] | None = None,
+        transform: SampleTransform | None = None,
     ) -> None:
         self.data = data
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -160,7 +167,7 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
         split: str = "random",
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         eval_batch_size: int | None = None,
-        transform: Callable[[Data], Data] | None = None,
+        transform: SampleTransform | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:

@@ -23,7 +23,7 @@ and ``root/<molecule>.npz``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -32,7 +32,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.data import Data
 
-from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
+from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset, SampleTransform
 from molssl.datamodules.md_raw import MD_UNITS, MDTrajectory, read_sgdml
 from molssl.datamodules.sized_splits import sized_random_split
 from molssl.datamodules.splits import SplitIndices
@@ -165,7 +165,7 @@ class MDDataModule(FinetuneDataModule):
         seed: int = 0,
         split: str = "random",
         eval_batch_size: int | None = None,
-        transform: Callable[[Data], Data] | None = None,
+        transform: SampleTransform | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,

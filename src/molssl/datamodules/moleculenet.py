@@ -41,7 +41,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from molssl.datamodules.embedded import (
     default_cache_dir,
     prepare_records,
 )
-from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
+from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset, SampleTransform
 from molssl.datamodules.moleculenet_csv import LabelTable, read_label_table
 from molssl.datamodules.moleculenet_presets import get_preset
 from molssl.datamodules.records import (
@@ -76,6 +76,7 @@ from molssl.datamodules.splits import (
     scaffold_sets,
     scaffold_split,
 )
+from molssl.modules.pretrain import _hparams_come_from_config
 
 __all__ = ["SPLITS", "MoleculeNetDataModule", "seeded_scaffold_split"]
 
@@ -176,7 +177,7 @@ class MoleculeNetDataModule(FinetuneDataModule):
         optimize_conformers: bool = True,
         max_heavy_atoms: int | None = 150,
         progress: bool = True,
-        transform: Callable[[Data], Data] | None = None,
+        transform: SampleTransform | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -187,7 +188,10 @@ class MoleculeNetDataModule(FinetuneDataModule):
             eval_batch_size=eval_batch_size,
             transform=transform,
         )
-        self.save_hyperparameters(ignore=["transform"])
+        # From a config, the transform is its class_path entry, which `molssl test --ckpt`
+        # needs when the run's config.yaml is gone; a transform object built in Python is not
+        # a hyper-parameter (it would be pickled into the checkpoint).
+        self.save_hyperparameters(ignore=[] if _hparams_come_from_config() else ["transform"])
         chosen = get_preset(preset) if preset is not None else None
         self.preset = chosen.name if chosen is not None else None
         self.smiles_column = smiles_column or (chosen.smiles_column if chosen else "smiles")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, overload
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset
+from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset, SampleTransform
 from molssl.datamodules.qm9_cache import load_or_parse_qm9
 from molssl.datamodules.qm9_parse import EXAMPLES_KEPT
 from molssl.datamodules.qm9_raw import QM9_TARGET_UNITS, QM9_TARGETS, resolve_targets
@@ -186,7 +186,7 @@ class QM9DataModule(FinetuneDataModule):
         seed: int = 0,
         split: str = "random",
         eval_batch_size: int | None = None,
-        transform: Callable[[Data], Data] | None = None,
+        transform: SampleTransform | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
