@@ -68,6 +68,33 @@ class RecordFitMetrics(Callback):
         RecordFitMetrics.last = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+class RecordAtoms(Callback):
+    """Counts the atoms and the hydrogen atoms of the batches each stage sees."""
+
+    seen: dict[str, list[int]] = {}
+
+    @staticmethod
+    def record(stage: str, batch: Any) -> None:
+        counts = RecordAtoms.seen.setdefault(stage, [0, 0])
+        counts[0] += int(batch.z.numel())
+        counts[1] += int((batch.z == 1).sum())
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.record("train", batch)
+
+    def on_test_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.record("test", batch)
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepare_small_cache(tmp_path_factory.getbasetemp() / "molssl_cache")
@@ -384,15 +411,23 @@ def test_moleblend_pretraining_initialises_its_finetune_config(
     cache_dir: Path, finetune_files: Path, tmp_path: Path
 ) -> None:
     """configs/moleblend.yaml's checkpoint loads into every tensor of the fine-tuning encoder
-    of configs/finetune/moleblend_bbbp.yaml (2D input), which then tests from its own file."""
+    of configs/finetune/moleblend_bbbp.yaml (2D input), which then tests from its own file;
+    pre-training, fine-tuning and the test all see heavy-atom graphs, as officially."""
+    record = "--trainer.callbacks+=tests.test_configs.RecordAtoms"
+    RecordAtoms.seen = {}
     pretrained = tiny_pretraining(
         "moleblend",
         cache_dir,
         tmp_path,
         "--trainer.max_steps=1",
         "--trainer.accumulate_grad_batches=1",
+        record,
     )
-    finetune_from(pretrained, "moleblend_bbbp", finetune_files, "--trainer.max_epochs=1")
+    atoms, hydrogens = RecordAtoms.seen.pop("train")
+    assert atoms > 0 and hydrogens == 0
+    finetune_from(pretrained, "moleblend_bbbp", finetune_files, "--trainer.max_epochs=1", record)
+    atoms, hydrogens = RecordAtoms.seen.pop("train")
+    assert atoms > 0 and hydrogens == 0
     (last,) = (tmp_path / "runs" / "moleblend_bbbp").rglob("last.ckpt")
     saved = torch.load(last, weights_only=True)
     encoder_tensors = [k for k in saved["state_dict"] if k.startswith("encoder.")]
@@ -400,6 +435,15 @@ def test_moleblend_pretraining_initialises_its_finetune_config(
     module = FinetuneModule.load_from_checkpoint(last)
     assert not module.encoder.use_3d and module.encoder.relation_mode == "all"
     pretrained.unlink()  # evaluation must not need the pre-training file
-    main(["test", "--ckpt", str(last)])
+    main(["test", "--ckpt", str(last), record])
     beside = json.loads((last.parent / "metrics.json").read_text())["metrics"]
     assert "test/loss" in beside and math.isfinite(beside["test/loss"])
+    atoms, hydrogens = RecordAtoms.seen.pop("test")
+    assert atoms > 0 and hydrogens == 0
+    # Without the run's config.yaml the data module comes from the checkpoint's
+    # hyper-parameters, the transform included.
+    (run_config,) = (tmp_path / "runs" / "moleblend_bbbp").rglob("config.yaml")
+    run_config.unlink()
+    main(["test", "--ckpt", str(last), record])
+    atoms, hydrogens = RecordAtoms.seen.pop("test")
+    assert atoms > 0 and hydrogens == 0

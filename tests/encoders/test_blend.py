@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from jsonargparse import ArgumentParser
+from rdkit import Chem
 from torch import nn
 from torch_geometric.data import Batch, Data
 
@@ -26,6 +27,7 @@ from molssl.encoders.blend_choice import (
 )
 from molssl.encoders.blend_distance import ATOM_3D_FEATURE_SCALE
 from molssl.encoders.gaussian import unordered_pair_index
+from molssl.objectives.views import RemoveHydrogens
 from tests.conftest import read_nci_smiles
 from tests.encoders.molecules_3d import TINY_BLEND
 
@@ -33,11 +35,13 @@ TINY = TINY_BLEND
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
 
-def _embedded_data(smiles: str) -> Data:
+def _embedded_data(smiles: str, heavy: bool = False) -> Data:
     mol = embed_conformers(mol_from_smiles(smiles), ConformerOptions(num_conformers=1, seed=7))
     data = mol_to_data(mol, conf_id=0)
     data.pos = data.pos.double()
-    # RDKit's own neighbour counts (hydrogens are explicit atoms), for the brute-force tests.
+    if heavy:  # MoleBLEND's heavy-atom graph
+        data, mol = RemoveHydrogens()(data), Chem.RemoveHs(mol)
+    # RDKit's own neighbour counts (of the atoms the graph has), for the brute-force tests.
     data.rdkit_degree = torch.tensor([atom.GetDegree() for atom in mol.GetAtoms()])
     return data
 
@@ -58,6 +62,12 @@ def molecules() -> list[Data]:
             break
     assert len(picked) == 5
     return picked
+
+
+@pytest.fixture(scope="module")
+def heavy_molecules(molecules: list[Data]) -> list[Data]:
+    """The same molecules as heavy-atom graphs (RemoveHydrogens)."""
+    return [_embedded_data(data.smiles, heavy=True) for data in molecules]
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +295,16 @@ def test_distance_enters_only_through_chosen_pairs_and_3d_atoms(molecules: list[
     assert change.abs().max() > 1e-9
 
 
-def test_input_tokens_match_brute_force_atom_features(molecules: list[Data]) -> None:
+@pytest.mark.parametrize("graphs", ["molecules", "heavy_molecules"])
+def test_input_tokens_match_brute_force_atom_features(
+    graphs: str, request: pytest.FixtureRequest
+) -> None:
     """An atom's input is its feature embedding plus its degree embedding (2D, degree counted
-    by RDKit) or ``0.01 * W sum_j gauss(d_ij)`` over every atom j of the molecule, itself
-    included (3D), as the official ``blend_atom_feature``."""
+    by RDKit; on heavy-atom graphs, the degree in ``Chem.RemoveHs(mol)``) or
+    ``0.01 * W sum_j gauss(d_ij)`` over every atom j of the molecule, itself included (3D),
+    as the official ``blend_atom_feature``."""
+    molecules: list[Data] = request.getfixturevalue(graphs)
+    assert all(bool((data.z > 1).all()) for data in molecules) == (graphs == "heavy_molecules")
     model = _model(embedding_norm=True)
     batch = Batch.from_data_list(molecules[:2])
     captured: list[torch.Tensor] = []
