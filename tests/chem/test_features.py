@@ -13,7 +13,7 @@ from rdkit.Chem import AllChem
 from torch_geometric.data import Data
 
 from molssl.chem.conformers import ConformerOptions, conformer_positions, embed_conformers
-from molssl.chem.errors import MoleculeError
+from molssl.chem.errors import InvalidSmilesError, MoleculeError
 from molssl.chem.features import (
     ATOM_FEATURE_DIMS,
     BOND_FEATURE_DIMS,
@@ -196,3 +196,13 @@ def test_vectorised_features_equal_rdkit_queries_on_nci_and_other_buckets(
         assert data.edge_index[:, 0::2].T.tolist() == [list(e) for e in ends]
         assert data.edge_index[:, 1::2].T.tolist() == [[j, i] for i, j in ends]
     assert mol_to_data(Chem.Mol()).x.shape == (0, len(ATOM_FEATURE_DIMS))
+
+
+@pytest.mark.parametrize("text", ["c1ccccc1 O", "CC\nO", "CCO\tethanol", "C C"])
+def test_whitespace_inside_a_smiles_is_refused_not_read_as_a_name(text: str) -> None:
+    # RDKit reads "c1ccccc1 O" as benzene named "O": a CSV cell holding phenol would become
+    # benzene, its label on the wrong molecule.
+    with pytest.raises(InvalidSmilesError, match="contains whitespace") as caught:
+        mol_from_smiles(text)
+    assert caught.value.reason == "invalid_smiles"
+    assert Chem.MolToSmiles(mol_from_smiles("  c1ccccc1O\n", add_hs=False)) == "Oc1ccccc1"

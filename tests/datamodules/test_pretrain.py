@@ -26,6 +26,8 @@ from molssl.datamodules.records import (
     save_records,
 )
 from molssl.datamodules.shards import ManifestError, write_json_atomic, write_shard
+from molssl.datamodules.stream import DiskShards, ShardedStream
+from molssl.errors import one_line
 from molssl.objectives.base import View
 from molssl.objectives.fragment_mask import FragmentMask
 from molssl.objectives.views import CoordNoise, TorsionAugment
@@ -370,3 +372,39 @@ def test_prepared_directory_trains_and_a_directory_without_manifest_fails(
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManifestError, match=r"no manifest\.json"):
         PretrainDataModule(root=str(tmp_path / "empty")).setup()
+
+
+def _stream_all(root: Path) -> list[int]:
+    stream = ShardedStream(DiskShards.from_manifest(root), range(len(SHARD_COUNTS)), training=False)
+    return mol_ids(stream)
+
+
+def test_a_replaced_or_damaged_shard_is_an_error_naming_it(
+    dm: PretrainDataModule, tmp_path: Path
+) -> None:
+    assert dm.records is not None
+    shard_ids = write_prepared(dm.records, tmp_path)
+    assert _stream_all(tmp_path) == [i for ids in shard_ids for i in ids]
+    # Another valid shard copied over shard 0: found on its first chunk, by mol_id.
+    shard0 = tmp_path / "shard-000000.tar"
+    original = shard0.read_bytes()
+    shard0.write_bytes((tmp_path / "shard-000001.tar").read_bytes())
+    with pytest.raises(ManifestError, match=r"shard-000000\.tar holds mol_id \d+ \(record 0\)"):
+        _stream_all(tmp_path)
+    # The same molecules in other bytes (another chunking): found by the sha256 at its end.
+    write_shard(shard0, list(dm.records[:7]), chunk_size=2)
+    with pytest.raises(ManifestError, match=r"shard-000000\.tar has sha256 .* the manifest says"):
+        _stream_all(tmp_path)
+    # Fewer records than listed (its last molecules gone).
+    write_shard(shard0, list(dm.records[:5]), chunk_size=4)
+    with pytest.raises(ManifestError, match=r"shard-000000\.tar holds 5 records, .* says 7"):
+        _stream_all(tmp_path)
+    # Through loader worker processes, the user still gets the one line naming the shard.
+    shard0.write_bytes((tmp_path / "shard-000001.tar").read_bytes())
+    data = PretrainDataModule(root=str(tmp_path), batch_size=4, num_workers=2, val_fraction=0)
+    data.setup("fit")
+    with pytest.raises(ManifestError) as caught:
+        list(data.train_dataloader())
+    assert one_line(caught.value).startswith(f"{shard0} holds mol_id")
+    shard0.write_bytes(original)
+    assert _stream_all(tmp_path) == [i for ids in shard_ids for i in ids]

@@ -226,6 +226,28 @@ def test_damaged_blocks_are_recorded_failures(raw: QM9RawFiles, tmp_path: Path) 
     assert parsed.read == N and len(parsed) == N - 4
 
 
+def test_a_missing_terminator_fails_one_molecule_and_hides_none(
+    raw: QM9RawFiles, tmp_path: Path
+) -> None:
+    texts = [b.text for b in iter_sdf_blocks(raw.sdf)]
+    # gdb_5 loses its $$$$: the text up to the next one holds gdb_5 and gdb_6.
+    body = "".join(t + ("" if i == 4 else "$$$$\n") for i, t in enumerate(texts))
+    (tmp_path / "gdb9.sdf").write_text(body)
+    blocks = list(iter_sdf_blocks(tmp_path / "gdb9.sdf"))
+    assert [b.title for b in blocks] == [f"gdb_{k}" for k in range(1, N + 1)]
+    assert blocks[4].next_line == blocks[5].line
+    parsed = parse_qm9(tmp_path / "gdb9.sdf", raw.csv, raw.root / "uncharacterized.txt")
+    assert parsed.read == N  # every molecule counted: ok + failed == read
+    assert len(parsed) + len(parsed.failures) == N
+    reasons = {f.mol_id: f.reason for f in parsed.failures}
+    assert reasons == {2: "uncharacterized", 10: "uncharacterized", 4: "missing_terminator"}
+    assert 5 in parsed.arrays["mol_id"]  # gdb_6 is read, with its own labels
+    for mol_id, y in zip(parsed.arrays["mol_id"], parsed.arrays["y"], strict=True):
+        np.testing.assert_allclose(
+            y[QM9_TARGETS.index("mu")], raw.labels[f"gdb_{mol_id + 1}"]["mu"]
+        )
+
+
 def test_block_parser_rejects_a_block_without_atoms() -> None:
     empty = "gdb_9\n     RDKit          3D\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n"
     result = parse_qm9_block(empty)

@@ -203,13 +203,25 @@ def test_empty_round_trip(tmp_path: Path) -> None:
     assert len(loaded) == 0 and list(loaded) == []
 
 
+def save_empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
 def test_load_rejects_foreign_files(nci_records: list[MoleculeRecord], tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_records(tmp_path / "missing.npz")
     text = tmp_path / "text.npz"
     text.write_text("not a zip file")
-    with pytest.raises(RecordsFormatError, match="not a readable"):
+    with pytest.raises(RecordsFormatError, match="starts with the text 'not a zip file'"):
         load_records(text)
+    noise = tmp_path / "noise.npz"
+    noise.write_bytes(bytes(range(7, 250)) * 3)  # random bytes: not "pickled data"
+    with pytest.raises(RecordsFormatError, match=r"starts with the bytes b'\\x07") as caught:
+        load_records(noise)
+    assert "pickle" not in str(caught.value)
+    with pytest.raises(RecordsFormatError, match="the file is empty"):
+        load_records(save_empty(tmp_path / "empty.npz"))
     other = tmp_path / "other.npz"
     np.savez(other, a=np.arange(3))
     with pytest.raises(RecordsFormatError, match="missing"):

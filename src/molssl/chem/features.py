@@ -183,14 +183,18 @@ def mol_from_smiles(
     """Parses and sanitises a SMILES string.
 
     Args:
-        smiles: The SMILES string. As in RDKit, text after the first whitespace is a name.
+        smiles: One SMILES, nothing else: surrounding whitespace is ignored, whitespace inside
+            is refused. RDKit reads ``"c1ccccc1 O"`` as benzene named ``O``, which is right
+            for a ``.smi`` line but turns a CSV cell holding phenol into benzene (and its label
+            onto the wrong molecule); a ``.smi`` reader splits the name off first.
         add_hs: Make hydrogens explicit atoms (needed for 3D work).
         max_heavy_atoms: Reject larger molecules; ``None`` for no limit.
 
     Raises:
         InvalidSmilesError: Missing input (``None``, NaN from a CSV column, blank text: reason
-            ``empty_input``), something that is not a string, or a SMILES RDKit cannot parse
-            or sanitise (``invalid_smiles``; the message carries RDKit's explanation).
+            ``empty_input``), something that is not a string, text with whitespace inside
+            (``invalid_smiles``), or a SMILES RDKit cannot parse or sanitise
+            (``invalid_smiles``; the message carries RDKit's explanation).
         UnsupportedElementError: Dummy atoms (``*``) or atomic number 0.
         NoHeavyAtomError: Only hydrogens.
         MoleculeTooLargeError: More than ``max_heavy_atoms`` heavy atoms.
@@ -200,6 +204,11 @@ def mol_from_smiles(
     if not isinstance(smiles, str):
         raise InvalidSmilesError(f"expected a SMILES string, got {type(smiles).__name__}")
     text = smiles.strip()
+    if any(character.isspace() for character in text):
+        raise InvalidSmilesError(
+            f"SMILES {text!r} contains whitespace: a SMILES is one word (RDKit would read the "
+            "rest as a name and keep only the first part); put a name in its own column"
+        )
     with quiet_rdkit() as log:
         mol = Chem.MolFromSmiles(text, sanitize=False)
         if mol is None:

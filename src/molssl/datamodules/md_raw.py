@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from molssl.datamodules.embedded import Failure
+from molssl.datamodules.file_magic import NPY_MAGIC, describe_start, is_zip_start
 from molssl.errors import UserError
 
 __all__ = ["MD_UNITS", "MDFormatError", "MDTrajectory", "read_sgdml"]
@@ -104,28 +105,11 @@ class MDTrajectory:
         return len(self.z)
 
 
-# A zip archive (an npz) starts with a local file header, or an end-of-central-directory
-# record when it is empty; a lone .npy starts with the NumPy magic string.
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-_NPY_MAGIC = b"\x93NUMPY"
-
-
-def _describe_start(head: bytes) -> str:
-    if not head:
-        return "the file is empty"
-    if head.startswith(_NPY_MAGIC):
-        return "it is a single .npy array, not an .npz archive"
-    text = head[:24].decode("ascii", errors="replace")
-    if all(c.isprintable() or c in "\t\r\n" for c in text):
-        return f"it starts with the text {text.splitlines()[0]!r}"
-    return f"it starts with the bytes {head[:8]!r}"
-
-
 def _member_dtype(archive: zipfile.ZipFile, key: str) -> np.dtype | None:
     """The dtype in a member's ``.npy`` header (no data read); None for a non-``.npy`` member."""
     member = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
     with archive.open(member) as stream:
-        if stream.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+        if stream.read(len(NPY_MAGIC)) != NPY_MAGIC:
             return None
         stream.seek(0)
         version = np.lib.format.read_magic(stream)
@@ -143,9 +127,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     """
     with path.open("rb") as handle:
         head = handle.read(64)
-    if not head.startswith(_ZIP_MAGIC):
+    if not is_zip_start(head):
         raise MDFormatError(
-            f"{path}: not an .npz file ({_describe_start(head)}); an sGDML trajectory is a "
+            f"{path}: not an .npz file ({describe_start(head)}); an sGDML trajectory is a "
             "zip archive of .npy arrays z, R, E, F",
             reason="not_npz",
         )

@@ -249,6 +249,7 @@ def parse_qm9(
 
     Returns:
         The packed molecules, in file order. Per-block failure reasons: ``truncated_record``,
+        ``missing_terminator``,
         ``invalid_title`` (not ``gdb_k``), ``duplicate_id``, ``uncharacterized``,
         ``missing_label``, and those of :func:`parse_qm9_block`. Label rows without an SDF
         molecule are counted apart (:attr:`QM9Parsed.label_rows_without_molecule`).
@@ -277,7 +278,13 @@ def parse_qm9(
         def drop(reason: str, message: str, block: SDFBlock = block, mol_id: int = mol_id) -> None:
             failures.append(Failure(mol_id, block.line, "", reason, message))
 
-        if not block.terminated:
+        if block.next_line is not None:
+            drop(
+                "missing_terminator",
+                f"{title!r}: no $$$$ line between this molecule and the next, at line "
+                f"{block.next_line}",
+            )
+        elif not block.terminated:
             drop("truncated_record", f"{title!r}: the file ends inside this molecule (no $$$$)")
         elif k is None:
             drop("invalid_title", f"title {title[:40]!r} is not gdb_<index>; labels join by it")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from molssl.datamodules.sdf_records import RECORD_END, record_starts
 from molssl.errors import UserError
 
 __all__ = [
@@ -273,12 +274,16 @@ class SDFBlock:
         line: 1-based line where the block starts.
         text: The block (molfile plus data items), without the ``$$$$`` line.
         terminated: False for a last block that ends without ``$$$$`` (truncated file).
+        next_line: For a block followed by another molecule with no ``$$$$`` between them,
+            the line where that molecule starts (the block fails as ``missing_terminator``);
+            else ``None``.
     """
 
     index: int
     line: int
     text: str
     terminated: bool = True
+    next_line: int | None = None
 
     @property
     def title(self) -> str:
@@ -288,6 +293,10 @@ class SDFBlock:
 
 def iter_sdf_blocks(path: str | os.PathLike[str]) -> Iterator[SDFBlock]:
     """Stream the molecule blocks of an SDF file (never the whole file in memory).
+
+    Molecules are counted from the molfile structure
+    (:func:`~molssl.datamodules.sdf_records.record_starts`): text between two ``$$$$`` lines
+    that holds two molecules gives two blocks.
 
     Raises:
         QM9FormatError: ``missing_file``.
@@ -299,12 +308,27 @@ def iter_sdf_blocks(path: str | os.PathLike[str]) -> Iterator[SDFBlock]:
     index = 0
     with open(path, errors="replace") as handle:
         for line_number, line in enumerate(handle, start=1):
-            if line.startswith("$$$$"):
-                yield SDFBlock(index, start, "".join(lines))
-                index += 1
+            if line.startswith(RECORD_END):
+                for block in _split(lines, index, start, terminated=True):
+                    yield block
+                    index += 1
                 lines = []
                 start = line_number + 1
             else:
                 lines.append(line)
     if any(text.strip() for text in lines):
-        yield SDFBlock(index, start, "".join(lines), terminated=False)
+        yield from _split(lines, index, start, terminated=False)
+
+
+def _split(lines: list[str], index: int, start: int, terminated: bool) -> Iterator[SDFBlock]:
+    starts = record_starts(lines)
+    stops = [*starts[1:], len(lines)]
+    for k, (first, stop) in enumerate(zip(starts, stops, strict=True)):
+        last = k + 1 == len(starts)
+        yield SDFBlock(
+            index + k,
+            start + first,
+            "".join(lines[first:stop]),
+            terminated=terminated or not last,
+            next_line=None if last else start + stop,
+        )

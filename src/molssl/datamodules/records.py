@@ -37,6 +37,7 @@ from molssl.chem.features import mol_from_smiles, mol_to_data
 from molssl.chem.fragments import brics_fragment_labels
 from molssl.chem.graph import shortest_path_matrix
 from molssl.chem.torsions import rotatable_torsions, torsion_moving_masks
+from molssl.datamodules.file_magic import describe_start, is_zip_start
 from molssl.datamodules.samples import record_data
 from molssl.errors import UserError
 
@@ -553,6 +554,14 @@ def read_records_npz(stream: BinaryIO, name: str = "<stream>") -> PackedRecords:
         RecordsFormatError: Not a records file, another format version, or inconsistent arrays.
     """
     source = name
+    head = stream.read(64)
+    stream.seek(-len(head), io.SEEK_CUR)
+    if not is_zip_start(head):
+        # np.load would call anything else "pickled data"; say what the bytes really are.
+        raise RecordsFormatError(
+            f"{source} is not a records .npz (a zip archive of arrays): {describe_start(head)}; "
+            "the file is damaged or not a molssl records file (prepare the data again)"
+        )
     try:
         with np.load(stream, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

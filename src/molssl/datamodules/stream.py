@@ -41,7 +41,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -53,7 +53,11 @@ from molssl.datamodules.partition import rank_range, segments, worker_range
 from molssl.datamodules.records import MoleculeRecord
 from molssl.datamodules.samples import viewed_sample
 from molssl.datamodules.stream_position import batches_taken_per_worker
+from molssl.errors import UserError
 from molssl.objectives.base import View
+
+if TYPE_CHECKING:
+    from molssl.datamodules.shards import ShardInfo
 
 __all__ = [
     "DROPPED_KEYS",
@@ -75,7 +79,7 @@ INITIAL_BUFFER = 64
 T = TypeVar("T")
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(UserError):
     """A shard holds fewer records than its manifest says (damaged or replaced file)."""
 
 
@@ -140,16 +144,29 @@ class DiskShards:
         root: The dataset directory (or URL prefix) the shard files are relative to.
         files: Each shard's file, relative to ``root``.
         counts: Each shard's record count (from the manifest).
+        infos: Each shard's manifest entry; when given (as :meth:`from_manifest` does), what is
+            read is checked against it (:func:`~molssl.datamodules.shards.iter_verified_chunks`:
+            mol_id range, count, sha256), so a replaced or damaged shard is an error naming
+            it, never silently other molecules.
     """
 
     transient = True
 
-    def __init__(self, root: str | Path, files: Sequence[str], counts: Sequence[int]) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        files: Sequence[str],
+        counts: Sequence[int],
+        infos: Sequence[ShardInfo] | None = None,
+    ) -> None:
         if len(files) != len(counts):
             raise ValueError(f"{len(files)} shard files for {len(counts)} counts")
+        if infos is not None and len(infos) != len(files):
+            raise ValueError(f"{len(infos)} shard entries for {len(files)} shard files")
         self.root = str(root)
         self.files = list(files)
         self.counts = [int(c) for c in counts]
+        self.infos = None if infos is None else list(infos)
 
     @classmethod
     def from_manifest(cls, root: str | Path) -> DiskShards:
@@ -157,7 +174,7 @@ class DiskShards:
         from molssl.datamodules.shards import dataset_shards
 
         infos = dataset_shards(root)
-        return cls(root, [info.file for info in infos], [info.count for info in infos])
+        return cls(root, [info.file for info in infos], [info.count for info in infos], infos)
 
     def url(self, shard: int) -> str:
         """Path or URL of shard ``shard``."""
@@ -167,10 +184,13 @@ class DiskShards:
         return shard_url(self.root, info)
 
     def chunks(self, shard: int) -> Iterator[Sequence[MoleculeRecord]]:
-        """The shard's chunks as written (``PackedRecords`` of up to its chunk size)."""
-        from molssl.datamodules.shards import iter_shard_chunks
+        """The shard's chunks as written (``PackedRecords`` of up to its chunk size), checked
+        against the manifest entry when there is one."""
+        from molssl.datamodules.shards import iter_shard_chunks, iter_verified_chunks
 
-        return iter(iter_shard_chunks(self.url(shard)))
+        if self.infos is None:
+            return iter(iter_shard_chunks(self.url(shard)))
+        return iter(iter_verified_chunks(self.url(shard), self.infos[shard]))
 
     def name(self, shard: int) -> str:
         """The shard's path or URL."""
@@ -341,13 +361,15 @@ class ShardedStream(IterableDataset[Data]):
     def _records(self, plan: Sequence[tuple[int, int, int]]) -> Iterator[MoleculeRecord]:
         for shard, start, stop in plan:
             offset = 0
+            # Read to its end, a shard's own checks (count, sha256) run; a partial read stops.
+            whole = stop >= self.shards.counts[shard]
             with closing(iter(self.shards.chunks(shard))) as chunks:  # type: ignore[type-var]
                 for chunk in chunks:
                     size = len(chunk)
                     for index in range(max(start, offset), min(stop, offset + size)):
                         yield chunk[index - offset]
                     offset += size
-                    if offset >= stop:
+                    if offset >= stop and not whole:
                         break
             if offset < stop:
                 raise ShardReadError(

@@ -102,6 +102,40 @@ def test_broken_records_fail_in_place(tmp_path: Path) -> None:
     assert_accounted(entries)
 
 
+def _sdf_record(mol: Chem.Mol, v3000: bool = False, field: str | None = None) -> str:
+    text = Chem.MolToMolBlock(mol, forceV3000=v3000)
+    if field is not None:
+        text += f"> <id>\n{field}\n\n"
+    return text
+
+
+@pytest.mark.parametrize("layout", ["v2000", "v3000", "data_fields", "untagged"])
+def test_a_missing_terminator_never_hides_the_next_molecule(tmp_path: Path, layout: str) -> None:
+    mols = embedded_nci(12)[:5]
+    records = [
+        _sdf_record(mol, v3000=layout == "v3000", field="x" if layout == "data_fields" else None)
+        for mol in mols
+    ]
+    if layout == "untagged":  # counts lines of old writers carry no version tag
+        records = [text.replace(" V2000", "") for text in records]
+    # Records 1 and 2 lose their '$$$$': three molecules between two separators.
+    text = records[0] + "$$$$\n" + records[1] + records[2] + records[3] + "$$$$\n"
+    text += records[4] + "$$$$\n"
+    path = tmp_path / f"{layout}.sdf"
+    path.write_text(text)
+    entries = list(iter_source(path))
+    # read = ok + failed counts every molecule.
+    assert reasons(entries) == [None, "missing_terminator", "missing_terminator", None, None]
+    assert [e.source_id for e in entries] == [m.GetProp("_Name") for m in mols]
+    lines = text.splitlines()
+    assert all(lines[e.line - 1] == e.source_id for e in entries)
+    assert "no '$$$$' line between this record and the next one" in str(entries[1].failure)
+    for entry, mol in zip(entries, mols, strict=True):  # the ones read are their own molecule
+        if entry.mol is not None:
+            assert entry.mol.GetNumAtoms() == mol.GetNumAtoms()
+    assert_accounted(entries)
+
+
 def test_title_falls_back_to_cid_field_then_index(tmp_path: Path) -> None:
     first, second = (Chem.Mol(m) for m in embedded_nci(10)[:2])
     first.SetProp("_Name", "")

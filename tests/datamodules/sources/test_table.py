@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from molssl.datamodules.sources import SourceError, iter_source
+from molssl.chem.errors import MoleculeError
+from molssl.datamodules.sources import SourceError, entry_to_record, iter_source
 from tests.datamodules.sources.helpers import (
     assert_accounted,
     reasons,
@@ -60,6 +61,28 @@ def test_blank_short_and_empty_rows_fail_in_place(tmp_path: Path) -> None:
     assert reasons(entries) == [None, "empty_input", "empty_input", "invalid_record", None, None]
     assert [e.line for e in entries] == [2, 3, 4, 5, 6, 7]
     assert [e.source_id for e in entries] == ["1", "bad.csv:1", "2", "3", "4", "5"]
+    assert_accounted(entries)
+
+
+def test_whitespace_inside_a_smiles_cell_fails_the_row(tmp_path: Path) -> None:
+    # A CSV cell is not a .smi line: "c1ccccc1 O" is not benzene named O, and a quoted line
+    # break is not the end of the SMILES. Both rows fail; their neighbours keep their ids.
+    path = tmp_path / "ws.csv"
+    path.write_text('id,smiles\nm0,CCO\nm1,c1ccccc1 O\nm2,"CC\nO"\nm3,\tCCN \n')
+    entries = list(iter_source(path))
+    records = []
+    for mol_id, entry in enumerate(entries):
+        try:
+            records.append(entry_to_record(entry, mol_id))
+        except MoleculeError as error:
+            records.append(error.reason)
+    assert [e.source_id for e in entries] == ["m0", "m1", "m2", "m3"]
+    assert [r if isinstance(r, str) else r.smiles for r in records] == [
+        "CCO",
+        "invalid_smiles",
+        "invalid_smiles",
+        "CCN",  # whitespace around a SMILES is no part of it
+    ]
     assert_accounted(entries)
 
 

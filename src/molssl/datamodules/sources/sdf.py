@@ -1,7 +1,9 @@
 """SDF files with 3D coordinates (``.sdf``, optionally ``.gz``), streamed record by record.
 
 Records are split on ``$$$$`` lines while reading, so a file of millions of molecules is never
-held in memory. Each record's connection table is parsed by RDKit without sanitisation and
+held in memory, and counted from the molfile structure
+(:func:`~molssl.datamodules.sdf_records.record_starts`), so a missing ``$$$$`` never hides a
+molecule. Each record's connection table is parsed by RDKit without sanitisation and
 without removing hydrogens (``Chem.MolFromMolBlock(block, sanitize=False, removeHs=False)``);
 sanitising, adding hydrogens with coordinates and featurising happen later, in
 :func:`~molssl.datamodules.sources.to_record.entry_to_record`. Coordinates are kept exactly as
@@ -13,6 +15,8 @@ Per record (``line`` = its first line, the title line):
   ``cid``, ``id``, ``name`` (any case), else ``"{file name}:{index}"``.
 * ``truncated_record``: no ``M  END`` line before ``$$$$``, or a last record without ``$$$$``
   (a file cut mid-record). Blank lines after the last ``$$$$`` are not a record.
+* ``missing_terminator``: a record followed by the next one without a ``$$$$`` line between
+  them (the next one is read as usual).
 * ``invalid_record``: RDKit cannot read the block (its message is kept in ours).
 * ``no_3d_coordinates``: see :func:`~molssl.datamodules.sources.coordinates.check_3d`; a
   block is declared 3D by the dimension code ``3D`` on its second line.
@@ -28,13 +32,13 @@ from rdkit import Chem
 
 from molssl.chem.errors import MoleculeError
 from molssl.chem.rdkit_log import quiet_rdkit
+from molssl.datamodules.sdf_records import RECORD_END, record_starts
 from molssl.datamodules.sources.coordinates import check_3d
 from molssl.datamodules.sources.entry import SourceEntry, SourceRecordError, default_source_id
 from molssl.datamodules.sources.textio import TRUNCATION_ERRORS, open_text
 
 __all__ = ["iter_sdf_file", "parse_sdf_record", "rdkit_detail"]
 
-_RECORD_END = "$$$$"
 _ID_FIELDS = ("pubchem_compound_cid", "cid", "id", "name")
 
 
@@ -66,21 +70,51 @@ def iter_sdf_file(path: str | Path) -> Iterator[SourceEntry]:
                 break
             line_no += 1
             line = raw.rstrip("\r\n")
-            if line.strip() == _RECORD_END:
-                yield parse_sdf_record(block, source, index, start)
-                index += 1
+            if line.strip() == RECORD_END:
+                for entry in _block_entries(block, source, index, start, terminated=True):
+                    yield entry
+                    index += 1
                 block = []
                 start = line_no + 1
             else:
                 block.append(line)
     if any(line.strip() for line in block):
-        failure = SourceRecordError(
-            f"{source}:{start}: last record has no '$$$$' terminator (file cut?)",
-            reason="truncated_record",
-        )
-        title = block[0].strip()
-        source_id = title or default_source_id(source, index)
-        yield SourceEntry(source, index, start, source_id, failure=failure)
+        yield from _block_entries(block, source, index, start, terminated=False)
+
+
+def _block_entries(
+    block: list[str], source: str, index: int, start: int, terminated: bool
+) -> Iterator[SourceEntry]:
+    """The entries of the text before one ``$$$$`` (one per molecule found in it)."""
+    starts = record_starts(block)
+    stops = [*starts[1:], len(block)]
+    for k, (first, stop) in enumerate(zip(starts, stops, strict=True)):
+        lines = block[first:stop]
+        line = start + first
+        if k + 1 < len(starts):
+            failure = SourceRecordError(
+                f"{source}:{line}: no '$$$$' line between this record and the next one, at "
+                f"line {start + stop}",
+                reason="missing_terminator",
+            )
+            yield SourceEntry(
+                source, index + k, line, _title_id(lines, source, index + k), failure=failure
+            )
+        elif not terminated:
+            failure = SourceRecordError(
+                f"{source}:{line}: last record has no '$$$$' terminator (file cut?)",
+                reason="truncated_record",
+            )
+            yield SourceEntry(
+                source, index + k, line, _title_id(lines, source, index + k), failure=failure
+            )
+        else:
+            yield parse_sdf_record(lines, source, index + k, line)
+
+
+def _title_id(lines: list[str], source: str, index: int) -> str:
+    title = lines[0].strip() if lines else ""
+    return title or default_source_id(source, index)
 
 
 def _data_fields(lines: list[str]) -> dict[str, str]:
