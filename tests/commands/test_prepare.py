@@ -15,6 +15,7 @@ import pytest
 
 from molssl.cli import main
 from molssl.datamodules.shards import MANIFEST_FILE, dataset_shards, read_shard
+from tests.commands.dying_worker import dying_entry
 from tests.conftest import NCI_SMILES
 
 
@@ -122,3 +123,81 @@ def test_sigterm_stops_the_worker_pool_and_the_run_resumes(tmp_path: Path) -> No
     main([*command[3:], "--workers", "1"])  # the same settings: resumes the finished shards
     manifest = json.loads((output / MANIFEST_FILE).read_text())
     assert manifest["read"] == 120 and manifest["resumed_shards"] >= len(finished) - 1
+
+
+def _run_prepare(command: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow  # a subprocess and two preparations: about 30 s on a busy 2-core machine
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_worker_killed_with_sigkill_loses_no_molecule(tmp_path: Path) -> None:
+    # What the out-of-memory killer does: kill -9 of one pool worker mid-run. The pool used to
+    # wait forever for the task that worker held; now it is sent again to a fresh worker.
+    source = tmp_path / "nci.smi"
+    source.write_text("".join(nci_lines(30)))
+    output = tmp_path / "dataset"
+    command = [sys.executable, "-c", "from molssl.cli import main; main()", "prepare"]
+    command += ["--input", str(source), "--output", str(output), "--workers", "2"]
+    command += ["--shard-size", "10", "--num-conformers", "3", "--no-progress"]
+    process = _run_prepare(command)
+    deadline = time.monotonic() + 120
+    killed = None
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        if list(output.glob("shard-*.json")):
+            children = _descendants(process.pid)
+            # Workers are the fork server's children: the run's grandchildren.
+            workers = children - {c for c in children if _parent(c) == process.pid}
+            if workers:
+                killed = min(workers)
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=180)
+    assert killed is not None, "no worker was seen running"
+    assert process.returncode == 0, stderr
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    assert manifest["read"] == 30 == manifest["ok"] + manifest["failed"]
+    records = [r for info in dataset_shards(output) for r in read_shard(output / info.file)]
+    names = [line.split()[1] for line in nci_lines(30)]
+    assert all(r.source_id == names[r.mol_id] for r in records)  # nothing lost, none shifted
+    assert {r.mol_id for r in records} | {f["mol_id"] for f in manifest["failures"]} == set(
+        range(30)
+    )
+    # The same shards as a run where no worker died (the output never depends on workers).
+    main([*command[3:], "--output", str(tmp_path / "serial"), "--workers", "1"])
+    for info in dataset_shards(output):
+        assert (output / info.file).read_bytes() == (tmp_path / "serial" / info.file).read_bytes()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def test_a_worker_that_dies_every_time_stops_naming_the_shard_and_the_rerun_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from molssl.datamodules import prepare as prepare_module
+
+    source = tmp_path / "nci.smi"
+    source.write_text("".join(nci_lines(30)))
+    output = tmp_path / "dataset"
+    args = ["prepare", "--input", str(source), "--output", str(output), "--workers", "2"]
+    args += ["--shard-size", "10", "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare_module, "_prepare_entry", dying_entry)
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("molssl prepare: error: a worker process died twice while preparing")
+    assert "shard 1 (shard-000001.tar), mol_id 1" in line and "run the same command" in line
+    assert (output / "shard-000000.json").exists() and not (output / MANIFEST_FILE).exists()
+    main(args)  # the molecule no longer kills its worker: shard 0 is kept, the rest done
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    assert manifest["resumed_shards"] == 1 and manifest["read"] == 30

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -53,6 +52,7 @@ from molssl.datamodules.records import (
     pack_records,
     save_records,
 )
+from molssl.datamodules.workers import WorkerPool
 
 __all__ = [
     "MANIFEST_FILE",
@@ -181,18 +181,18 @@ def _results(
     if workers <= 1 or len(tasks) <= 1:
         yield from map(_prepare_one, tasks)
         return
-    # forkserver: workers never inherit the parent's threads (torch, loggers), unlike fork.
     # The server imports the preparation code once and every worker forks from it, instead
-    # of each worker importing torch and RDKit again.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["molssl.datamodules.records"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-    with context.Pool(processes=min(workers, len(tasks))) as pool:
-        # imap keeps source order, so the output is the same for any number of workers.
-        yield from pool.imap(_prepare_one, tasks, chunksize=chunksize)
+    # of each worker importing torch and RDKit again (molssl.datamodules.workers).
+    pool = WorkerPool(min(workers, len(tasks)), preload=["molssl.datamodules.records"])
+    finished = False
+    try:
+        # In source order, so the output is the same for any number of workers.
+        yield from pool.map(
+            _prepare_one, tasks, lambda i: f"molecule {tasks[i][0]} ({tasks[i][1]!r})"
+        )
+        finished = True
+    finally:
+        pool.close(finished=finished)
 
 
 def prepare_records(

@@ -19,6 +19,10 @@ Guarantees:
   ``shard-XXXXXX.json`` is written; a re-run with the same settings and inputs keeps every
   shard whose sidecar and tar hash check out and redoes the others. Killing the job leaves
   only whole shards. Other settings or inputs are refused unless ``overwrite`` is set.
+* A worker process killed mid-shard (``kill -9``, the out-of-memory killer) loses nothing:
+  the molecules it held are sent again to fresh workers; a second death before any further
+  molecule is done stops the run with one line naming the shard
+  (:class:`~molssl.datamodules.workers.WorkerDiedError`), and the same command resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -61,6 +64,7 @@ from molssl.datamodules.shards import (
     write_shard,
 )
 from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_source, source_files
+from molssl.datamodules.workers import WorkerPool
 
 __all__ = ["EntryFailure", "PrepareError", "prepare_dataset", "sidecar_file_name"]
 
@@ -150,44 +154,6 @@ def _one_thread_per_worker() -> None:
     except ImportError:  # optional (scikit-learn's dependency): only torch is limited then
         return
     threadpool_limits(limits=1)
-
-
-class _Workers:
-    """Maps entries to results in order, in this process or in a pool kept for the whole run."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool: Any = None
-
-    def map(self, tasks: list[Any]) -> Iterator[Any]:
-        if self.workers <= 1:
-            return map(_prepare_entry, tasks)
-        if self._pool is None:
-            # forkserver: workers do not inherit the parent's threads; they fork from a server
-            # that imported the preparation code once (as molssl.datamodules.embedded does).
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context(
-                "forkserver" if "forkserver" in methods else "spawn"
-            )
-            if "forkserver" in methods:
-                context.set_forkserver_preload(["molssl.datamodules.prepare"])
-            self._pool = context.Pool(processes=self.workers, initializer=_one_thread_per_worker)
-        chunksize = max(1, min(16, len(tasks) // (self.workers * 8)))
-        # imap keeps input order, so the output does not depend on the number of workers.
-        return self._pool.imap(_prepare_entry, tasks, chunksize=chunksize)
-
-    def close(self, finished: bool = True) -> None:
-        """Waits for the workers after a finished run; stops them at once after an error."""
-        if self._pool is None:
-            return
-        if finished:
-            self._pool.close()
-        else:
-            # Interrupted (Ctrl-C, SIGTERM from a scheduler, an error): workers would otherwise
-            # finish their queued molecules, or outlive us, for results nobody reads.
-            self._pool.terminate()
-        self._pool.join()
-        self._pool = None
 
 
 def _shards_of(
@@ -306,7 +272,9 @@ def _run(
     shards: list[ShardInfo] = []
     failures: list[dict[str, Any]] = []
     read = resumed = 0
-    pool = _Workers(workers)
+    pool = WorkerPool(
+        workers, preload=["molssl.datamodules.prepare"], initializer=_one_thread_per_worker
+    )
     bar = tqdm(
         desc="molssl prepare", unit="mol", disable=not progress, file=sys.stderr, mininterval=1.0
     )
@@ -338,12 +306,16 @@ def _prepare_shard(
     shard_index: int,
     tasks: list[Any],
     settings: dict[str, Any],
-    pool: _Workers,
+    pool: WorkerPool,
     bar: Any,
 ) -> dict[str, Any]:
     records: list[MoleculeRecord] = []
     failures: list[dict[str, Any]] = []
-    for result in pool.map(tasks):
+
+    def lost(index: int) -> str:
+        return f"shard {shard_index} ({shard_file_name(shard_index)}), mol_id {tasks[index][0]} on"
+
+    for result in pool.map(_prepare_entry, tasks, lost):
         if isinstance(result, EntryFailure):
             failures.append(asdict(result))
         else:

@@ -25,7 +25,6 @@ Label join. Labels join the SDF by the ``gdb_k`` name, in both directions accoun
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from molssl.datamodules.qm9_raw import (
     read_qm9_labels,
     read_uncharacterized,
 )
+from molssl.datamodules.workers import WorkerPool
 
 __all__ = [
     "EXAMPLES_KEPT",
@@ -225,10 +225,16 @@ def _parse_all(tasks: list[tuple[str, str]], workers: int) -> Iterator[ParsedMol
     if workers <= 1 or len(tasks) < 2:
         yield from map(_parse_task, tasks)
         return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(processes=min(workers, len(tasks))) as pool:
-        # imap keeps file order, so the output does not depend on the number of workers.
-        yield from pool.imap(_parse_task, tasks, chunksize=256)
+    pool = WorkerPool(min(workers, len(tasks)))
+    finished = False
+    try:
+        # In file order, so the output does not depend on the number of workers.
+        yield from pool.map(
+            _parse_task, tasks, lambda i: f"the QM9 molecule {tasks[i][0].split(chr(10))[0]!r}", 256
+        )
+        finished = True
+    finally:
+        pool.close(finished=finished)
 
 
 def parse_qm9(
