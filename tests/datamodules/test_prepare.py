@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rdkit import Chem
+from rdkit.Chem import AllChem
 
 from molssl.chem.conformers import ConformerOptions
 from molssl.datamodules import prepare as prepare_module
@@ -214,3 +215,90 @@ def test_workers_run_one_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
         torch_threads, pool_threads = pool.map(_thread_counts, [0])[0]
     assert torch_threads == 1
     assert pool_threads and set(pool_threads) == {1}
+
+
+def test_an_input_file_twice_is_read_once(
+    inputs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.smi").write_text(inputs[0].read_text())
+    (folder / "b_copy.smi").write_text(inputs[0].read_text())  # same bytes, other name
+    manifest = prepare_dataset(
+        [inputs[0], inputs[0], folder], tmp_path / "out", shard_size=50, progress=False
+    )
+    once = prepare_dataset([inputs[0]], tmp_path / "once", shard_size=50, progress=False)
+    assert manifest["read"] == once["read"] == 13  # and no molecule twice
+    assert manifest["ok"] + manifest["failed"] == manifest["read"]
+    assert [d["path"] for d in manifest["duplicate_inputs"]] == [
+        str(inputs[0]),
+        str(folder / "a.smi"),
+        str(folder / "b_copy.smi"),
+    ]
+    assert {d["same_as"] for d in manifest["duplicate_inputs"]} == {str(inputs[0])}
+    assert [i["path"] for i in manifest["inputs"]] == [str(inputs[0])]
+    assert "3 input file(s) have the same content as an earlier one" in capsys.readouterr().err
+
+
+def _sdf_conformer(mol: Chem.Mol, seed: int, name: str) -> Chem.Mol:
+    copy = Chem.Mol(mol)
+    AllChem.EmbedMolecule(copy, randomSeed=seed)
+    copy.SetProp("_Name", name)
+    return copy
+
+
+def test_a_molecule_seen_before_fails_as_duplicate_molecule(tmp_path: Path) -> None:
+    smi = tmp_path / "a.smi"
+    smi.write_text("CCO\tm0\nc1ccccc1O\tm1\nOCC\tm2\nC[C@H](N)O\tm3\nC[C@@H](N)O\tm4\n")
+    csv = tmp_path / "b.csv"
+    csv.write_text("id,smiles\nm5,Oc1ccccc1\nm6,CCN\n")  # phenol again, another spelling
+    ethanol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    same = [_sdf_conformer(ethanol, 1, "m7"), _sdf_conformer(ethanol, 1, "m8")]
+    other = _sdf_conformer(ethanol, 2, "m9")  # another conformer of a molecule seen: kept
+    sdf = write_sdf(tmp_path / "c.sdf", [*same, other])
+    manifest = prepare_dataset([smi, csv, sdf], tmp_path / "out", shard_size=4, progress=False)
+    assert manifest["read"] == 10 == manifest["ok"] + manifest["failed"]
+    duplicates = {f["mol_id"]: f for f in manifest["failures"]}
+    assert sorted(duplicates) == [2, 5, 8]
+    assert all(f["reason"] == "duplicate_molecule" for f in duplicates.values())
+    assert "the same molecule as mol_id 0 (CCO)" in duplicates[2]["message"]
+    assert "the same molecule as mol_id 1" in duplicates[5]["message"]
+    assert "the same molecule as mol_id 7" in duplicates[8]["message"]
+    records = all_records(tmp_path / "out")
+    assert all(r.source_id == f"m{r.mol_id}" for r in records)  # stereoisomers 3, 4 both kept
+    # Resumed, the molecules of kept shards are known from their sidecars: the same result.
+    (tmp_path / "out" / "shard-000002.tar").unlink()
+    again = prepare_dataset([smi, csv, sdf], tmp_path / "out", shard_size=4, progress=False)
+    assert again["resumed_shards"] == 2 and again["failures"] == manifest["failures"]
+    kept = prepare_dataset(
+        [smi, csv, sdf], tmp_path / "all", shard_size=4, keep_duplicates=True, progress=False
+    )
+    assert (kept["ok"], kept["failed"]) == (10, 0)
+    assert kept["settings"]["duplicate_molecules"] == "keep"
+
+
+def test_the_output_is_never_read_back_as_input(inputs: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.smi").write_text(inputs[0].read_text())
+    first = prepare_dataset([folder], folder / "prepared", shard_size=5, progress=False)
+    # Its manifest.json and shard sidecars are .json files inside the input folder now.
+    again = prepare_dataset([folder], folder / "prepared", shard_size=5, progress=False)
+    assert again["read"] == first["read"] == 13
+    assert again["resumed_shards"] == len(first["shards"]) == 3
+    assert [i["path"] for i in again["inputs"]] == [str(folder / "a.smi")]
+    with pytest.raises(PrepareError, match="also an input directory") as info:
+        prepare_dataset([folder], folder, progress=False)
+    assert info.value.reason == "output_is_input"
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("max_heavy_atoms", -5), ("max_heavy_atoms", 0), ("shard_size", 0), ("num_conformers", 0)],
+)
+def test_out_of_range_options_are_refused_before_reading(
+    inputs: list[Path], tmp_path: Path, argument: str, value: int
+) -> None:
+    with pytest.raises(PrepareError, match=f"{argument} must be a whole number") as info:
+        prepare_dataset(inputs[:1], tmp_path / "out", progress=False, **{argument: value})
+    assert info.value.reason == "invalid_option" and not (tmp_path / "out").exists()

@@ -11,7 +11,6 @@ See :mod:`molssl.datamodules.prepare` for what is written and what is guaranteed
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from types import FrameType
 
@@ -20,7 +19,6 @@ from jsonargparse import ArgumentParser, Namespace
 from molssl.cli import register_subcommand
 from molssl.datamodules.prepare import PrepareError, prepare_dataset
 from molssl.datamodules.shards import MANIFEST_FILE
-from molssl.datamodules.sources import SourceError
 
 __all__ = ["add_arguments", "run"]
 
@@ -57,7 +55,33 @@ def add_arguments(parser: ArgumentParser) -> None:
         action="store_true",
         help="start over when the output holds a preparation with other settings or inputs",
     )
+    parser.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="keep every copy of a molecule (default: a molecule prepared before fails as "
+        "duplicate_molecule)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+#: Options that count something, with the smallest value each accepts.
+_MINIMUM = {"num_conformers": 1, "workers": 1, "shard_size": 1, "max_heavy_atoms": 0}
+
+
+def check_options(options: Namespace) -> None:
+    """Refuses out-of-range option values before anything is read or written.
+
+    Raises:
+        PrepareError: ``invalid_option``, naming the flag as typed.
+    """
+    for name, minimum in _MINIMUM.items():
+        value = getattr(options, name)
+        if value < minimum:
+            flag = "--" + name.replace("_", "-")
+            extra = " (0: no limit)" if name == "max_heavy_atoms" else ""
+            raise PrepareError(
+                f"{flag} must be at least {minimum}{extra}, got {value}", reason="invalid_option"
+            )
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -70,9 +94,11 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def run(options: Namespace) -> None:
     """Prepare the data set and print a one-paragraph summary.
 
-    Errors, and a preparation that ends without a single molecule (empty inputs, or every entry
-    failed), exit with status 2; the manifest of the latter is still written.
+    Errors (:class:`~molssl.errors.UserError`, reported by :func:`molssl.cli.main`), and a
+    preparation that ends without a single molecule (empty inputs, or every entry failed), exit
+    with status 2; the manifest of the latter is still written.
     """
+    check_options(options)
     # signal handlers can only be set from the main thread (not, e.g., in a notebook's worker).
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
@@ -88,10 +114,8 @@ def run(options: Namespace) -> None:
             smiles_column=options.smiles_column,
             progress=not options.no_progress,
             overwrite=options.overwrite,
+            keep_duplicates=options.keep_duplicates,
         )
-    except (PrepareError, SourceError, ValueError) as error:
-        sys.stderr.write(f"molssl prepare: error: {error}\n")
-        raise SystemExit(2) from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -104,14 +128,15 @@ def run(options: Namespace) -> None:
             if manifest["read"] == 0
             else (f"none of the {manifest['read']} entries read could be prepared ({reasons})")
         )
-        sys.stderr.write(
-            f"molssl prepare: error: {read}; nothing to train on (see "
-            f"{options.output}/{MANIFEST_FILE})\n"
+        raise PrepareError(
+            f"{read}; nothing to train on (see {options.output}/{MANIFEST_FILE})",
+            reason="nothing_prepared",
         )
-        raise SystemExit(2)
+    skipped = len(manifest["duplicate_inputs"])
+    duplicates = f", {skipped} duplicate input file(s) not read" if skipped else ""
     print(
-        f"molssl prepare: {manifest['read']} entries read, {manifest['ok']} prepared, "
-        f"{manifest['failed']} failed ({reasons}); {len(manifest['shards'])} shard(s), "
+        f"molssl prepare: {manifest['read']} entries read{duplicates}, {manifest['ok']} "
+        f"prepared, {manifest['failed']} failed ({reasons}); {len(manifest['shards'])} shard(s), "
         f"{manifest['resumed_shards']} kept from an earlier run, in "
         f"{manifest['wall_seconds']:.1f} s; manifest: {options.output}/{MANIFEST_FILE}"
     )

@@ -1,6 +1,6 @@
 """``molssl prepare``: input files → conformers and features → WebDataset shards + manifest.
 
-Entries of the inputs (:func:`~molssl.datamodules.sources.iter_source`, every input in the
+Entries of the inputs (:func:`~molssl.datamodules.sources.iter_files`, every input in the
 order given) get the global ``mol_id`` 0, 1, 2, ... whether or not they can be prepared, so a
 molecule's id never shifts when another one fails. Shard ``s`` holds the molecules of ids in
 ``[s * M, (s + 1) * M)`` (``M`` = ``shard_size``) that were prepared; the layout of the output
@@ -19,6 +19,10 @@ Guarantees:
   ``shard-XXXXXX.json`` is written; a re-run with the same settings and inputs keeps every
   shard whose sidecar and tar hash check out and redoes the others. Killing the job leaves
   only whole shards. Other settings or inputs are refused unless ``overwrite`` is set.
+* Nothing twice: an input file with the same bytes as an earlier one is not read again
+  (:mod:`~molssl.datamodules.prepare_inputs`), a molecule prepared before fails as
+  ``duplicate_molecule`` (:mod:`~molssl.datamodules.prepare_duplicates`), and the output
+  directory is never read back as input.
 * A worker process killed mid-shard (``kill -9``, the out-of-memory killer) loses nothing:
   the molecules it held are sent again to fresh workers; a second death before any further
   molecule is done stops the run with one line naming the shard
@@ -30,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import platform
 import sys
 import time
@@ -47,6 +50,8 @@ from molssl import __version__
 from molssl.chem.conformers import ConformerOptions
 from molssl.chem.errors import MoleculeError
 from molssl.datamodules.embedded import chemistry_code_sha256, molecule_seed
+from molssl.datamodules.prepare_duplicates import DuplicateMolecules
+from molssl.datamodules.prepare_inputs import InputFile, find_inputs
 from molssl.datamodules.prepare_output import (
     PrepareError,
     check_output,
@@ -58,12 +63,11 @@ from molssl.datamodules.records import RECORD_FORMAT_VERSION, MoleculeRecord
 from molssl.datamodules.shards import (
     MANIFEST_FILE,
     ShardInfo,
-    file_sha256,
     shard_file_name,
     write_json_atomic,
     write_shard,
 )
-from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_source, source_files
+from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_files
 from molssl.datamodules.workers import WorkerPool
 
 __all__ = ["EntryFailure", "PrepareError", "prepare_dataset", "sidecar_file_name"]
@@ -85,34 +89,26 @@ class EntryFailure:
     message: str
 
 
-def _describe_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
-    described = []
-    for given in inputs:
-        for file in source_files(given):
-            described.append(
-                {"path": str(file), "sha256": file_sha256(file), "size": file.stat().st_size}
-            )
-    return described
-
-
 def _settings(
-    inputs: list[dict[str, Any]],
+    inputs: list[InputFile],
     options: ConformerOptions,
     shard_size: int,
     chunk_size: int,
     max_heavy_atoms: int | None,
     smiles_column: str | None,
+    keep_duplicates: bool,
 ) -> dict[str, Any]:
     # Everything that shapes the shards' bytes; inputs by name and content, not location, so
     # a moved input directory still resumes. Round-tripped through JSON so that it compares
     # equal to what a sidecar read back holds.
     settings = {
-        "inputs": [{"name": Path(i["path"]).name, "sha256": i["sha256"]} for i in inputs],
+        "inputs": [{"name": Path(i.name).name, "sha256": i.sha256} for i in inputs],
         "conformer_options": asdict(options),
         "shard_size": shard_size,
         "chunk_size": chunk_size,
         "max_heavy_atoms": max_heavy_atoms,
         "smiles_column": smiles_column,
+        "duplicate_molecules": "keep" if keep_duplicates else "drop",
         "record_format_version": RECORD_FORMAT_VERSION,
         "chemistry_code_sha256": chemistry_code_sha256(),
         "rdkit_version": rdkit.__version__,
@@ -167,13 +163,6 @@ def _shards_of(
         yield shard_index, chunk
 
 
-def _all_entries(
-    inputs: Sequence[str | os.PathLike[str]], smiles_column: str | None
-) -> Iterator[SourceEntry]:
-    for given in inputs:
-        yield from iter_source(given, smiles_column=smiles_column)
-
-
 def prepare_dataset(
     inputs: Sequence[str | Path],
     output: str | Path,
@@ -186,11 +175,12 @@ def prepare_dataset(
     progress: bool = True,
     overwrite: bool = False,
     chunk_size: int = 256,
+    keep_duplicates: bool = False,
 ) -> dict[str, Any]:
     """Prepare molecules from input files into a sharded data set directory.
 
     Args:
-        inputs: Files or directories (:func:`~molssl.datamodules.sources.iter_source`), read in
+        inputs: Files or directories (:func:`~molssl.datamodules.sources.source_files`), read in
             order; ``mol_id`` counts entries across all of them.
         output: The data set directory (created if needed).
         num_conformers: RDKit conformers per SMILES entry (entries with 3D coordinates keep
@@ -203,38 +193,49 @@ def prepare_dataset(
         progress: Show a progress bar on stderr.
         overwrite: Start over when ``output`` was prepared with other settings or inputs.
         chunk_size: Records per tar member.
+        keep_duplicates: Keep every copy of a molecule (default: a molecule seen before, by
+            canonical SMILES, or by SMILES and coordinates for 3D entries, fails as
+            ``duplicate_molecule``, see :mod:`~molssl.datamodules.prepare_duplicates`).
 
     Returns:
         The manifest written to ``output/manifest.json``.
 
     Raises:
         SourceError: An input cannot be read at all (missing, unknown type, no SMILES column).
-        PrepareError: ``output`` holds another preparation (without ``overwrite``), or is busy.
-        ValueError: A non-positive count among the arguments.
+        PrepareError: ``output`` holds another preparation (without ``overwrite``), is busy,
+            or is an input directory; an argument out of range (``invalid_option``).
     """
-    for name, value in (("num_conformers", num_conformers), ("workers", workers)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-    if shard_size < 1 or chunk_size < 1:
-        raise ValueError(f"shard_size and chunk_size must be >= 1, got {shard_size}, {chunk_size}")
+    counts = {"num_conformers": num_conformers, "workers": workers, "shard_size": shard_size}
+    counts["chunk_size"] = chunk_size
+    if max_heavy_atoms is not None:
+        counts["max_heavy_atoms"] = max_heavy_atoms
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PrepareError(
+                f"{name} must be a whole number of at least 1, got {value!r}",
+                reason="invalid_option",
+            )
     start = time.perf_counter()
     root = Path(output)
     if root.exists() and not root.is_dir():
         raise PrepareError(f"output {root} is not a directory", reason="output_not_directory")
-    described = _describe_inputs(inputs)
+    found = find_inputs(inputs, root)
     options = ConformerOptions(num_conformers=num_conformers, seed=seed)
-    settings = _settings(described, options, shard_size, chunk_size, max_heavy_atoms, smiles_column)
+    settings = _settings(
+        found.files, options, shard_size, chunk_size, max_heavy_atoms, smiles_column,
+        keep_duplicates,
+    )  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     with locked(root):
         check_output(root, settings, overwrite)
-        shards, failures, read, resumed = _run(
-            root, _all_entries(inputs, smiles_column), settings, options, workers, progress
-        )
+        entries = iter_files([file.name for file in found.files], smiles_column)
+        shards, failures, read, resumed = _run(root, entries, settings, options, workers, progress)
         ok = sum(info.count for info in shards)
         manifest = {
             "molssl_version": __version__,
             "record_format_version": RECORD_FORMAT_VERSION,
-            "inputs": described,
+            "inputs": [file.describe() for file in found.files],
+            "duplicate_inputs": found.duplicates,
             "settings": settings,
             "settings_sha256": _settings_sha256(settings),
             "read": read,
@@ -272,6 +273,7 @@ def _run(
     shards: list[ShardInfo] = []
     failures: list[dict[str, Any]] = []
     read = resumed = 0
+    duplicates = DuplicateMolecules(keep=settings["duplicate_molecules"] == "keep")
     pool = WorkerPool(
         workers, preload=["molssl.datamodules.prepare"], initializer=_one_thread_per_worker
     )
@@ -282,9 +284,9 @@ def _run(
         for shard_index, numbered in _shards_of(entries, settings["shard_size"]):
             read += len(numbered)
             sidecar = finished_shard(root, shard_index, settings)
-            if sidecar is None or sidecar.get("read") != len(numbered):
+            if not duplicates.restore(sidecar, len(numbered)):
                 tasks = [(mol_id, entry, options, max_heavy_atoms) for mol_id, entry in numbered]
-                sidecar = _prepare_shard(root, shard_index, tasks, settings, pool, bar)
+                sidecar = _prepare_shard(root, shard_index, tasks, settings, pool, bar, duplicates)
             else:
                 resumed += 1
                 bar.update(len(numbered))
@@ -308,18 +310,35 @@ def _prepare_shard(
     settings: dict[str, Any],
     pool: WorkerPool,
     bar: Any,
+    duplicates: DuplicateMolecules,
 ) -> dict[str, Any]:
     records: list[MoleculeRecord] = []
     failures: list[dict[str, Any]] = []
+    keys: list[list[Any]] = []
 
     def lost(index: int) -> str:
         return f"shard {shard_index} ({shard_file_name(shard_index)}), mol_id {tasks[index][0]} on"
 
-    for result in pool.map(_prepare_entry, tasks, lost):
+    results = pool.map(_prepare_entry, tasks, lost)
+    for (mol_id, entry, _, _), result in zip(tasks, results, strict=True):
+        if not isinstance(result, EntryFailure):
+            # The first copy of a molecule stays; a later one would repeat it, and a copy in a
+            # held-out shard would hold out a training molecule.
+            key, first = duplicates.check(result, from_3d=entry.mol is not None)
+            if first is None:
+                records.append(result)
+                keys.append([mol_id, key])
+            else:
+                message = (
+                    f"{entry.source}:{entry.line}: the same molecule as mol_id {first} "
+                    f"({result.smiles}); kept once (--keep-duplicates keeps every copy)"
+                )
+                result = EntryFailure(
+                    entry.source, entry.line, entry.index, mol_id, entry.source_id,
+                    "duplicate_molecule", message,
+                )  # fmt: skip
         if isinstance(result, EntryFailure):
             failures.append(asdict(result))
-        else:
-            records.append(result)
         bar.update(1)
     info = None
     if records:
@@ -333,6 +352,7 @@ def _prepare_shard(
         "read": len(tasks),
         "info": info,
         "failures": failures,
+        "molecule_keys": keys,
         "settings": settings,
         "settings_sha256": _settings_sha256(settings),
     }

@@ -10,7 +10,12 @@ read; :func:`entry_to_record` turns the first two into a
 
 from __future__ import annotations
 
-from molssl.datamodules.sources.dispatch import SUPPORTED_SUFFIXES, iter_source, source_files
+from molssl.datamodules.sources.dispatch import (
+    SUPPORTED_SUFFIXES,
+    iter_files,
+    iter_source,
+    source_files,
+)
 from molssl.datamodules.sources.entry import SourceEntry, SourceError, SourceRecordError
 from molssl.datamodules.sources.to_record import InvalidStructureError, entry_to_record
 
@@ -21,6 +26,7 @@ __all__ = [
     "SourceError",
     "SourceRecordError",
     "entry_to_record",
+    "iter_files",
     "iter_source",
     "source_files",
 ]

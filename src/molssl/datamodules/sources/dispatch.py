@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from molssl.datamodules.sources.entry import SourceEntry, SourceError
@@ -13,7 +13,7 @@ from molssl.datamodules.sources.smiles import iter_smiles_file
 from molssl.datamodules.sources.table import csv_columns, iter_csv_file
 from molssl.datamodules.sources.textio import check_gzip
 
-__all__ = ["SUPPORTED_SUFFIXES", "iter_source", "source_files"]
+__all__ = ["SUPPORTED_SUFFIXES", "iter_files", "iter_source", "source_files"]
 
 _KINDS = {".smi": "smiles", ".txt": "smiles", ".csv": "csv", ".sdf": "sdf", ".json": "json"}
 _READERS: dict[str, Callable[[str], Iterator[SourceEntry]]] = {
@@ -33,17 +33,22 @@ def _kind(path: Path) -> str | None:
     return _KINDS.get(suffixes[-1]) if suffixes else None
 
 
-def source_files(path: str | os.PathLike[str]) -> list[Path]:
+def source_files(
+    path: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
+) -> list[Path]:
     """The files ``path`` stands for: itself, or a directory's supported files.
 
     A directory is walked recursively; its files with a supported suffix (hidden ones aside)
-    come in sorted order of their path relative to it, and other files are ignored.
+    come in sorted order of their path relative to it, and other files are ignored, as is
+    everything under ``exclude`` (the output directory of ``molssl prepare``, whose shards and
+    ``manifest.json`` must never be read back as input).
 
     Raises:
         SourceError: ``missing_file``, ``unknown_suffix`` (for a file named directly), or
             ``no_supported_files`` (a directory without any).
     """
     root = Path(path)
+    skipped = Path(exclude).resolve() if exclude is not None else None
     if root.is_dir():
         files = sorted(
             (
@@ -52,6 +57,7 @@ def source_files(path: str | os.PathLike[str]) -> list[Path]:
                 if file.is_file()
                 and _kind(file) is not None
                 and not any(part.startswith(".") for part in file.relative_to(root).parts)
+                and (skipped is None or not file.resolve().is_relative_to(skipped))
             ),
             key=lambda file: file.relative_to(root).as_posix(),
         )
@@ -94,12 +100,33 @@ def iter_source(
         SourceError: With a ``reason``, see :func:`source_files`; ``no_smiles_column``,
             ``invalid_gzip``.
     """
-    readers: list[Callable[[], Iterator[SourceEntry]]] = []
-    for file in source_files(path):
-        check_gzip(file)
-        kind = _kind(file)
+    names = [
         # When `path` is a file, report it as given, else as listed from its directory.
-        name = os.fspath(path) if Path(path) == file else str(file)
+        os.fspath(path) if Path(path) == file else str(file)
+        for file in source_files(path)
+    ]
+    return iter_files(names, smiles_column)
+
+
+def iter_files(
+    files: Sequence[str | os.PathLike[str]], smiles_column: str | None = None
+) -> Iterator[SourceEntry]:
+    """Stream the entries of a list of input files, in order (see :func:`iter_source`).
+
+    Every file is checked (suffix, gzip header, CSV header) before the first entry is read.
+
+    Raises:
+        SourceError: As :func:`iter_source`.
+    """
+    readers: list[Callable[[], Iterator[SourceEntry]]] = []
+    for given in files:
+        file = Path(given)
+        kind = _kind(file)
+        if kind is None:
+            source_files(file)  # a missing file or an unknown suffix: its own error
+            raise SourceError(f"{file}: a directory, not an input file", reason="unknown_suffix")
+        check_gzip(file)
+        name = os.fspath(given)
         if kind == "csv":
             columns = csv_columns(file, smiles_column)
             readers.append(lambda name=name, columns=columns: iter_csv_file(name, columns))

@@ -128,6 +128,11 @@ def mol_from_pubchemqc(document: dict[str, Any], label: str = "<json>") -> Chem.
             orders) or ``no_3d_coordinates``.
     """
     record = _pubchem_object(document)
+    if isinstance(document, list):
+        raise SourceRecordError(
+            f"{label}: a JSON array of {len(document)} item(s); a PubChemQC file holds one "
+            "molecule, an object with the key 'pubchem' (split the array into one file each)"
+        )
     if record is None:
         raise SourceRecordError(f"{label}: missing key 'pubchem'")
     numbers = _int_list(
