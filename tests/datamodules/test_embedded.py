@@ -23,6 +23,7 @@ from molssl.datamodules.embedded import (
     read_smiles_file,
 )
 from molssl.datamodules.records import MoleculeRecord, record_from_smiles
+from molssl.errors import UserError
 from tests.conftest import read_nci_smiles
 from tests.datamodules.test_records import assert_same_record
 
@@ -191,7 +192,7 @@ def test_damaged_entry_is_prepared_again(tmp_path: Path) -> None:
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="SMILES source not found"):
+    with pytest.raises(UserError, match="SMILES source not found"):
         prepare_smiles_file(tmp_path / "absent.smi", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="n must be"):
         embedded_default(0, cache_dir=tmp_path)

@@ -13,7 +13,7 @@ from molssl.datamodules.md import (
     MD22DataModule,
     trajectory_path,
 )
-from molssl.datamodules.md_raw import MDFormatError, read_sgdml
+from molssl.datamodules.md_raw import MDFormatError, closest_distances, read_sgdml
 from tests.datamodules.md_files import HarmonicBonds, write_sgdml
 
 FRAMES = 1100
@@ -120,7 +120,7 @@ def test_md22_uses_8_1_1_and_its_file_names(tmp_path: Path) -> None:
     assert trajectory_path("ac_ala3_nhme", tmp_path, dm.known_files, "md22").name == (
         "md22_Ac-Ala3-NHMe.npz"
     )
-    with pytest.raises(FileNotFoundError, match=r"md22_stachyose\.npz"):
+    with pytest.raises(MDFormatError, match=r"md22_stachyose\.npz"):
         MD22DataModule(molecule="stachyose", root=tmp_path).setup("fit")
 
 
@@ -259,3 +259,34 @@ def test_object_metadata_is_skipped_without_unpickling(tmp_path: Path) -> None:
     assert trajectory.read == 20 and "notes" not in trajectory.metadata
     assert trajectory.metadata["name"] == "ethanol"
     assert not marker.exists()
+
+
+def test_frames_whose_atoms_coincide_are_recorded_failures(tmp_path: Path) -> None:
+    write_sgdml(tmp_path / "a.npz", frames=20)
+    arrays = dict(np.load(tmp_path / "a.npz"))
+    positions = arrays["R"].copy()
+    positions[4, 2] = positions[4, 0]  # atom 2 on top of atom 0
+    positions[9, 5] = positions[9, 1] + 0.1  # 0.17 Å apart
+    np.savez(tmp_path / "b.npz", **{**arrays, "R": positions})
+    trajectory = read_sgdml(tmp_path / "b.npz")
+    assert [(f.mol_id, f.reason) for f in trajectory.failures] == [
+        (4, "coincident_atoms"),
+        (9, "coincident_atoms"),
+    ]
+    assert "two atoms 0 Å apart" in trajectory.failures[0].message
+    assert trajectory.read == 20 == len(trajectory.frame) + len(trajectory.failures)
+    np.testing.assert_allclose(trajectory.energy, arrays["E"][trajectory.frame, 0], rtol=1e-12)
+    # Every frame collapsed: no usable frame, one error saying why.
+    collapsed = np.repeat(positions[4:5], 20, axis=0)
+    np.savez(tmp_path / "c.npz", **{**arrays, "R": collapsed})
+    with pytest.raises(MDFormatError, match=r"no usable frame among 20 \(coincident_atoms 20\)"):
+        read_sgdml(tmp_path / "c.npz")
+
+
+def test_closest_distances_match_brute_force() -> None:
+    positions = np.random.default_rng(0).normal(size=(30, 12, 3)) * 2.0 + 40.0  # far from 0
+    brute = [
+        min(np.linalg.norm(frame[i] - frame[j]) for i in range(12) for j in range(i))
+        for frame in positions
+    ]
+    np.testing.assert_allclose(closest_distances(positions), brute, rtol=1e-9)

@@ -16,6 +16,7 @@ from molssl.datamodules import MoleculeNetDataModule
 from molssl.datamodules.moleculenet_csv import MoleculeNetFormatError, read_label_table
 from molssl.datamodules.moleculenet_presets import PRESETS, get_preset
 from molssl.datamodules.splits import scaffold_split
+from molssl.errors import UserError
 from tests.datamodules.moleculenet_files import (
     STANDARD_HEADERS,
     TASK_COLUMNS,
@@ -254,7 +255,7 @@ def test_constructor_errors(tmp_path: Path) -> None:
         MoleculeNetDataModule(str(tmp_path / "x.csv"))
     with pytest.raises(ValueError, match="unknown split"):
         MoleculeNetDataModule(str(tmp_path / "x.csv"), preset="bbbp", split="stratified")
-    with pytest.raises(TypeError, match="list of column names"):
+    with pytest.raises(UserError, match="list of column names"):
         MoleculeNetDataModule(str(tmp_path / "x.csv"), preset="bbbp", target_columns="p_np")
 
 
@@ -276,7 +277,7 @@ def test_empty_and_missing_column_errors(tmp_path: Path) -> None:
     wrong.write_text("iupac,smiles,calc\nethanol,CCO,-5.0\n")
     error = _format_error(wrong)
     assert (error.reason, error.line, error.column) == ("missing_column", 1, "expt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MoleculeNetFormatError, match="no such file"):
         read_label_table(tmp_path / "absent.csv", "smiles", None, False)
 
 
@@ -322,3 +323,76 @@ def test_header_only_file_has_no_usable_molecule(tmp_path: Path) -> None:
     module = MoleculeNetDataModule(str(path), preset="freesolv", cache_dir=str(tmp_path), **FAST)
     with pytest.raises(ValueError, match="no usable molecule"):
         module.setup()
+
+
+def _free_form(
+    path: Path, cache: Path, targets: list[str], **kwargs: object
+) -> MoleculeNetDataModule:
+    module = MoleculeNetDataModule(
+        str(path), target_columns=targets, task_type="regression", split="random",
+        split_fractions=(0.6, 0.2, 0.2), cache_dir=str(cache), **{**FAST, **kwargs},
+    )  # fmt: skip
+    module.setup()
+    return module
+
+
+def test_a_smiles_cell_with_whitespace_fails_its_row_with_its_label(tmp_path: Path) -> None:
+    # RDKit would read "c1ccccc1 O" as benzene (named O): phenol's label on benzene. The row
+    # fails instead; no label moves.
+    rows = ["CCO,1.0", "c1ccccc1 O,2.0", '"CC\nO",3.0', "CCN,4.0", "CCCC,5.0", "c1ccncc1,6.0"]
+    path = tmp_path / "ws.csv"
+    path.write_text("smiles,y\n" + "\n".join(rows) + "\n")
+    module = _free_form(path, tmp_path, ["y"])
+    kept = {int(d.mol_id): (d.smiles, float(d.y[0, 0])) for d in module.data}
+    assert kept == {0: ("CCO", 1.0), 3: ("CCN", 4.0), 4: ("CCCC", 5.0), 5: ("c1ccncc1", 6.0)}
+    stats = module.stats()
+    assert stats["read"] == 6 == stats["ok"] + stats["failed"]
+    assert stats["failed_lines_by_reason"] == {"invalid_smiles": [3, 4]}
+    assert all("contains whitespace" in f["message"] for f in stats["failures"])
+
+
+def test_columns_match_in_any_case_like_prepare(tmp_path: Path) -> None:
+    path = tmp_path / "caps.csv"
+    path.write_text("SMILES,Y\nCCO,1.0\nCCN,2.0\nCCCC,3.0\nc1ccccc1,4.0\nCC(=O)O,5.0\n")
+    module = _free_form(path, tmp_path, ["y"])  # smiles_column defaults to "smiles"
+    assert module.task_names == ["Y"] and len(module.data) == 5
+    assert sorted(d.smiles for d in module.data) == sorted(
+        ["CCO", "CCN", "CCCC", "c1ccccc1", "CC(=O)O"]
+    )
+
+
+def test_a_task_without_any_label_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text("smiles,y,z\nCCO,1.0,\nCCN,2.0,\nCCCC,3.0,\nc1ccccc1,4.0,\nCCCl,5.0,\n")
+    with pytest.raises(MoleculeNetFormatError, match="no label in any of the 5 rows") as info:
+        _free_form(path, tmp_path, ["y", "z"])
+    assert (info.value.reason, info.value.column) == ("no_labels", "z")
+    # Labels only on rows whose molecule fails: no usable molecule has one.
+    path.write_text("smiles,y,z\nCCO,1.0,\nCCN,2.0,\nCCCC,3.0,\nc1ccccc1,4.0,\nC1CC(,5.0,7\n")
+    with pytest.raises(UserError, match="column 'z': none of the 4 usable molecules has a label"):
+        _free_form(path, tmp_path, ["y", "z"])
+
+
+@pytest.mark.parametrize(("cell", "hint"), [("\u22121.5", "U\\+2212"), ("inf", "not finite")])
+def test_a_typographic_minus_or_infinite_label_names_its_cell(
+    tmp_path: Path, cell: str, hint: str
+) -> None:
+    path = tmp_path / "minus.csv"
+    path.write_text(f"smiles,y\nCCO,1.0\nCCN,{cell}\n")
+    with pytest.raises(MoleculeNetFormatError, match=hint) as info:
+        read_label_table(path, "smiles", ["y"], False)
+    assert (info.value.line, info.value.column) == (3, "y")
+
+
+def test_no_usable_molecule_or_an_empty_split_is_one_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("smiles,y\n" + "".join(f"xx{i}yy,{i}\n" for i in range(6)))
+    with pytest.raises(UserError, match=r"no usable molecule .* invalid_smiles 6: line 2, 3"):
+        _free_form(path, tmp_path, ["y"])
+    path.write_text("smiles,y\n" + "".join(f"c1ccccc1{'C' * i},{i}\n" for i in range(1, 6)))
+    with pytest.raises(
+        UserError, match=r"scaffold split of 5 molecules .* leaves train and val empty"
+    ):
+        MoleculeNetDataModule(
+            str(path), target_columns=["y"], task_type="regression", cache_dir=str(tmp_path), **FAST
+        ).setup()

@@ -27,7 +27,7 @@ from molssl.datamodules.records import (
 )
 from molssl.datamodules.shards import ManifestError, write_json_atomic, write_shard
 from molssl.datamodules.stream import DiskShards, ShardedStream
-from molssl.errors import one_line
+from molssl.errors import UserError, one_line
 from molssl.objectives.base import View
 from molssl.objectives.fragment_mask import FragmentMask
 from molssl.objectives.views import CoordNoise, TorsionAugment
@@ -263,7 +263,7 @@ def test_root_file_or_directory(
     from_dir = PretrainDataModule(root=str(entry), val_fraction=0.25)
     from_dir.setup()
     assert from_dir.stats()["read"] == N and len(from_dir.records) == len(dm.records)
-    with pytest.raises(FileNotFoundError, match=r"expected a `molssl prepare` directory"):
+    with pytest.raises(UserError, match=r"expected a `molssl prepare` directory"):
         PretrainDataModule(root=str(tmp_path / "absent.npz")).setup()
 
 

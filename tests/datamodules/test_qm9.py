@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -414,3 +415,27 @@ def test_a_clean_label_join_reports_nothing_unmatched(raw: QM9RawFiles, tmp_path
     assert stats["molecules_without_label"] == stats["label_rows_without_molecule"] == 0
     assert stats["label_rows_without_molecule_examples"] == []
     assert "label row" not in dm.describe()
+
+
+def test_label_names_that_match_no_molecule_are_one_error(raw: QM9RawFiles, tmp_path: Path) -> None:
+    root = _copy(raw, tmp_path)
+    lines = (root / "gdb9.sdf.csv").read_text().splitlines()
+    renamed = [lines[0], *(line.removeprefix("gdb_") for line in lines[1:])]  # "1,...", not "gdb_1"
+    (root / "gdb9.sdf.csv").write_text("\n".join(renamed) + "\n")
+    with pytest.raises(QM9FormatError, match=r"none of the 24 molecule titles \('gdb_1', ") as info:
+        parse_qm9(root / "gdb9.sdf", root / "gdb9.sdf.csv", None)
+    assert info.value.reason == "names_do_not_match"
+    assert re.search(r"\(its mol_id column holds '\d+', '\d+', '\d+', \.\.\.\);", str(info.value))
+
+
+def test_a_label_row_with_an_extra_field_is_refused(raw: QM9RawFiles, tmp_path: Path) -> None:
+    root = _copy(raw, tmp_path)
+    lines = (root / "gdb9.sdf.csv").read_text().splitlines()
+    name, rest = lines[5].split(",", 1)
+    lines[5] = f"{name},0.0,{rest}"  # every later column would move onto the next target
+    (root / "gdb9.sdf.csv").write_text("\n".join(lines) + "\n")
+    header = len(lines[0].split(","))
+    expected = f"line 6: {header + 1} columns, the header has {header}"
+    with pytest.raises(QM9FormatError, match=expected) as info:
+        read_qm9_labels(root / "gdb9.sdf.csv")
+    assert info.value.reason == "ragged_row"

@@ -53,6 +53,7 @@ from molssl.datamodules.records import (
     save_records,
 )
 from molssl.datamodules.workers import WorkerPool
+from molssl.errors import UserError
 
 __all__ = [
     "MANIFEST_FILE",
@@ -347,9 +348,9 @@ def prepare_smiles_file(
     """
     source = Path(source).resolve()
     if not source.is_file():
-        raise FileNotFoundError(f"SMILES source not found: {source}")
+        raise UserError(f"SMILES source not found: {source}")
     if n is not None and n < 1:
-        raise ValueError(f"n must be >= 1 or None, got {n}")
+        raise UserError(f"n must be >= 1 or None, got {n}")
     options = options or ConformerOptions()
     key = cache_key(source, n, options, max_heavy_atoms)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()

@@ -33,6 +33,7 @@ from torch_geometric.transforms import BaseTransform
 
 from molssl.datamodules.embedded import Failure
 from molssl.datamodules.splits import SplitIndices, random_split
+from molssl.errors import UserError
 from molssl.objectives.base import View
 
 __all__ = [
@@ -171,14 +172,14 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+            raise UserError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise UserError(f"num_workers must be >= 0, got {num_workers}")
         fractions = tuple(float(f) for f in split_fractions)
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-            raise ValueError(
+            raise UserError(
                 "split_fractions must be 3 non-negative numbers summing to 1, got "
                 f"{split_fractions!r}"
             )
@@ -188,7 +189,7 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
         self.seed = int(seed)
         self.split = str(split)
         if self.supported_splits is not None and self.split not in self.supported_splits:
-            raise ValueError(_unsupported_split(type(self).__name__, split, self.supported_splits))
+            raise UserError(_unsupported_split(type(self).__name__, split, self.supported_splits))
         self.split_fractions: tuple[float, float, float] = fractions  # type: ignore[assignment]
         self.transform = transform
         self.data: list[Data] = []
@@ -211,7 +212,7 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
         already loaded when it is called.
         """
         if self.split != "random":
-            raise ValueError(
+            raise UserError(
                 f"{type(self).__name__}: unknown split {self.split!r}; this data set supports "
                 "'random'"
             )
@@ -225,7 +226,7 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
             return
         loaded = self._load()
         if not loaded.data:
-            raise ValueError(
+            raise UserError(
                 f"{type(self).__name__}: no usable molecule in {loaded.origin or 'the source'} "
                 f"({loaded.read} read, {len(loaded.failures)} failed: "
                 f"{_describe_reasons(loaded.failures)})"
@@ -236,7 +237,7 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
         empty = [name for name, part in zip(split._fields, split, strict=True) if len(part) == 0]
         if empty:
             # An empty validation split leaves nothing to pick the checkpoint with.
-            raise ValueError(
+            raise UserError(
                 f"{type(self).__name__}: the {self.split} split of {len(self.data)} molecules "
                 f"(fractions {self.split_fractions}) leaves {' and '.join(empty)} empty; use "
                 "more molecules, other fractions or another split"

@@ -33,9 +33,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.data import Data
 
 from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset, SampleTransform
-from molssl.datamodules.md_raw import MD_UNITS, MDTrajectory, read_sgdml
+from molssl.datamodules.md_raw import MD_UNITS, MDFormatError, MDTrajectory, read_sgdml
 from molssl.datamodules.sized_splits import sized_random_split
 from molssl.datamodules.splits import SplitIndices
+from molssl.errors import UserError
 
 __all__ = [
     "MD17_FILES",
@@ -84,7 +85,7 @@ def trajectory_path(
     """The trajectory file of ``molecule`` under ``root`` (see the module docstring).
 
     Raises:
-        FileNotFoundError: Listing every path tried.
+        MDFormatError: ``missing_file``, listing every path tried.
     """
     base = Path(root)
     key = _normalise(molecule)
@@ -95,9 +96,10 @@ def trajectory_path(
     for candidate in tried:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MDFormatError(
         f"no trajectory for {molecule!r}: tried {[str(p) for p in tried]}; known molecules: "
-        f"{sorted(files)}; or pass path= to the .npz file"
+        f"{sorted(files)}; or pass path= to the .npz file",
+        reason="missing_file",
     )
 
 
@@ -176,7 +178,7 @@ class MDDataModule(FinetuneDataModule):
             transform=transform,
         )
         if path is None and (molecule is None or root is None):
-            raise ValueError(f"{type(self).__name__}: pass path=, or molecule= and root=")
+            raise UserError(f"{type(self).__name__}: pass path=, or molecule= and root=")
         self.path = None if path is None else Path(path)
         self.molecule = molecule
         self.root = root

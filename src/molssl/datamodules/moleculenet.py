@@ -76,6 +76,7 @@ from molssl.datamodules.splits import (
     scaffold_sets,
     scaffold_split,
 )
+from molssl.errors import UserError
 from molssl.modules.pretrain import _hparams_come_from_config
 
 __all__ = ["SPLITS", "MoleculeNetDataModule", "seeded_scaffold_split"]
@@ -197,14 +198,14 @@ class MoleculeNetDataModule(FinetuneDataModule):
         self.smiles_column = smiles_column or (chosen.smiles_column if chosen else "smiles")
         if target_columns is not None:
             if isinstance(target_columns, str):
-                raise TypeError("target_columns must be a list of column names, not a string")
+                raise UserError("target_columns must be a list of column names, not a string")
             self.target_columns: list[str] | None = list(target_columns)
         else:
             columns = chosen.target_columns if chosen else None
             self.target_columns = list(columns) if columns is not None else None
         kind = task_type or (chosen.task_type if chosen else None)
         if kind not in _TASK_TYPES:
-            raise ValueError(
+            raise UserError(
                 f"task_type must be one of {_TASK_TYPES} (or give a preset), got {task_type!r}"
             )
         self.kind: str = kind
@@ -288,6 +289,15 @@ class MoleculeNetDataModule(FinetuneDataModule):
     def _load(self) -> LoadedDataset:
         table, records, manifest, directory, from_cache = self._prepare()
         data = [_record_data(record, table.labels[record.mol_id]) for record in records]
+        if len(records):
+            kept = table.labels[np.asarray([record.mol_id for record in records])]
+            for name, column in zip(table.task_names, kept.T, strict=True):
+                if np.isnan(column).all():
+                    raise UserError(
+                        f"{self.path}, column {name!r}: none of the {len(records)} usable "
+                        "molecules has a label (the rows that have one failed); a task without "
+                        "labels can be neither trained nor evaluated"
+                    )
         failures = [Failure(**failure) for failure in manifest["failures"]]
         origin = f"{self.path} ({'cache' if from_cache else 'prepared into'} {directory})"
         return LoadedDataset(

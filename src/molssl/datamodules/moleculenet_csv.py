@@ -2,10 +2,12 @@
 
 Every data row is one entry: entry ``i`` (0-based, blank lines included) becomes the
 molecule's ``mol_id``, so a label can never move to another molecule whatever fails before
-it. Row-level problems of the molecule itself (an empty line, an empty SMILES cell) are
-left to preparation, which drops the entry with its labels and a reason. Problems of the
-file (empty, truncated, missing column, a label that is not a number, a row with the wrong
+it. Row-level problems of the molecule itself (an empty line, an empty SMILES cell, a cell
+with whitespace inside, which RDKit would cut at the space) are left to preparation, which
+drops the entry with its labels and a reason. Problems of the file (empty, truncated, missing
+column, a label that is not a number, a label column blank in every row, a row with the wrong
 number of fields) raise :class:`MoleculeNetFormatError` naming the file, line and column.
+Columns are found by name as ``molssl prepare`` finds them: the exact name, else any case.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import IO
 
 import numpy as np
 
+from molssl.datamodules.sources.table import find_column
 from molssl.errors import UserError
 
 __all__ = ["LabelTable", "MoleculeNetFormatError", "read_label_table"]
@@ -34,9 +37,10 @@ class MoleculeNetFormatError(UserError):
         path: The file.
         line: 1-based line of the problem (``None`` for the whole file).
         column: The column concerned, if any.
-        reason: ``empty_file``, ``missing_column``, ``duplicate_column``,
-            ``no_label_column``, ``ragged_row``, ``truncated_file``, ``non_numeric_label``,
-            ``non_finite_label``, ``invalid_class_label`` or ``unreadable_file``.
+        reason: ``missing_file``, ``empty_file``, ``missing_column``, ``duplicate_column``,
+            ``no_label_column``, ``no_labels`` (a label column blank in every row),
+            ``ragged_row``, ``truncated_file``, ``non_numeric_label``, ``non_finite_label``,
+            ``invalid_class_label`` or ``unreadable_file``.
     """
 
     def __init__(
@@ -132,8 +136,11 @@ def _parse_label(text: str, classification: bool, path: Path, line: int, column:
     try:
         value = float(cell)
     except ValueError:
+        hint = "leave the cell blank for a missing label"
+        if "\u2212" in cell:
+            hint = "'\u2212' is the typographic minus sign U+2212; write '-' (U+002D)"
         raise MoleculeNetFormatError(
-            f"label {text!r} is not a number (leave the cell blank for a missing label)",
+            f"label {text!r} is not a number ({hint})",
             path,
             "non_numeric_label",
             line=line,
@@ -171,12 +178,11 @@ def read_label_table(
         classification: Labels must be 0 or 1 (else any finite number).
 
     Raises:
-        FileNotFoundError: No such file.
         MoleculeNetFormatError: Naming the file, line and column of the problem.
     """
     source = Path(path)
     if not source.is_file():
-        raise FileNotFoundError(f"MoleculeNet CSV not found: {source}")
+        raise MoleculeNetFormatError("no such file", source, "missing_file")
     rows = _rows(source)
     header_line, header = next(rows, (1, []))
     header = [name.strip() for name in header]
@@ -196,25 +202,17 @@ def read_label_table(
             line=header_line,
             column=duplicates[0],
         )
+    smiles_at = _column(header, smiles_column, source, header_line)
     if target_columns is None:
-        targets = [name for name in header if name != smiles_column]
+        targets = [name for i, name in enumerate(header) if i != smiles_at]
     else:
         targets = list(target_columns)
     if not targets:
         raise MoleculeNetFormatError(
             "no label column besides the SMILES column", source, "no_label_column", header_line
         )
-    for column in (smiles_column, *targets):
-        if column not in header:
-            raise MoleculeNetFormatError(
-                f"no such column; the header has {header}",
-                source,
-                "missing_column",
-                line=header_line,
-                column=column,
-            )
-    smiles_at = header.index(smiles_column)
-    target_at = [header.index(name) for name in targets]
+    target_at = [_column(header, name, source, header_line) for name in targets]
+    targets = [header[i] for i in target_at]
     smiles: list[str] = []
     labels: list[list[float]] = []
     lines: list[int] = []
@@ -244,7 +242,32 @@ def read_label_table(
         truncated = ragged_fields < len(header) and not _ends_with_newline(source)
         raise _ragged(source, last_ragged, ragged_fields, len(header), truncated=truncated)
     array = np.asarray(labels, dtype=np.float64).reshape(len(smiles), len(targets))
+    unlabelled = [
+        name for name, column in zip(targets, array.T, strict=True) if np.isnan(column).all()
+    ]
+    if len(smiles) and unlabelled:
+        raise MoleculeNetFormatError(
+            f"no label in any of the {len(smiles)} rows: a task without labels can be neither "
+            "trained nor evaluated (leave the column out of target_columns)",
+            source,
+            "no_labels",
+            column=unlabelled[0],
+        )
     return LabelTable(smiles=smiles, labels=array, lines=lines, task_names=targets)
+
+
+def _column(header: list[str], name: str, path: Path, line: int) -> int:
+    # The same rule as molssl prepare's CSV reader: the exact name, else the name in any case.
+    found = find_column(header, name)
+    if found is None:
+        raise MoleculeNetFormatError(
+            f"no such column (names match in any case); the header has {header}",
+            path,
+            "missing_column",
+            line=line,
+            column=name,
+        )
+    return found
 
 
 def _ragged(

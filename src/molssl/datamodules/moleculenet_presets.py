@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from molssl.errors import UserError
+
 __all__ = ["PRESETS", "MoleculeNetPreset", "get_preset"]
 
 
@@ -133,5 +135,5 @@ def get_preset(name: str) -> MoleculeNetPreset:
     key = name.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in PRESETS:
-        raise ValueError(f"unknown MoleculeNet preset {name!r}; known: {', '.join(PRESETS)}")
+        raise UserError(f"unknown MoleculeNet preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[key]

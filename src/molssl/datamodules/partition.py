@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from molssl.errors import UserError
+
 __all__ = [
     "Segment",
     "holdout_shards",
@@ -129,14 +131,14 @@ def holdout_shards(
             than two shards (nothing would be left to train on).
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if num_shards < 1:
-        raise ValueError("the data set has no shard")
+        raise UserError("the data set has no shard")
     every = np.arange(num_shards)
     if val_fraction == 0:
         return every, every[:0]
     if num_shards < 2:
-        raise ValueError(
+        raise UserError(
             f"validation is held out by shard, and the data set has {num_shards} shard; "
             "prepare it into at least two shards (a smaller shard size) or set val_fraction=0"
         )

@@ -63,6 +63,7 @@ from molssl.datamodules.stream import (
     view_sample,
 )
 from molssl.datamodules.stream_position import StreamPosition
+from molssl.errors import UserError
 from molssl.objectives.base import View
 
 __all__ = ["DROPPED_KEYS", "PretrainDataModule", "PretrainDataset", "split_by_molecule"]
@@ -128,11 +129,11 @@ def split_by_molecule(
         ValueError: ``val_fraction`` outside ``[0, 1)``, or too few molecules for both sides.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
     unique, group = np.unique(np.asarray(smiles, dtype=str), return_inverse=True)
     split = random_split(len(unique), (1.0 - val_fraction, val_fraction, 0.0), seed)
     if val_fraction > 0 and (len(split.val) == 0 or len(split.train) == 0):
-        raise ValueError(
+        raise UserError(
             f"{len(unique)} distinct molecule(s) cannot be split into training and "
             f"validation with val_fraction={val_fraction}; use more molecules"
         )
@@ -182,17 +183,17 @@ class PretrainDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if num_molecules < 1:
-            raise ValueError(f"num_molecules must be >= 1, got {num_molecules}")
+            raise UserError(f"num_molecules must be >= 1, got {num_molecules}")
         if num_conformers < 1:
-            raise ValueError(f"num_conformers must be >= 1, got {num_conformers}")
+            raise UserError(f"num_conformers must be >= 1, got {num_conformers}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise UserError(f"num_workers must be >= 0, got {num_workers}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+            raise UserError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.save_hyperparameters()
         self._explicit_views: list[View] = []
         self.shards: ShardSet | None = None
@@ -259,7 +260,7 @@ class PretrainDataModule(LightningDataModule):
         if path.is_dir():
             path = path / RECORDS_FILE
         if path.suffix != ".npz" or not path.is_file():
-            raise FileNotFoundError(
+            raise UserError(
                 f"PretrainDataModule root {root!r}: expected a `molssl prepare` directory "
                 f"(manifest.json and shards), a records .npz written by "
                 f"molssl.datamodules.records.save_records, or a directory holding {RECORDS_FILE}"
@@ -281,7 +282,7 @@ class PretrainDataModule(LightningDataModule):
         if self.shards is None:
             shards, records, manifest, origin = self._load()
             if sum(shards.counts) == 0:
-                raise ValueError(f"no usable molecule in {origin}; see its manifest")
+                raise UserError(f"no usable molecule in {origin}; see its manifest")
             hp = self.hparams
             # Empty shards (every molecule of a shard failed) hold nothing to split.
             nonempty = np.flatnonzero(np.asarray(shards.counts) > 0)

@@ -51,6 +51,7 @@ from molssl.datamodules.qm9_parse import EXAMPLES_KEPT
 from molssl.datamodules.qm9_raw import QM9_TARGET_UNITS, QM9_TARGETS, resolve_targets
 from molssl.datamodules.sized_splits import sized_random_split
 from molssl.datamodules.splits import SplitIndices
+from molssl.errors import UserError
 
 __all__ = [
     "ATOMREF_TARGETS",
@@ -197,7 +198,7 @@ class QM9DataModule(FinetuneDataModule):
             transform=transform,
         )
         if on_sanitize_error not in ("relax", "drop"):
-            raise ValueError(
+            raise UserError(
                 f"on_sanitize_error must be 'relax' or 'drop', got {on_sanitize_error!r}"
             )
         base = Path(root) if root is not None else None
@@ -206,7 +207,7 @@ class QM9DataModule(FinetuneDataModule):
             if given is not None:
                 return Path(given)
             if base is None:
-                raise ValueError(f"QM9DataModule: pass root or the path of {name}")
+                raise UserError(f"QM9DataModule: pass root or the path of {name}")
             return base / name
 
         self.sdf_path = resolve(sdf_path, "gdb9.sdf")
@@ -301,7 +302,7 @@ class QM9DataModule(FinetuneDataModule):
         if n >= _FULL_SET_THRESHOLD:
             return QM9_SPLIT_SIZES
         if n < 3:
-            raise ValueError(f"QM9DataModule: {n} molecule(s) cannot make three splits")
+            raise UserError(f"QM9DataModule: {n} molecule(s) cannot make three splits")
         n_val = max(1, n * QM9_SPLIT_SIZES[1] // QM9_FULL_SIZE)
         n_train = min(n * QM9_SPLIT_SIZES[0] // QM9_FULL_SIZE, n - n_val - 1)
         return n_train, n_val

@@ -25,6 +25,7 @@ Label join. Labels join the SDF by the ``gdb_k`` name, in both directions accoun
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from molssl.chem.rdkit_log import quiet_rdkit
 from molssl.datamodules.embedded import Failure
 from molssl.datamodules.qm9_raw import (
     QM9_TARGETS,
+    QM9FormatError,
     QM9Labels,
     SDFBlock,
     gdb_index,
@@ -47,6 +49,7 @@ from molssl.datamodules.qm9_raw import (
     read_uncharacterized,
 )
 from molssl.datamodules.workers import WorkerPool
+from molssl.errors import UserError
 
 __all__ = [
     "EXAMPLES_KEPT",
@@ -107,7 +110,7 @@ def parse_qm9_block(text: str, on_sanitize_error: str = "relax") -> ParsedMolecu
         ``no_conformer``, ``invalid_coordinates`` or ``sanitization_failed``.
     """
     if on_sanitize_error not in SANITIZE_POLICIES:
-        raise ValueError(f"on_sanitize_error must be one of {SANITIZE_POLICIES}")
+        raise UserError(f"on_sanitize_error must be one of {SANITIZE_POLICIES}")
 
     def failure(reason: str, message: str) -> Failure:
         return Failure(mol_id=-1, line=-1, smiles="", reason=reason, message=message)
@@ -237,6 +240,11 @@ def _parse_all(tasks: list[tuple[str, str]], workers: int) -> Iterator[ParsedMol
         pool.close(finished=finished)
 
 
+def _examples(names: Iterable[str], count: int = 3) -> str:
+    shown = list(itertools.islice(names, count))
+    return ", ".join(repr(name) for name in shown) + ", ..."
+
+
 def parse_qm9(
     sdf: str | os.PathLike[str],
     labels: str | os.PathLike[str] | QM9Labels,
@@ -261,10 +269,11 @@ def parse_qm9(
         molecule are counted apart (:attr:`QM9Parsed.label_rows_without_molecule`).
 
     Raises:
-        QM9FormatError: A missing file or an unreadable label / uncharacterized file.
+        QM9FormatError: A missing file, an unreadable label / uncharacterized file, or
+            ``names_do_not_match`` when no SDF title names a row of the label file.
     """
     if on_sanitize_error not in SANITIZE_POLICIES:
-        raise ValueError(
+        raise UserError(
             f"on_sanitize_error must be one of {SANITIZE_POLICIES}, got {on_sanitize_error!r}"
         )
     table = labels if isinstance(labels, QM9Labels) else read_qm9_labels(labels)
@@ -272,12 +281,12 @@ def parse_qm9(
     failures: list[Failure] = []
     pending: list[tuple[SDFBlock, int, str]] = []
     seen: dict[int, int] = {}
-    titles: set[str] = set()
+    titles: dict[str, None] = {}  # in file order, for examples in messages
     read = 0
     for block in iter_sdf_blocks(Path(sdf)):
         read += 1
         title = block.title
-        titles.add(title)
+        titles[title] = None
         k = gdb_index(title)
         mol_id = block.index if k is None else k - 1
 
@@ -305,6 +314,15 @@ def parse_qm9(
         else:
             seen[k] = block.line
             pending.append((block, mol_id, title))
+    if table.rows and titles and not any(title in table.rows for title in titles):
+        # Not one molecule found its labels: the files do not belong together (or the label
+        # file names its rows otherwise), which must not pass for every molecule failing.
+        raise QM9FormatError(
+            f"{sdf}: none of the {read} molecule titles ({_examples(titles)}) names a row of "
+            f"the label file (its mol_id column holds {_examples(table.rows)}); labels are "
+            "joined by this name (gdb_<k>), so the two files must use the same names",
+            reason="names_do_not_match",
+        )
     kept: list[tuple[int, ParsedMolecule, np.ndarray]] = []
     relaxed: list[Failure] = []
     tasks = [(block.text, on_sanitize_error) for block, _, _ in pending]

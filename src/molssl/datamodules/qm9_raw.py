@@ -96,7 +96,8 @@ class QM9FormatError(UserError):
 
     Attributes:
         reason: Stable code: ``missing_file``, ``empty_file``, ``missing_column``,
-            ``truncated_row``, ``invalid_label``, ``duplicate_id``, ``invalid_row``.
+            ``truncated_row``, ``ragged_row``, ``invalid_label``, ``duplicate_id``,
+            ``invalid_row``, ``names_do_not_match``.
     """
 
     def __init__(self, message: str, reason: str) -> None:
@@ -126,12 +127,12 @@ def resolve_targets(targets: Sequence[str] | None) -> list[str]:
     for target in targets:
         name = aliases.get(str(target).lower())
         if name is None:
-            raise ValueError(f"unknown QM9 target {target!r}; choose from {list(QM9_TARGETS)}")
+            raise UserError(f"unknown QM9 target {target!r}; choose from {list(QM9_TARGETS)}")
         if name in resolved:
-            raise ValueError(f"QM9 target {target!r} is requested twice")
+            raise UserError(f"QM9 target {target!r} is requested twice")
         resolved.append(name)
     if not resolved:
-        raise ValueError("at least one QM9 target is needed")
+        raise UserError("at least one QM9 target is needed")
     return resolved
 
 
@@ -200,6 +201,12 @@ def read_qm9_labels(path: str | os.PathLike[str]) -> QM9Labels:
                     f"{path}, line {line}: {len(row)} columns, expected at least {width} "
                     "(truncated file?)",
                     "truncated_row",
+                )
+            if len(row) != len(header):
+                # An extra or missing comma shifts every later column onto another target.
+                raise QM9FormatError(
+                    f"{path}, line {line}: {len(row)} columns, the header has {len(header)}",
+                    "ragged_row",
                 )
             name = row[positions[0]].strip()
             if name in rows:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from molssl.datamodules.splits import SplitIndices
+from molssl.errors import UserError
 
 __all__ = ["resolve_size", "sized_random_split"]
 
@@ -23,17 +24,17 @@ def resolve_size(size: int | float, n: int, name: str) -> int:
         ValueError: A negative size, a fraction above 1, or a count above ``n``.
     """
     if isinstance(size, bool):
-        raise ValueError(f"{name} must be a count (int) or a fraction (float), got {size!r}")
+        raise UserError(f"{name} must be a count (int) or a fraction (float), got {size!r}")
     if isinstance(size, int):
         count = size
     else:
         fraction = float(size)
         if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
-            raise ValueError(f"{name} as a fraction must lie in [0, 1], got {size!r}")
+            raise UserError(f"{name} as a fraction must lie in [0, 1], got {size!r}")
         # The epsilon keeps 0.8 * 10 = 8 exact instead of 7.999999999999999.
         count = math.floor(fraction * n + 1e-9)
     if count < 0:
-        raise ValueError(f"{name} must be non-negative, got {size!r}")
+        raise UserError(f"{name} must be non-negative, got {size!r}")
     return count
 
 
@@ -57,7 +58,7 @@ def sized_random_split(
     n_train = resolve_size(train_size, n, "train_size")
     n_val = resolve_size(val_size, n, "val_size")
     if n_train + n_val >= n:
-        raise ValueError(
+        raise UserError(
             f"a split of {n_train} train + {n_val} validation samples leaves no test sample "
             f"among {n}; pass smaller train_size / val_size (counts or fractions)"
         )

@@ -31,6 +31,7 @@ import numpy as np
 
 from molssl.chem.errors import InvalidSmilesError, MoleculeError
 from molssl.chem.scaffold import murcko_scaffold
+from molssl.errors import UserError
 
 __all__ = [
     "InvalidSplitInputError",
@@ -73,9 +74,9 @@ class InvalidSplitInputError(InvalidSmilesError):
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or any(not math.isfinite(f) or f < 0 for f in values):
-        raise ValueError(f"fractions must be three non-negative numbers, got {fractions!r}")
+        raise UserError(f"fractions must be three non-negative numbers, got {fractions!r}")
     if abs(sum(values) - 1.0) > _FRACTION_TOLERANCE:
-        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {sum(values)})")
+        raise UserError(f"fractions must sum to 1, got {fractions!r} (sum {sum(values)})")
     return values  # type: ignore[return-value]
 
 

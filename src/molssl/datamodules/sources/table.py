@@ -12,7 +12,7 @@ module rejects, as ``invalid_record``. A gzip stream that ends early gives one
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from molssl.datamodules.sources.entry import (
 )
 from molssl.datamodules.sources.textio import TRUNCATION_ERRORS, open_text
 
-__all__ = ["CsvColumns", "csv_columns", "iter_csv_file"]
+__all__ = ["CsvColumns", "csv_columns", "find_column", "iter_csv_file"]
 
 _NAME_COLUMNS = ("id", "name", "cid")
 
@@ -39,7 +39,13 @@ class CsvColumns:
     header: tuple[str, ...]
 
 
-def _find(header: list[str], wanted: str) -> int | None:
+def find_column(header: Sequence[str], wanted: str) -> int | None:
+    """Position of column ``wanted`` in ``header``: the exact name first, then any case.
+
+    The one rule for naming a column, shared by ``molssl prepare`` and the MoleculeNet reader,
+    so that a file one of them accepts the other does too (``SMILES`` for ``smiles``).
+    """
+    header = list(header)
     if wanted in header:
         return header.index(wanted)
     lowered = [cell.strip().lower() for cell in header]
@@ -67,7 +73,7 @@ def csv_columns(path: str | Path, smiles_column: str | None = None) -> CsvColumn
         ) from None
     if not header:
         raise SourceError(f"{path}: no header row (empty file?)", reason="no_smiles_column")
-    smiles = _find(header, wanted)
+    smiles = find_column(header, wanted)
     if smiles is None:
         hint = "" if smiles_column is not None else "; name it with smiles_column"
         raise SourceError(
@@ -75,7 +81,7 @@ def csv_columns(path: str | Path, smiles_column: str | None = None) -> CsvColumn
             reason="no_smiles_column",
         )
     name = next(
-        (i for key in _NAME_COLUMNS if (i := _find(header, key)) is not None and i != smiles),
+        (i for key in _NAME_COLUMNS if (i := find_column(header, key)) is not None and i != smiles),
         None,
     )
     return CsvColumns(smiles=smiles, name=name, header=tuple(header))
