@@ -43,7 +43,7 @@ import json
 import os
 import sys
 import warnings
-from argparse import RawDescriptionHelpFormatter
+from argparse import ArgumentError, RawDescriptionHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from molssl import __version__
 from molssl.checkpoints import CheckpointError, checkpoint_run_config, find_run_config
+from molssl.config_errors import (
+    ConfigError,
+    config_files,
+    instantiation_error,
+    summarize_config_error,
+)
 from molssl.errors import DEBUG_FLAG, UserError, debug_requested, one_line
 from molssl.last_checkpoint import (
     find_last_checkpoint,
@@ -156,6 +162,16 @@ class MolsslCLI(LightningCLI):
             parser = self._parser(self.subcommand)
             parser.callback_keys = [key for key in parser.callback_keys if key != "checkpoint"]
         return super().instantiate_trainer(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a class's refusal of an argument as one line (molssl.config_errors)."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            converted = instantiation_error(error)
+            if converted is None:
+                raise
+            raise converted from error
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Lightning's keyword arguments, with ``fit --ckpt_path last`` resolved to a file.
@@ -268,6 +284,14 @@ def run_trainer_command(argv: list[str]) -> MolsslCLI:
 
 
 def _run_lightning_cli(argv: list[str]) -> MolsslCLI:
+    try:
+        return _lightning_cli(argv)
+    except ArgumentError as error:
+        # A config or command line jsonargparse cannot use: one line (molssl.config_errors).
+        raise ConfigError(summarize_config_error(str(error), config_files(argv))) from error
+
+
+def _lightning_cli(argv: list[str]) -> MolsslCLI:
     return MolsslCLI(
         model_class=LightningModule,
         # None, not LightningDataModule: Lightning then makes ``data`` optional (still any
@@ -286,6 +310,8 @@ def _run_lightning_cli(argv: list[str]) -> MolsslCLI:
             "description": "Self-supervised molecular pre-training (UniCorn, MoleBLEND).",
             "epilog": _extra_subcommands_epilog(),
             "formatter_class": _HelpFormatter,
+            # Errors raise ArgumentError, made one line by _run_lightning_cli.
+            "exit_on_error": False,
         },
         args=argv,
     )

@@ -7,6 +7,7 @@ saved dict and saving it again.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,28 @@ def test_resuming_fit_checks_too(cache_dir: Path, checkpoint_path: Path, tmp_pat
     with pytest.raises(CheckpointError) as info:
         trainer.fit(module, small_datamodule(cache_dir), ckpt_path=checkpoint_path)
     assert info.value.reason == "objectives_mismatch"
+
+
+def test_other_encoder_sizes_are_one_line_not_a_dump_of_every_tensor(
+    checkpoint_path: Path,
+) -> None:
+    wider = EquivariantTransformer(
+        **{**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"], "hidden_channels": 32}
+    )
+    with pytest.raises(CheckpointError) as info:
+        load(checkpoint_path, encoder_3d=wider)
+    assert info.value.reason == "shape_mismatch"
+    message = str(info.value)
+    assert "\n" not in message and "size mismatch" not in message
+    assert re.search(r"\d+ tensor\(s\) differ in shape, first encoder_3d\.\S+: checkpoint", message)
+    assert "(16,)" in message or ", 16)" in message
+    deeper = EquivariantTransformer(
+        **{**TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"], "num_layers": 2}
+    )
+    with pytest.raises(
+        CheckpointError, match=r"tensor\(s\) the model has but the checkpoint lacks"
+    ):
+        load(checkpoint_path, encoder_3d=deeper)
 
 
 def test_another_molssl_version_warns_and_loads(checkpoint_path: Path, tmp_path: Path) -> None:

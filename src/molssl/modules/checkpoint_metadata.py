@@ -23,6 +23,8 @@ import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+
 import molssl
 from molssl.checkpoints import CheckpointError
 
@@ -31,6 +33,7 @@ __all__ = [
     "METADATA_KEY",
     "CheckpointVersionWarning",
     "check_checkpoint_metadata",
+    "check_state_dict_fits",
     "class_path",
     "write_checkpoint_metadata",
 ]
@@ -73,6 +76,74 @@ def write_checkpoint_metadata(
 
 
 def check_checkpoint_metadata(
+    checkpoint: Mapping[str, Any], module: object, expected: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Checks that a checkpoint was written for a module like ``module``, sizes included.
+
+    The fields first (:func:`_checked_entry`), then the tensors
+    (:func:`check_state_dict_fits`): a module built with other sizes gets one line saying so,
+    not a ``RuntimeError`` listing every mismatched tensor.
+    """
+    entry = _checked_entry(checkpoint, module, expected)
+    check_state_dict_fits(checkpoint, module)
+    return entry
+
+
+def check_state_dict_fits(checkpoint: Mapping[str, Any], module: object) -> None:
+    """Checks that the checkpoint's ``state_dict`` has the tensors of ``module``, same shapes.
+
+    Tensors not built yet (lazy heads, sized by their first batch) are left out.
+
+    Raises:
+        CheckpointError: ``shape_mismatch`` naming how many tensors differ and the first one
+            with both shapes; ``missing_tensors`` / ``unexpected_tensors`` when the names differ
+            (another number of layers, say) and the module loads strictly.
+    """
+    saved = checkpoint.get("state_dict")
+    own_state = getattr(module, "state_dict", None)
+    if not isinstance(saved, Mapping) or not callable(own_state):
+        return
+    own = {
+        name: value
+        for name, value in own_state().items()
+        if not isinstance(value, UninitializedParameter | UninitializedBuffer)
+    }
+    loader = class_path(module).rsplit(".", 1)[-1]
+    advice = (
+        "was it built with other sizes? Build it as the run that wrote the checkpoint did (its "
+        "config.yaml)"
+    )
+    differ = [
+        name
+        for name, value in own.items()
+        if name in saved and hasattr(saved[name], "shape") and saved[name].shape != value.shape
+    ]
+    if differ:
+        first = differ[0]
+        raise CheckpointError(
+            "shape_mismatch",
+            f"the checkpoint's weights do not fit this {loader}: {len(differ)} tensor(s) differ "
+            f"in shape, first {first}: checkpoint {tuple(saved[first].shape)} vs model "
+            f"{tuple(own[first].shape)}; {advice}",
+        )
+    if not getattr(module, "strict_loading", True):
+        return
+    lazy = set(own_state()) - set(own)
+    missing = [name for name in own if name not in saved]
+    unexpected = [name for name in saved if name not in own and name not in lazy]
+    for reason, names, where in (
+        ("missing_tensors", missing, "the model has but the checkpoint lacks"),
+        ("unexpected_tensors", unexpected, "the checkpoint has but the model lacks"),
+    ):
+        if names:
+            raise CheckpointError(
+                reason,
+                f"{len(names)} tensor(s) {where}, first {names[0]}: the checkpoint does not fit "
+                f"this {loader}; {advice}",
+            )
+
+
+def _checked_entry(
     checkpoint: Mapping[str, Any], module: object, expected: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     """Checks that a checkpoint was written for a module like ``module``.
