@@ -114,6 +114,11 @@ def test_missing_and_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(InitFromError, match="cannot read") as info:
         load_encoder_weights(encoder, garbage)
     assert info.value.reason == "checkpoint_unreadable"
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(InitFromError, match=r"empty\.ckpt is empty \(0 bytes\)") as info:
+        load_encoder_weights(encoder, empty)
+    assert info.value.reason == "checkpoint_unreadable"
 
 
 class EncoderAtFitStart(Callback):

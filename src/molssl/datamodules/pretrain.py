@@ -286,7 +286,10 @@ class PretrainDataModule(LightningDataModule):
             hp = self.hparams
             # Empty shards (every molecule of a shard failed) hold nothing to split.
             nonempty = np.flatnonzero(np.asarray(shards.counts) > 0)
-            train, val = holdout_shards(len(nonempty), hp.val_fraction, hp.seed)
+            try:
+                train, val = holdout_shards(len(nonempty), hp.val_fraction, hp.seed)
+            except UserError as error:
+                raise UserError(f"{origin}: {error}") from None
             train, val = nonempty[train], nonempty[val]
             common = {"seed": hp.seed, "batch_size": hp.batch_size}
             self.train_dataset = ShardedStream(

@@ -104,6 +104,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         InitFromError: Missing file, a file torch cannot read safely, or one holding no tensors.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise InitFromError(
+            "checkpoint_unreadable",
+            f"init_from checkpoint {path} is empty (0 bytes): an interrupted copy or save?",
+        )
     checkpoint = load_checkpoint_file(path, InitFromError, "init_from checkpoint")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, Mapping):

@@ -58,7 +58,7 @@ def test_blank_short_and_empty_rows_fail_in_place(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("id,smiles,y\n1,CCO,0.5\n\n2,,1.0\n3\n4,[Xx],2.0\n5,c1ccccc1,3.0\n")
     entries = list(iter_source(path))
-    assert reasons(entries) == [None, "empty_input", "empty_input", "invalid_record", None, None]
+    assert reasons(entries) == [None, "empty_input", "empty_input", "ragged_row", None, None]
     assert [e.line for e in entries] == [2, 3, 4, 5, 6, 7]
     assert [e.source_id for e in entries] == ["1", "bad.csv:1", "2", "3", "4", "5"]
     assert_accounted(entries)
@@ -84,6 +84,18 @@ def test_whitespace_inside_a_smiles_cell_fails_the_row(tmp_path: Path) -> None:
         "CCN",  # whitespace around a SMILES is no part of it
     ]
     assert_accounted(entries)
+
+
+def test_a_row_with_a_field_too_many_fails_instead_of_shifting(tmp_path: Path) -> None:
+    path = tmp_path / "commas.csv"
+    path.write_text("name,smiles\nethanol,CCO\nacid, acetic,CC(=O)O\nbenzene,c1ccccc1\n")
+    entries = list(iter_source(path))
+    assert reasons(entries) == [None, "ragged_row", None]
+    assert "row has 3 field(s), the header 2" in str(entries[1].failure)
+    assert [(e.source_id, e.smiles) for e in entries if e.ok] == [
+        ("ethanol", "CCO"),
+        ("benzene", "c1ccccc1"),
+    ]
 
 
 def test_gzip_and_truncated_gzip(tmp_path: Path, nci_smiles: list[str]) -> None:

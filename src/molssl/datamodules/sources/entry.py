@@ -37,8 +37,8 @@ class SourceError(UserError):
 class SourceRecordError(MoleculeError):
     """One entry of a file could not be read.
 
-    Reasons: ``invalid_record`` (the default), ``truncated_record``, ``truncated_file``,
-    ``invalid_json``, ``no_3d_coordinates``.
+    Reasons: ``invalid_record`` (the default), ``truncated_record``, ``missing_terminator``,
+    ``ragged_row``, ``truncated_file``, ``invalid_json``, ``no_3d_coordinates``.
     """
 
     default_reason = "invalid_record"

@@ -4,9 +4,12 @@ The SMILES column is the one named ``smiles_column`` (exact name first, then any
 the one named ``smiles`` in any case. An ``id``, ``name`` or ``cid`` column (any case, first
 found in that order) names the molecules. Quoted fields, including quoted line breaks, follow
 RFC 4180; an entry's line is the physical line its row starts on. A blank row or an empty SMILES
-cell fails as ``empty_input``; a row too short to reach the SMILES column, or one the ``csv``
-module rejects, as ``invalid_record``. A gzip stream that ends early gives one
-``truncated_file`` failure at the line reached, and the file stops.
+cell fails as ``empty_input``; a row with another number of fields than the header (an
+unquoted comma moves every later field) as ``ragged_row``; one the ``csv`` module rejects as
+``invalid_record``. A cell with whitespace inside the SMILES fails when it is parsed
+(:func:`~molssl.chem.features.mol_from_smiles`): a CSV cell is one SMILES, not a ``.smi``
+line. A gzip stream that ends early gives one ``truncated_file`` failure at the line reached,
+and the file stops.
 """
 
 from __future__ import annotations
@@ -149,10 +152,14 @@ def _row_entry(
     smiles = ""
     if not any(cell.strip() for cell in row):
         failure = InvalidSmilesError(f"{source}:{line}: blank row", reason="empty_input")
-    elif columns.smiles >= len(row):
+    elif len(row) != len(columns.header):
+        # A field too many or too few (an unquoted comma in a name) moves the SMILES and the
+        # name to other columns: the row fails rather than pairing a molecule with a stranger.
         failure = SourceRecordError(
-            f"{source}:{line}: row has {len(row)} field(s), the SMILES column "
-            f"{columns.header[columns.smiles]!r} is field {columns.smiles + 1}"
+            f"{source}:{line}: row has {len(row)} field(s), the header {len(columns.header)} "
+            f"(the SMILES column {columns.header[columns.smiles]!r} is field "
+            f"{columns.smiles + 1}; quote fields that contain commas)",
+            reason="ragged_row",
         )
     else:
         smiles = row[columns.smiles].strip()
