@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from tests.bad_inputs.shared import REPO, SharedInputs, run_cli
+from tests.bad_inputs.shared import REPO, SharedInputs, one_line_exit, run_cli, write_config
 from tests.datamodules.moleculenet_files import write_moleculenet_csv
 
 
@@ -71,3 +73,51 @@ def unknown_config_key(work: Path, shared: SharedInputs) -> str:
     assert not (work / "runs").exists() and "Traceback" not in exited.stderr
     lines = [line.strip() for line in exited.stderr.splitlines() if "mask_ratoi" in line]
     return f"exit 2: {lines[0]}"
+
+
+# -- the cases of issue #17 ------------------------------------------------------------------
+
+
+def _edited_unicorn(work: Path, shared: SharedInputs, edit: Callable[[dict], None]) -> Path:
+    config = yaml.safe_load(shared.unicorn_config.read_text())
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(work / "runs")
+    edit(config)
+    return write_config(work / "edited.yaml", config)
+
+
+def class_path_typo(work: Path, shared: SharedInputs) -> str:
+    def typo(config: dict) -> None:
+        encoder = config["model"]["init_args"]["encoder_3d"]
+        encoder["class_path"] = "molssl.encoders.EquivariantTransformr"
+
+    path = _edited_unicorn(work, shared, typo)
+    observed = one_line_exit(["fit", "--config", str(path)], work)
+    number = int(observed.rsplit("line ", 1)[1].rstrip(")"))
+    assert "EquivariantTransformr" in path.read_text().splitlines()[number - 1]
+    return observed
+
+
+def damaged_run_config(work: Path, shared: SharedInputs) -> str:
+    run = work / "run"
+    shutil.copytree(shared.checkpoint.parents[1], run)  # version_0: config.yaml, checkpoints/
+    config = run / "config.yaml"
+    lines = config.read_text().splitlines()
+    lines.insert(3, "broken: [1, 2")  # line 4: a list never closed
+    config.write_text("\n".join(lines) + "\n")
+    observed = one_line_exit(["test", "--ckpt", str(run / "checkpoints" / "last.ckpt")], work)
+    assert f"{config}, line " in observed and "<unicode string>" not in observed
+    return observed
+
+
+def resume_other_encoder_size(work: Path, shared: SharedInputs) -> str:
+    def wider(config: dict) -> None:
+        config["model"]["init_args"]["encoder_3d"]["init_args"]["hidden_channels"] = 32
+
+    path = _edited_unicorn(work, shared, wider)
+    args = ["fit", "--config", str(path), "--ckpt_path", str(shared.checkpoint)]
+    return one_line_exit(args, work)
+
+
+def invalid_option_value(work: Path, shared: SharedInputs) -> str:
+    args = ["fit", "--config", str(shared.unicorn_config), "--data.init_args.val_fraction=1.5"]
+    return one_line_exit(args, work)

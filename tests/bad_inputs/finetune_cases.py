@@ -103,6 +103,30 @@ def csv_invalid_smiles_rows(work: Path, shared: SharedInputs) -> str:
     return f"recorded: {stats['failed']} of {stats['read']} dropped with their labels {lines}"
 
 
+def csv_whitespace_in_smiles_cell(work: Path, shared: SharedInputs) -> str:
+    # "c1ccccc1 O" is phenol with a stray space, not benzene named "O"; a quoted line break is
+    # no end of a SMILES either. Both rows fail with their labels; no label moves.
+    rows: list[tuple[str, float | str]] = [*ROWS]
+    rows[2], rows[4] = ("c1ccccc1 O", 3.0), ('"CC\nO"', 5.0)
+    module = _csv_module(_write(work / "ws.csv", ["smiles,y", *_rows(rows)]), work)
+    kept = _kept_labels(module)
+    assert sorted(kept) == [0, 1, 3, 5, 6, 7]
+    for mol_id, (smiles, label) in kept.items():
+        assert (smiles, label) == ROWS[mol_id], (mol_id, smiles, label)
+    stats = module.stats()
+    assert stats["read"] == stats["ok"] + stats["failed"] == len(ROWS)
+    lines = stats["failed_lines_by_reason"]
+    return f"recorded: {stats['failed']} of {stats['read']} dropped with their labels {lines}"
+
+
+def csv_capitalised_smiles_column(work: Path, shared: SharedInputs) -> str:
+    # molssl prepare finds a column named SMILES; MoleculeNet finds it by the same rule.
+    module = _csv_module(_write(work / "caps.csv", ["SMILES,y", *_rows(ROWS)]), work)
+    kept = _kept_labels(module)
+    assert all(kept[mol_id] == ROWS[mol_id] for mol_id in range(len(ROWS)))
+    return f"kept: {len(kept)} of {len(ROWS)} molecules, column 'SMILES' found for 'smiles'"
+
+
 # -- QM9 ----------------------------------------------------------------------------------
 
 
@@ -180,6 +204,20 @@ def qm9_truncated_sdf(work: Path, shared: SharedInputs) -> str:
     return f"recorded: {stats['ok']} of {stats['read']} kept; failed {stats['failures_by_reason']}"
 
 
+def qm9_sdf_missing_terminator(work: Path, shared: SharedInputs) -> str:
+    root = _qm9_copy(work, shared)
+    sdf = root / "gdb9.sdf"
+    text = sdf.read_text()
+    cut = text.index("$$$$\n", text.index("gdb_5"))  # gdb_5 loses its $$$$ before gdb_6
+    sdf.write_text(text[:cut] + text[cut + 5 :])
+    module = _qm9_module(root, work)
+    kept = _check_qm9_labels(module, shared)
+    assert 4 not in kept and 5 in kept and len(kept) == 10  # gdb_3: uncharacterized
+    stats = module.stats()
+    assert stats["read"] == 12 == stats["ok"] + stats["failed"]
+    return f"recorded: {stats['ok']} of {stats['read']} kept; failed {stats['failures_by_reason']}"
+
+
 # -- MD NPZ -------------------------------------------------------------------------------
 
 
@@ -236,3 +274,18 @@ def md_not_npz(work: Path, shared: SharedInputs) -> str:
     except ValueError as error:
         return _error(error)
     raise AssertionError("a text file was accepted as a trajectory")
+
+
+def md_coincident_atoms(work: Path, shared: SharedInputs) -> str:
+    write_sgdml(work / "clean.npz", frames=40)
+    clean = dict(np.load(work / "clean.npz"))
+    positions = clean["R"].copy()
+    positions[11, 3] = positions[11, 0]  # two atoms on one point
+    module = _md(work, {"R": positions})
+    frames = {int(d.mol_id): d for d in module.data}
+    assert sorted(frames) == [i for i in range(40) if i != 11]
+    for frame, data in frames.items():
+        np.testing.assert_allclose(float(data.energy), float(clean["E"][frame][0]), rtol=1e-6)
+    stats = module.stats()
+    reasons = stats["failures_by_reason"]
+    return f"recorded: {stats['ok']} of {stats['read']} frames kept; failed {reasons}"

@@ -10,13 +10,16 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from unittest import mock
 
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molssl.datamodules import PretrainDataModule
+from molssl.datamodules import prepare as prepare_module
 from molssl.datamodules.shards import MANIFEST_FILE, dataset_shards, read_shard
-from tests.bad_inputs.shared import Exited, SharedInputs, run_cli
+from tests.bad_inputs.shared import Exited, SharedInputs, one_line_exit, run_cli
+from tests.commands import dying_worker
 from tests.conftest import read_nci_smiles
 
 GOOD = read_nci_smiles(4)
@@ -26,11 +29,13 @@ def _smi(entries: list[str]) -> str:
     return "".join(f"{smiles}\tm{index}\n" for index, smiles in enumerate(entries))
 
 
-def _prepare(path: Path, work: Path) -> tuple[dict, list, Exited | None]:
-    output = work / "dataset"
-    exited = run_cli(
-        ["prepare", "--input", str(path), "--output", str(output), "--no-progress"], work
-    )
+def _prepare(
+    path: Path | list[Path], work: Path, *extra: str, output: Path | None = None
+) -> tuple[dict, list, Exited | None]:
+    output = output or work / "dataset"
+    paths = [str(p) for p in (path if isinstance(path, list) else [path])]
+    args = ["prepare", "--input", *paths, "--output", str(output), "--no-progress", *extra]
+    exited = run_cli(args, work)
     if exited is not None:
         return {}, [], exited
     manifest = json.loads((output / MANIFEST_FILE).read_text())
@@ -118,10 +123,8 @@ def invalid_json(work: Path, shared: SharedInputs) -> str:
 
 
 def _exit_2(path: Path, work: Path) -> str:
-    _, _, exited = _prepare(path, work)
-    assert exited is not None and exited.code == 2, exited
-    assert "Traceback" not in exited.stderr
-    return f"exit 2: {exited.stderr.strip().splitlines()[-1]}"
+    args = ["prepare", "--input", str(path), "--output", str(work / "dataset"), "--no-progress"]
+    return one_line_exit(args, work)
 
 
 def unsupported_suffix(work: Path, shared: SharedInputs) -> str:
@@ -132,3 +135,124 @@ def unsupported_suffix(work: Path, shared: SharedInputs) -> str:
 
 def missing_file(work: Path, shared: SharedInputs) -> str:
     return _exit_2(work / "absent.smi", work)
+
+
+# -- the cases of issue #17 ------------------------------------------------------------------
+
+
+def whitespace_in_csv_cell(work: Path, shared: SharedInputs) -> str:
+    # A CSV cell is not a .smi line: "c1ccccc1 O" is phenol mistyped, not benzene named "O".
+    path = work / "cells.csv"
+    path.write_text(
+        f'id,smiles\nm0,{GOOD[0]}\nm1,c1ccccc1 O\nm2,"CC\nO"\nm3,{GOOD[1]}\nm4, {GOOD[2]} \n'
+    )
+    manifest, records, _ = _prepare(path, work)
+    assert [r.mol_id for r in records] == [0, 3, 4]
+    assert all("contains whitespace" in f["message"] for f in manifest["failures"])
+    return _recorded(manifest)
+
+
+def sdf_missing_terminator(work: Path, shared: SharedInputs) -> str:
+    blocks = [_mol_block(s, f"m{i}") for i, s in enumerate(["CCO", "CC(=O)O", "c1ccccc1", "CCN"])]
+    path = work / "joined.sdf"
+    path.write_text(blocks[0] + "$$$$\n" + blocks[1] + blocks[2] + "$$$$\n" + blocks[3] + "$$$$\n")
+    manifest, records, _ = _prepare(path, work)  # 4 molecules: counted, none swallowed
+    assert manifest["read"] == 4 and [r.mol_id for r in records] == [0, 2, 3]
+    return _recorded(manifest)
+
+
+def _smi_pair(work: Path) -> Path:
+    path = work / "a.smi"
+    path.write_text(_smi(GOOD[:3]))
+    return path
+
+
+def same_file_twice(work: Path, shared: SharedInputs) -> str:
+    path = _smi_pair(work)
+    manifest, records, _ = _prepare([path, path], work)
+    assert manifest["read"] == 3 and len(records) == 3  # no molecule twice
+    assert [d["path"] for d in manifest["duplicate_inputs"]] == [str(path)]
+    return f"{_recorded(manifest)}; duplicate input files not read: 1"
+
+
+def identical_files_in_folder(work: Path, shared: SharedInputs) -> str:
+    folder = work / "inputs"
+    folder.mkdir()
+    (folder / "a.smi").write_text(_smi(GOOD[:3]))
+    (folder / "b_copy.smi").write_text(_smi(GOOD[:3]))
+    manifest, records, _ = _prepare(folder, work)
+    assert manifest["read"] == 3 and len(records) == 3
+    (duplicate,) = manifest["duplicate_inputs"]
+    return f"{_recorded(manifest)}; not read: {Path(duplicate['path']).name} (same sha256)"
+
+
+def duplicate_molecule_across_inputs(work: Path, shared: SharedInputs) -> str:
+    first = work / "a.smi"
+    first.write_text(_smi(GOOD[:3]))
+    second = work / "b.csv"  # m3 is m0 written another way (same canonical SMILES)
+    other = Chem.MolToSmiles(Chem.MolFromSmiles(GOOD[0]), canonical=False, doRandom=True)
+    second.write_text(f"id,smiles\nm3,{other}\nm4,{GOOD[3]}\n")
+    manifest, records, _ = _prepare([first, second], work)
+    assert [r.mol_id for r in records] == [0, 1, 2, 4]
+    assert "the same molecule as mol_id 0" in manifest["failures"][0]["message"]
+    return _recorded(manifest)
+
+
+def max_heavy_atoms_negative(work: Path, shared: SharedInputs) -> str:
+    output = work / "dataset"
+    args = ["prepare", "--input", str(_smi_pair(work)), "--output", str(output)]
+    observed = one_line_exit([*args, "--max-heavy-atoms", "-5"], work)
+    assert not output.exists()  # refused before anything was read or written
+    return observed
+
+
+def output_inside_input(work: Path, shared: SharedInputs) -> str:
+    folder = work / "data"
+    folder.mkdir()
+    (folder / "a.smi").write_text(_smi(GOOD[:3]))
+    first, _, _ = _prepare(folder, work, output=folder / "prepared")
+    # The output's manifest.json and sidecars are .json files inside the input folder now.
+    again, _, _ = _prepare(folder, work, output=folder / "prepared")
+    assert again["read"] == first["read"] == 3 and again["resumed_shards"] == 1
+    return f"second run: {_recorded(again)}; {again['resumed_shards']} shard kept"
+
+
+def all_smiles_invalid(work: Path, shared: SharedInputs) -> str:
+    path = work / "bad.smi"
+    path.write_text(_smi(["C1CC(", "not_a_smiles", "c1cccc1"]))
+    described = _exit_2(path, work)
+    manifest = json.loads((work / "dataset" / MANIFEST_FILE).read_text())
+    assert (manifest["read"], manifest["ok"], manifest["failed"]) == (3, 0, 3)
+    return described
+
+
+def ragged_csv_row(work: Path, shared: SharedInputs) -> str:
+    path = work / "commas.csv"
+    path.write_text(f"id,smiles\nm0,{GOOD[0]}\nm1,{GOOD[1]},extra\nm2,{GOOD[2]}\n")
+    manifest, records, _ = _prepare(path, work)
+    assert [r.mol_id for r in records] == [0, 2]
+    return _recorded(manifest)
+
+
+def worker_killed_once(work: Path, shared: SharedInputs) -> str:
+    # kill -9 of the worker holding molecule 13 (as the OOM killer would), once: its molecules
+    # go to a fresh worker and nothing is lost.
+    path = work / "nci.smi"
+    path.write_text(_smi(read_nci_smiles(24)))
+    with mock.patch.object(prepare_module, "_prepare_entry", dying_worker.dying_once_entry):
+        manifest, _, _ = _prepare(path, work, "--workers", "2", "--shard-size", "10")
+    assert (work / dying_worker.DIED_MARKER).exists()  # a worker really died
+    assert manifest["read"] == 24 == manifest["ok"] + manifest["failed"]
+    return f"{_recorded(manifest)}; a worker killed with SIGKILL at mol_id 13"
+
+
+def worker_killed_every_time(work: Path, shared: SharedInputs) -> str:
+    path = work / "nci.smi"
+    path.write_text(_smi(read_nci_smiles(24)))
+    args = ["prepare", "--input", str(path), "--output", str(work / "dataset"), "--no-progress"]
+    args += ["--workers", "2", "--shard-size", "10"]
+    with mock.patch.object(prepare_module, "_prepare_entry", dying_worker.dying_entry):
+        observed = one_line_exit(args, work)
+    manifest, _, _ = _prepare(path, work, "--workers", "2", "--shard-size", "10")
+    assert manifest["resumed_shards"] == 1 and manifest["read"] == 24
+    return f"{observed}; the same command again: {_recorded(manifest)}, 1 shard kept"

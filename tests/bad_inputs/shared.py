@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from molssl.cli import main
+from tests.conftest import read_nci_smiles
 from tests.datamodules.qm9_files import QM9RawFiles, write_qm9_raw
 from tests.modules.pretrain_fixtures import TINY_ENCODER_ARGS, prepare_small_cache
 
@@ -51,6 +52,39 @@ def run_cli(args: list[str], folder: Path) -> Exited | None:
         except SystemExit as exited:
             return Exited(exited.code, stderr.getvalue())
     return None
+
+
+def one_line_exit(args: list[str], folder: Path) -> str:
+    """``molssl <args>`` must exit 2 with one error line and no traceback; ``exit 2: <line>``."""
+    exited = run_cli(args, folder)
+    assert exited is not None and exited.code == 2, exited
+    assert "Traceback" not in exited.stderr, exited.stderr
+    errors = [line for line in exited.stderr.splitlines() if line.startswith("molssl ")]
+    errors = [line for line in errors if ": error: " in line]
+    assert len(errors) == 1 and exited.stderr.rstrip().endswith(errors[0]), exited.stderr
+    return f"exit 2: {errors[0]}"
+
+
+def tiny_finetune_config(name: str, data: dict, save_dir: Path) -> dict:
+    """``configs/finetune/<name>.yaml`` at test sizes, two steps, the given data arguments."""
+    config = yaml.safe_load((REPO / "configs" / "finetune" / f"{name}.yaml").read_text())
+    config["model"]["init_args"]["encoder"]["init_args"].update(
+        TINY_ENCODER_ARGS["molssl.encoders.EquivariantTransformer"]
+    )
+    config["model"]["init_args"]["warmup_steps"] = 1
+    config["trainer"].update(
+        max_steps=2, max_epochs=1, accelerator="cpu", enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(save_dir)
+    config["data"]["init_args"].update({"num_workers": 0, **data})
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    """``config`` as YAML at ``path``."""
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def tiny_unicorn_config(cache_dir: Path, save_dir: Path) -> dict:
@@ -106,6 +140,26 @@ class SharedInputs:
         assert exited is None, exited
         (path,) = (self.folder / "runs").rglob("last.ckpt")
         return path
+
+    @cached_property
+    def prepared(self) -> Path:
+        """``molssl prepare`` of 40 NCI molecules named ``m<i>``, 4 shards of 10."""
+        source = self.folder / "nci40.smi"
+        source.write_text("".join(f"{s}\tm{i}\n" for i, s in enumerate(read_nci_smiles(40))))
+        output = self.folder / "prepared"
+        args = ["prepare", "--input", str(source), "--output", str(output), "--shard-size", "10"]
+        assert run_cli([*args, "--no-progress"], self.folder) is None
+        return output
+
+    def pretrain_config(self, root: Path, save_dir: Path) -> dict:
+        """Tiny UniCorn on a prepared ``root``: one epoch over every shard (none held out)."""
+        config = tiny_unicorn_config(self.cache_dir, save_dir)
+        config["data"]["init_args"] = {
+            "root": str(root), "batch_size": 8, "num_workers": 0, "val_fraction": 0.0,
+        }  # fmt: skip
+        config["trainer"].update(max_steps=-1, max_epochs=1, limit_val_batches=0)
+        config["model"]["init_args"]["max_steps"] = 10
+        return config
 
     @cached_property
     def qm9(self) -> QM9RawFiles:
