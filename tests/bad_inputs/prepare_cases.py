@@ -52,7 +52,7 @@ def _recorded(manifest: dict) -> str:
     failures = ", ".join(
         f"{f['reason']} (line {f['line']}, mol_id {f['mol_id']})" for f in manifest["failures"]
     )
-    return f"{manifest['read']} read, {manifest['ok']} prepared; failed: {failures}"
+    return f"{manifest['read']} read, {manifest['ok']} prepared; failed: {failures or 'none'}"
 
 
 def invalid_smiles(work: Path, shared: SharedInputs) -> str:
