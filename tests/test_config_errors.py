@@ -26,6 +26,13 @@ def _one_line(args: list[str], folder: Path) -> str:
     return lines[0]
 
 
+def _config_line(error: str, path: Path) -> str:
+    """The line of ``path`` that an error ending in ``(<path>, line N)`` names."""
+    assert error.endswith(")") and f"({path}, line " in error
+    number = int(error.rsplit("line ", 1)[1].rstrip(")"))
+    return path.read_text().splitlines()[number - 1]
+
+
 def _write(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -41,8 +48,7 @@ def test_a_class_path_typo_names_the_key_the_line_and_the_class_meant(
     line = _one_line(["fit", "--config", str(path)], tmp_path)
     assert "model.init_args.encoder_3d.class_path: 'molssl.encoders.EquivariantTransformr'" in line
     assert "did you mean 'molssl.encoders.EquivariantTransformer'?" in line
-    number = int(line.rsplit("line ", 1)[1].rstrip(")"))
-    assert "EquivariantTransformr" in path.read_text().splitlines()[number - 1]
+    assert "EquivariantTransformr" in _config_line(line, path)
 
 
 def test_an_unknown_argument_names_its_class_and_line(config: dict, tmp_path: Path) -> None:
@@ -51,8 +57,7 @@ def test_an_unknown_argument_names_its_class_and_line(config: dict, tmp_path: Pa
     line = _one_line(["fit", "--config", str(path)], tmp_path)
     assert "model.init_args.objectives (molssl.objectives.FragmentMask)" in line
     assert "Option 'mask_ratoi' is not accepted" in line
-    number = int(line.rsplit("line ", 1)[1].rstrip(")"))
-    assert "mask_ratoi" in path.read_text().splitlines()[number - 1]
+    assert "mask_ratoi" in _config_line(line, path)
 
 
 def test_a_damaged_yaml_file_is_named_with_line_and_column(config: dict, tmp_path: Path) -> None:

@@ -95,14 +95,19 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_sigterm_stops_the_worker_pool_and_the_run_resumes(tmp_path: Path) -> None:
-    source = tmp_path / "nci.smi"
-    source.write_text("".join(nci_lines(120)))
-    output = tmp_path / "dataset"
+def _prepare_command(folder: Path, molecules: int, *extra: str) -> tuple[list[str], Path]:
+    """``molssl prepare`` of NCI molecules with 2 workers as a subprocess command; the output."""
+    source = folder / "nci.smi"
+    source.write_text("".join(nci_lines(molecules)))
+    output = folder / "dataset"
     command = [sys.executable, "-c", "from molssl.cli import main; main()", "prepare"]
     command += ["--input", str(source), "--output", str(output), "--workers", "2"]
-    command += ["--shard-size", "10", "--no-progress"]
+    return [*command, "--shard-size", "10", "--no-progress", *extra], output
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_worker_pool_and_the_run_resumes(tmp_path: Path) -> None:
+    command, output = _prepare_command(tmp_path, 120)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -137,12 +142,7 @@ def _run_prepare(command: list[str]) -> subprocess.Popen[str]:
 def test_a_worker_killed_with_sigkill_loses_no_molecule(tmp_path: Path) -> None:
     # What the out-of-memory killer does: kill -9 of one pool worker mid-run. The pool used to
     # wait forever for the task that worker held; now it is sent again to a fresh worker.
-    source = tmp_path / "nci.smi"
-    source.write_text("".join(nci_lines(30)))
-    output = tmp_path / "dataset"
-    command = [sys.executable, "-c", "from molssl.cli import main; main()", "prepare"]
-    command += ["--input", str(source), "--output", str(output), "--workers", "2"]
-    command += ["--shard-size", "10", "--num-conformers", "3", "--no-progress"]
+    command, output = _prepare_command(tmp_path, 30, "--num-conformers", "3")
     process = _run_prepare(command)
     deadline = time.monotonic() + 120
     killed = None

@@ -35,8 +35,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from molssl.datamodules.records import (
     RECORD_FORMAT_VERSION,
     MoleculeRecord,
@@ -58,7 +56,6 @@ __all__ = [
     "file_sha256",
     "is_prepared_dataset",
     "iter_shard_chunks",
-    "iter_verified_chunks",
     "load_manifest",
     "member_name",
     "read_shard",
@@ -315,66 +312,6 @@ def iter_shard_chunks(
                     f"{url_or_path} has sha256 {digest.hexdigest()}, the manifest says "
                     f"{expected_sha256}: the shard changed or is damaged; prepare it again"
                 )
-
-
-def iter_verified_chunks(
-    url_or_path: str | os.PathLike[str], info: ShardInfo
-) -> Iterator[PackedRecords]:
-    """Stream a shard's chunks, checking them against its manifest entry as they come.
-
-    Cheap checks, so that a shard replaced by another valid one (a copy, a shard of another
-    data set) or cut short fails on its first chunk or at its end instead of training on the
-    wrong molecules:
-
-    * every record's ``mol_id`` lies in the entry's ``[first_mol_id, last_mol_id]``, strictly
-      increasing, the first one being ``first_mol_id``;
-    * read to the end: ``count`` records, ending at ``last_mol_id``, and the bytes hash to
-      ``sha256`` (hashed while streaming; a reader that stops early skips these).
-
-    Raises:
-        ManifestError: One line naming the shard and what does not match.
-        ShardFormatError: Not a readable shard (see :func:`iter_shard_chunks`).
-    """
-    name = str(url_or_path)
-    seen = 0
-    previous = info.first_mol_id - 1
-    chunks = iter_shard_chunks(url_or_path, expected_sha256=info.sha256)
-    hash_error: ManifestError | None = None
-    while seen <= info.count:
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            break
-        except ManifestError as error:  # the sha256, checked after the last chunk
-            hash_error = error
-            break
-        ids = np.asarray(chunk.arrays["mol_id"], dtype=np.int64)
-        if len(ids):
-            steps = np.diff(np.concatenate([[previous], ids]))
-            outside = (ids < info.first_mol_id) | (ids > info.last_mol_id) | (steps <= 0)
-            if seen == 0 and ids[0] != info.first_mol_id:
-                outside[0] = True
-            if outside.any():
-                at = int(np.argmax(outside))
-                raise ManifestError(
-                    f"{name} holds mol_id {int(ids[at])} (record {seen + at}), but the manifest "
-                    f"lists this shard with mol_ids {info.first_mol_id} to {info.last_mol_id} in "
-                    "increasing order: the file was replaced or damaged; prepare the data set "
-                    "again"
-                )
-            previous = int(ids[-1])
-        seen += len(ids)
-        if seen <= info.count:
-            yield chunk
-    # The count says more than the hash about a shard cut short or grown, so it goes first.
-    if seen != info.count or (info.count and previous != info.last_mol_id):
-        found = seen if seen <= info.count else f"more than {info.count}"
-        raise ManifestError(
-            f"{name} holds {found} records, the manifest says {info.count}: the file was "
-            "replaced or damaged; prepare the data set again"
-        )
-    if hash_error is not None:
-        raise hash_error
 
 
 def _read_member(

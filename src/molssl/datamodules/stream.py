@@ -145,9 +145,9 @@ class DiskShards:
         files: Each shard's file, relative to ``root``.
         counts: Each shard's record count (from the manifest).
         infos: Each shard's manifest entry; when given (as :meth:`from_manifest` does), what is
-            read is checked against it (:func:`~molssl.datamodules.shards.iter_verified_chunks`:
-            mol_id range, count, sha256), so a replaced or damaged shard is an error naming
-            it, never silently other molecules.
+            read is checked against it (mol_id range, count, sha256:
+            :mod:`~molssl.datamodules.shard_checks`), so a replaced or damaged shard is an
+            error naming it, never silently other molecules.
     """
 
     transient = True
@@ -186,7 +186,8 @@ class DiskShards:
     def chunks(self, shard: int) -> Iterator[Sequence[MoleculeRecord]]:
         """The shard's chunks as written (``PackedRecords`` of up to its chunk size), checked
         against the manifest entry when there is one."""
-        from molssl.datamodules.shards import iter_shard_chunks, iter_verified_chunks
+        from molssl.datamodules.shard_checks import iter_verified_chunks
+        from molssl.datamodules.shards import iter_shard_chunks
 
         if self.infos is None:
             return iter(iter_shard_chunks(self.url(shard)))
