@@ -268,7 +268,7 @@ def run(namespace: Namespace) -> None:
             namespace.output,
             namespace.overrides or [],
         )
-    except GridError:
+    except UserError:  # GridError, a config or data error: one line, exit 2 (molssl.cli.main)
         raise
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"molssl search: error: {exc}") from exc

@@ -33,6 +33,7 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from molssl.cli import register_subcommand, run_trainer_command
+from molssl.errors import UserError
 
 __all__ = [
     "FitRun",
@@ -239,6 +240,8 @@ def run(namespace: Namespace) -> None:
         record = run_seeds(
             namespace.config, namespace.seeds, namespace.output, namespace.overrides or []
         )
+    except UserError:
+        raise  # molssl.cli.main prints it in one line, exit status 2
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"molssl seeds: error: {exc}") from exc
     print(f"molssl seeds: {record['config']} over seeds {record['seeds']}")
