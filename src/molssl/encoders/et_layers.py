@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from molssl.encoders.activations import activation as make_activation
+from molssl.encoders.et_edges import ChunkedEdgeAttention, chunk_edges, worth_chunking
 from molssl.encoders.radial import CosineCutoff
 
 DistanceInfluence = Literal["keys", "values", "both", "none"]
@@ -102,6 +103,12 @@ class EquivariantMultiHeadAttention(nn.Module):
     projected to ``(o1, o2, o3)`` and ``dx = <U1 vec, U2 vec> * o2 + o3``,
     ``dvec = U3 vec * o1 + sum(vector messages)``, with ``U1, U2, U3`` bias-free linear maps
     over channels (which keep ``vec`` equivariant).
+
+    On the CPU, when the edge geometry does not require grad (everything but force training)
+    and the edge tensors are large (:func:`~molssl.encoders.et_edges.worth_chunking`), the edge
+    part runs in chunks of :attr:`edge_chunk` edges
+    (:class:`~molssl.encoders.et_edges.ChunkedEdgeAttention`: the same equations, about twice
+    as fast at paper size); set :attr:`edge_chunk` to ``None`` for the plain path everywhere.
     """
 
     def __init__(
@@ -126,6 +133,7 @@ class EquivariantMultiHeadAttention(nn.Module):
         self.head_dim = hidden_channels // num_heads
         self.distance_influence = distance_influence
         self.vector_cutoff = vector_cutoff
+        self.edge_chunk: int | None = chunk_edges(hidden_channels)
 
         self.layernorm = nn.LayerNorm(hidden_channels)
         self.act = make_activation(activation)
@@ -176,7 +184,58 @@ class EquivariantMultiHeadAttention(nn.Module):
         v = self.v_proj(x).reshape(num_atoms, heads, 3 * head_dim)
         vec1, vec2, vec3 = torch.split(self.vec_proj(vec), self.hidden_channels, dim=-1)
         vec_dot = (vec1 * vec2).sum(dim=1)
+        if self._use_chunks(x, distances, unit_vectors):
+            m, vec_sum = self._chunked_messages(
+                q, k, v, vec, edge_index, distances, rbf, unit_vectors
+            )
+        else:
+            m, vec_sum = self._messages(q, k, v, vec, edge_index, distances, rbf, unit_vectors)
+        o1, o2, o3 = torch.split(self.o_proj(m), self.hidden_channels, dim=1)
+        dx = vec_dot * o2 + o3
+        dvec = vec3 * o1.unsqueeze(1) + vec_sum
+        return dx, dvec
 
+    def _use_chunks(self, x: Tensor, distances: Tensor, unit_vectors: Tensor) -> bool:
+        return (
+            self.edge_chunk is not None
+            and not torch.compiler.is_compiling()
+            and x.device.type == "cpu"
+            and not (distances.requires_grad or unit_vectors.requires_grad)
+            and worth_chunking(distances.numel(), self.hidden_channels)
+        )
+
+    def _chunked_messages(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        vec: Tensor,
+        edge_index: Tensor,
+        distances: Tensor,
+        rbf: Tensor,
+        unit_vectors: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`_messages` through :class:`ChunkedEdgeAttention`."""
+        pre_k = None if self.dk_proj is None else self.dk_proj(rbf)
+        pre_v = None if self.dv_proj is None else self.dv_proj(rbf)
+        return ChunkedEdgeAttention.apply(
+            self, self.edge_chunk, q, k, v, vec, pre_k, pre_v, self.cutoff(distances),
+            unit_vectors, edge_index[0], edge_index[1],
+        )  # fmt: skip
+
+    def _messages(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        vec: Tensor,
+        edge_index: Tensor,
+        distances: Tensor,
+        rbf: Tensor,
+        unit_vectors: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Per-atom sums of the scalar ``(N, D)`` and vector ``(N, 3, D)`` messages."""
+        num_atoms, heads, head_dim = q.size(0), self.num_heads, self.head_dim
         source, target = edge_index[0], edge_index[1]
         attn = q.index_select(0, target) * k.index_select(0, source)
         if self.dk_proj is not None:
@@ -201,9 +260,6 @@ class EquivariantMultiHeadAttention(nn.Module):
         )
         vector_msg = vector_msg.reshape(-1, 3, self.hidden_channels)
 
-        m = sum_messages(scalar_msg, target, num_atoms)
-        vec_sum = sum_messages(vector_msg, target, num_atoms)
-        o1, o2, o3 = torch.split(self.o_proj(m), self.hidden_channels, dim=1)
-        dx = vec_dot * o2 + o3
-        dvec = vec3 * o1.unsqueeze(1) + vec_sum
-        return dx, dvec
+        return sum_messages(scalar_msg, target, num_atoms), sum_messages(
+            vector_msg, target, num_atoms
+        )
