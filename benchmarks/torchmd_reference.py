@@ -111,10 +111,12 @@ def reference_like(encoder: EquivariantTransformer, source: str | None = None) -
         cutoff_lower=encoder.cutoff_lower,
         cutoff_upper=encoder.cutoff_upper,
         max_z=encoder.max_z,
-        max_num_neighbors=encoder.max_num_neighbors,
+        max_num_neighbors=encoder.max_num_neighbors or 32,  # unused: SharedEdges replaces it
         vector_cutoff=layer.vector_cutoff,
         dtype=encoder.embedding.weight.dtype,
-    ).to(encoder.embedding.weight.device)
+    )
+    # Its radial basis ignores ``dtype`` (float32 parameters): cast everything alike.
+    reference.to(device=encoder.embedding.weight.device, dtype=encoder.embedding.weight.dtype)
     copy_weights(encoder, reference)
     reference.distance = SharedEdges(encoder)
     return reference
