@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from molssl.encoders.packed_layout import PackedLayout, bucketed_attention
+
 
 def masked_logit_value(dtype: torch.dtype) -> float:
     """Logit given to padded keys: very negative, yet far enough from the dtype's limit that
@@ -83,11 +85,19 @@ class DropPath(nn.Module):
             raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
         self.p = float(p)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` with each molecule's row zeroed with probability ``p`` (training only)."""
+    def forward(self, x: Tensor, groups: Tensor | None = None, num_groups: int = 0) -> Tensor:
+        """``x`` with each molecule's row zeroed with probability ``p`` (training only).
+
+        With ``groups`` (the molecule of each row of a packed ``(T, D)`` tensor, ``num_groups``
+        molecules), the draw is per molecule all the same: the ``num_groups`` draws of the
+        padded layout, spread to the molecule's rows.
+        """
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
+        if groups is not None:
+            mask = torch.empty(num_groups, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+            return x * mask.index_select(0, groups) / keep
         shape = (x.size(0),) + (1,) * (x.dim() - 1)
         mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
         return x * mask / keep
@@ -142,6 +152,13 @@ class BiasedSelfAttention(nn.Module):
         )
         out = out.transpose(1, 2).reshape(batch_size, num_nodes, -1)
         return self.out_proj(out)
+
+    def forward_packed(self, x: Tensor, layout: PackedLayout) -> Tensor:
+        """:meth:`forward` on the real tokens only, ``x (T, D)`` packed as ``layout`` says: the
+        projections run on the ``T`` real tokens, the attention itself on padded blocks
+        (:func:`~molssl.encoders.packed_layout.bucketed_attention`)."""
+        dropout_p = self.attention_dropout if self.training else 0.0
+        return self.out_proj(bucketed_attention(self.qkv(x), layout, self.num_heads, dropout_p))
 
 
 class TransformerLayer(nn.Module):
@@ -214,9 +231,20 @@ class TransformerLayer(nn.Module):
             x = x * node_mask.unsqueeze(-1).to(x.dtype)
         return x
 
-    def _branch(self, out: Tensor) -> Tensor:
-        """A residual branch's output as it is added: dropout, then drop-path."""
-        return self.drop_path(self.dropout(out))
+    def forward_packed(self, x: Tensor, layout: PackedLayout) -> Tensor:
+        """:meth:`forward` on the real tokens only, ``x (T, D)`` (see :class:`PackedLayout`)."""
+        if self.norm_first:
+            x = x + self._branch(self.attn.forward_packed(self.attn_norm(x), layout), layout)
+            return x + self._branch(self.ffn(self.ffn_norm(x)), layout)
+        x = self.attn_norm(x + self._branch(self.attn.forward_packed(x, layout), layout))
+        return self.ffn_norm(x + self._branch(self.ffn(x), layout))
+
+    def _branch(self, out: Tensor, layout: PackedLayout | None = None) -> Tensor:
+        """A residual branch's output as it is added: dropout, then drop-path (per molecule of
+        ``layout`` for packed tokens)."""
+        if layout is None:
+            return self.drop_path(self.dropout(out))
+        return self.drop_path(self.dropout(out), layout.groups, layout.batch_size)
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}"
@@ -284,6 +312,13 @@ class TransformerEncoder(nn.Module):
         if final_norm is None:
             final_norm = norm_first
         self.final_norm: nn.Module = nn.LayerNorm(hidden_channels) if final_norm else nn.Identity()
+        #: Run the token-wise work on the real tokens only (see
+        #: :mod:`molssl.encoders.packed_layout`); ``False`` runs every block on the padded batch
+        #: (the plain path the tests compare with).
+        self.packed = True
+        #: Size buckets of the attention on the CPU (1: one padded block for the batch). On
+        #: CUDA one block: fewer, larger kernels pay more there than skipped padding.
+        self.max_buckets = 4
 
     def forward(
         self,
@@ -322,6 +357,14 @@ class TransformerEncoder(nn.Module):
                     f"attn_bias has {attn_bias.size(1)} heads, the encoder {self.num_heads}"
                 )
         attn_mask = build_attention_mask(attn_bias, node_mask, x.dtype)
+        if node_mask is not None and self.packed:
+            buckets = self.max_buckets if x.device.type == "cpu" else 1
+            layout = PackedLayout(node_mask, buckets, self.num_heads)
+            layout.set_attention_mask(attn_mask)
+            tokens = layout.pack(x)
+            for layer in self.layers:
+                tokens = layer.forward_packed(tokens, layout)
+            return layout.pad(self.final_norm(tokens))
         if node_mask is not None:
             x = x * node_mask.unsqueeze(-1).to(x.dtype)
         for layer in self.layers:
