@@ -207,6 +207,23 @@ def test_fast_path_leaves_the_record_unchanged_and_copies_once() -> None:
         np.testing.assert_array_equal(getattr(record, key), value, err_msg=key)
 
 
+@pytest.mark.parametrize("pipeline", ["unicorn", "no views"])
+def test_private_records_give_the_same_samples_without_copying(pipeline: str) -> None:
+    from molssl.datamodules.stream import _owned
+
+    views = ordered(PIPELINES[pipeline]())
+    records = nci_records()[:6]
+    torch.manual_seed(5)
+    expected = [view_sample(record, views) for record in records]
+    torch.manual_seed(5)
+    owned = [_owned(record) for record in records]
+    actual = [view_sample(record, views, private=True) for record in owned]
+    for got, want in zip(actual, expected, strict=True):
+        assert_same_data(got, want)
+    # The sample is built on the private record's own arrays (the copy made once, by _owned).
+    assert np.shares_memory(actual[0].x.numpy(), owned[0].x)
+
+
 def ordered(views: list[View]) -> list[View]:
     return sorted(views, key=lambda view: view.order)
 
