@@ -2,8 +2,9 @@
 
 Measures, on real molecules (RDKit's bundled NCI set as pre-training records: explicit H, one
 seeded ETKDGv3 + MMFF94 conformer each, ``record_from_smiles``), with samples built as a loader
-worker builds them (``record.to_data()``, the module's views in order, per-sample torsion keys
-dropped, PyG collation) -- independent of the data module's loader classes:
+worker builds them (``view_sample``: the record's arrays, the module's views in order,
+per-sample torsion keys dropped; ``collate_samples``) -- without the data module's loader
+classes:
 
 * the model: full training steps of ``PretrainModule`` with UniCorn's objectives (fragment
   masking, torsion-augmented denoising, cross-modal InfoNCE) -- forward of both encoders, every
@@ -13,22 +14,33 @@ dropped, PyG collation) -- independent of the data module's loader classes:
   the InfoNCE key from the unmasked graph (``view_2d="unmasked"``, configs/unicorn.yaml: a
   second Graphormer pass) and from the masked graph (``"masked"``, one pass; the ablation),
   whose ratio is the cost of the unmasked key (``--views`` picks; ``unmasked_stop_grad``
-  adds ``stop_grad_2d=True``, under which the second pass runs without autograd). The variants
-  take turns step by step, so that a busy shared machine slows them alike;
+  adds ``stop_grad_2d=True``, under which the second pass runs without autograd). Each key
+  also runs as several *code variants* (``--code``): ``today`` (the ET's plain edge path and
+  the transformer on the padded batch: the code before issue #18's CPU work, reproduced by
+  switches whose paths the tests compare with the new ones), ``new`` (the defaults: ET edge
+  chunks where the edge tensors are large, packed tokens and size-bucketed attention in the
+  transformer) and ``new+compile`` (also ``compile_layers=True`` on the ET). All variants
+  take turns step by step, so that a busy shared machine slows them alike; each gets its
+  ratio to ``today`` in wall time and in CPU time (this process's user + system seconds,
+  which other processes disturb much less);
 * the data pipeline: samples/s of one loader worker (sample building with all views on:
-  torsion augmentation, coordinate noise, fragment mask, plus PyG collation), against the same
-  without views as the in-run baseline, and with ``AddGraphRelations`` added per sample.
+  torsion augmentation, coordinate noise, fragment mask, plus collation, through the
+  functions the streaming loader uses), against the same without views as the in-run
+  baseline, and with ``AddGraphRelations`` added per sample.
 
 Records carry ``spd`` but not ``path_edges``, so by default Graphormer's 2D relations are
 searched per molecule on the CPU inside every step (``dense_graph_relations``), as in training
 today; ``--precompute-relations`` adds them per sample in the loader instead.
 
 It then prints, per size, how many loader workers the model's rate needs and whether the loader
-(with ``--workers`` workers) or the model is the bottleneck.
+(with ``--workers`` workers; default: ``configs/unicorn.yaml``'s ``num_workers``) or the model
+is the bottleneck.
 
 Usage::
 
     .venv/bin/python benchmarks/pretrain_step.py                 # CPU, batch 32, both sizes
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrain_step.py --threads 1 \
+        --views unmasked --code today,new,new+compile            # issue #18's figures
     .venv/bin/python benchmarks/pretrain_step.py --device cuda --batch 256 --paper-steps 10
     .venv/bin/python benchmarks/pretrain_step.py --device cuda --precision bf16-mixed ...
 
@@ -42,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -57,15 +70,16 @@ from machine_info import device_name
 from molssl.chem.conformers import ConformerOptions
 from molssl.chem.errors import MoleculeError
 from molssl.chem.graph import AddGraphRelations
+from molssl.datamodules.collate import collate_samples
 from molssl.datamodules.records import MoleculeRecord, record_from_smiles
+from molssl.datamodules.stream import view_sample
 from molssl.encoders import EquivariantTransformer, Graphormer
 from molssl.modules import PretrainModule
 from molssl.objectives import CoordDenoise, CrossModalInfoNCE, FragmentMask, TorsionAugment
 from molssl.objectives.base import View
 
 NCI_SMILES_PATH = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
-# Per-sample torsion arrays that the pipeline drops before collation (their sizes differ).
-_DROPPED_KEYS = ("torsion_atoms", "torsion_moving")
+UNICORN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "unicorn.yaml"
 
 SIZES = {
     "paper": {
@@ -81,13 +95,17 @@ SIZES = {
 
 @dataclass
 class ModelTiming:
-    """Timed training steps of one model size and InfoNCE key view."""
+    """Timed training steps of one model size, InfoNCE key view and code variant: total wall
+    seconds, and the medians per step of wall and CPU seconds."""
 
     size: str
     view_2d: str
+    code: str
     parameters: int
     steps: int
     seconds: float
+    median_wall: float
+    median_cpu: float
     molecules: int
     peak_gpu_bytes: int | None = None
 
@@ -106,6 +124,34 @@ KEY_VARIANTS = {
     "masked": {"view_2d": "masked"},
     "unmasked_stop_grad": {"view_2d": "unmasked", "stop_grad_2d": True},
 }
+
+
+#: The code paths ``--code`` may time (see the module docstring).
+CODE_VARIANTS = ("today", "new", "new+compile")
+
+
+def set_code(module: PretrainModule, code: str) -> PretrainModule:
+    """Switch ``module``'s encoders to the code path ``code`` (:data:`CODE_VARIANTS`)."""
+    if code not in CODE_VARIANTS:
+        raise ValueError(f"unknown code variant {code!r}; choose from {CODE_VARIANTS}")
+    et, transformer = module.encoder_3d, module.encoder_2d.transformer
+    if code == "today":
+        for layer in et.attention_layers:
+            layer.edge_chunk = None
+        transformer.packed = False
+    et.compile_layers = code == "new+compile"
+    return module
+
+
+def configured_workers() -> int:
+    """``num_workers`` of the shipped UniCorn config (4 if it cannot be read)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(UNICORN_CONFIG.read_text())
+        return int(config["data"]["init_args"]["num_workers"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 4
 
 
 def unicorn_module(size: str, view_2d: str = "unmasked") -> PretrainModule:
@@ -149,14 +195,10 @@ def prepare_records(num_molecules: int, seed: int) -> tuple[list[MoleculeRecord]
 def make_sample(
     record: MoleculeRecord, views: list[View], relations: AddGraphRelations | None
 ) -> Data:
-    """One training sample as a loader worker builds it: ``to_data``, the views in order, the
-    per-sample torsion keys dropped; ``relations`` adds ``spd``/``path_edges`` when given."""
-    data = record.to_data(0)
-    for view in views:
-        data = view(data)
-    for key in _DROPPED_KEYS:
-        if key in data:
-            del data[key]
+    """One training sample as a loader worker builds it (:func:`view_sample`: the record's
+    arrays, the views in order, the per-sample torsion keys dropped); ``relations`` adds
+    ``spd``/``path_edges`` when given."""
+    data = view_sample(record, views)
     return relations(data) if relations is not None else data
 
 
@@ -172,13 +214,14 @@ def training_batches(
     for step in range(count):
         first = step * batch_size
         chosen = [records[(first + k) % len(records)] for k in range(batch_size)]
-        batches.append(Batch.from_data_list([make_sample(r, views, relations) for r in chosen]))
+        batches.append(collate_samples([make_sample(r, views, relations) for r in chosen]))
     return batches
 
 
 def time_models(
     size: str,
     variants: list[str],
+    codes: list[str],
     records: list[MoleculeRecord],
     batch_size: int,
     relations: bool,
@@ -188,9 +231,10 @@ def time_models(
     precision: str = "32",
     profile_rows: int = 0,
 ) -> list[ModelTiming]:
-    """Warm-up steps, then ``steps`` timed training steps of every key variant on the same
-    pre-built batches. The variants take turns step by step, so that a change of load on a
-    shared machine falls on all of them alike."""
+    """Warm-up steps, then ``steps`` timed training steps of every key variant and code
+    variant on the same pre-built batches, from the same initial weights. The variants take
+    turns step by step, so that a change of load on a shared machine falls on all of them
+    alike."""
 
     def autocast() -> torch.autocast | nullcontext:
         if precision == "bf16-mixed":
@@ -210,45 +254,51 @@ def time_models(
 
         return step
 
+    pairs = [(variant, code) for variant in variants for code in codes]
     modules = []
-    for variant in variants:
+    for variant, code in pairs:
         torch.manual_seed(0)
-        modules.append(unicorn_module(size, variant).to(device).train())
+        modules.append(set_code(unicorn_module(size, variant), code).to(device).train())
     views = sorted(modules[0].pipeline_views(), key=lambda view: view.order)
     relation_transform = graph_relations(modules[0]) if relations else None
     torch.manual_seed(1)
     batches = training_batches(records, views, relation_transform, batch_size, warmup + steps)
     batches = [b.to(device) for b in batches]
     step_fns = [make_step(module) for module in modules]
-    seconds = [0.0] * len(variants)
-    peaks = [0] * len(variants)
+    wall: list[list[float]] = [[] for _ in pairs]
+    cpu: list[list[float]] = [[] for _ in pairs]
+    peaks = [0] * len(pairs)
     for index, batch in enumerate(batches):
         for k, step in enumerate(step_fns):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step(batch)
             synchronize(device)
             if index >= warmup:
-                seconds[k] += time.perf_counter() - start
+                wall[k].append(time.perf_counter() - start)
+                cpu[k].append(time.process_time() - start_cpu)
             if device.type == "cuda":
                 peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated(device))
     molecules = sum(int(b.num_graphs) for b in batches[warmup:])
     if profile_rows:
-        print(f"\nprofile of the {variants[0]!r} key variant:")
-        print_profile(step_fns[0], batches[warmup], device, profile_rows)
+        print(f"\nprofile of the {pairs[-1]} key and code variant:")
+        print_profile(step_fns[-1], batches[warmup], device, profile_rows)
     return [
         ModelTiming(
             size,
             variant,
+            code,
             sum(p.numel() for p in module.parameters()),
             steps,
-            seconds[k],
+            sum(wall[k]),
+            statistics.median(wall[k]),
+            statistics.median(cpu[k]),
             molecules,
             peaks[k] if device.type == "cuda" else None,
         )
-        for k, (variant, module) in enumerate(zip(variants, modules, strict=True))
+        for k, ((variant, code), module) in enumerate(zip(pairs, modules, strict=True))
     ]
 
 
@@ -299,7 +349,7 @@ def loader_samples_per_s(
     for _ in range(repeats):
         for first in range(0, len(records), batch_size):
             chosen = records[first : first + batch_size]
-            Batch.from_data_list([make_sample(r, views, relations) for r in chosen])
+            collate_samples([make_sample(r, views, relations) for r in chosen])
             count += len(chosen)
     return count / (time.perf_counter() - start)
 
@@ -324,7 +374,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per size")
     parser.add_argument("--small-steps", type=int, default=10, help="timed steps, small size")
     parser.add_argument("--paper-steps", type=int, default=3, help="timed steps, paper size")
-    parser.add_argument("--workers", type=int, default=4, help="loader workers to judge with")
+    parser.add_argument(
+        "--code",
+        default="new",
+        help=f"code variants to time, comma-separated: {', '.join(CODE_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader workers to judge with (default: configs/unicorn.yaml's num_workers)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument(
@@ -337,6 +397,8 @@ def main() -> None:
         "--profile", type=int, default=0, help="print this many profiler rows of one step"
     )
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = configured_workers()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -354,7 +416,8 @@ def main() -> None:
         f"({torch.get_num_threads()} torch threads, {os.cpu_count()} cores), "
         f"{dtype}, batch {args.batch}; {len(records)} molecules of RDKit's NCI set "
         f"(skipped: {skipped}; prepared in {prep_seconds:.0f} s), "
-        f"{sum(atoms) / len(atoms):.1f} atoms per molecule with H"
+        f"{sum(atoms) / len(atoms):.1f} atoms per molecule with H; load average "
+        + " ".join(f"{value:.2f}" for value in os.getloadavg())
     )
 
     # Data pipeline: one worker, all UniCorn views vs none (baseline), and with the 2D
@@ -384,6 +447,7 @@ def main() -> None:
         for timing in time_models(
             size,
             args.views.split(","),
+            args.code.split(","),
             records,
             args.batch,
             args.precompute_relations,
@@ -400,31 +464,36 @@ def main() -> None:
         f"2D relations {where}:"
     )
     print(
-        f"  {'size':<6} {'key':<18} {'params':>10} {'steps':>5} {'ms/step':>9} {'steps/s':>8}"
-        f" {'mol/s':>8} {'peak GPU':>9}  {'workers needed':>14}"
-        f"  bottleneck ({args.workers} workers)"
+        f"  {'size':<6} {'key':<18} {'code':<12} {'params':>8} {'steps':>5} {'ms/step':>9}"
+        f" {'x today':>7} {'CPU ms':>8} {'x today':>7} {'mol/s':>7} {'peak GPU':>9}"
+        f"  {'workers needed':>14}  bottleneck ({args.workers} workers)"
     )
+    today = {(t.size, t.view_2d): t for t in timings if t.code == "today"}
     for t in timings:
         needed = t.molecules_per_s / supply_rate
         supply = args.workers * supply_rate
         verdict = "loader" if supply < t.molecules_per_s else "model"
         peak = f"{t.peak_gpu_bytes / 2**30:6.2f} GB" if t.peak_gpu_bytes is not None else "-"
+        base = today.get((t.size, t.view_2d))
+        wall_ratio = f"{t.median_wall / base.median_wall:7.2f}" if base else f"{'-':>7}"
+        cpu_ratio = f"{t.median_cpu / base.median_cpu:7.2f}" if base else f"{'-':>7}"
         print(
-            f"  {t.size:<6} {t.view_2d:<18} {t.parameters / 1e6:9.2f}M {t.steps:>5} "
-            f"{1000 * t.seconds / t.steps:9.1f} {t.steps_per_s:8.2f} {t.molecules_per_s:8.1f}"
-            f" {peak:>9}"
+            f"  {t.size:<6} {t.view_2d:<18} {t.code:<12} {t.parameters / 1e6:7.2f}M {t.steps:>5}"
+            f" {1000 * t.median_wall:9.1f} {wall_ratio} {1000 * t.median_cpu:8.1f} {cpu_ratio}"
+            f" {t.molecules_per_s:7.1f} {peak:>9}"
             f"  {needed:14.2f}  {verdict} (loader {supply:.0f} vs model "
             f"{t.molecules_per_s:.0f} mol/s, {supply / t.molecules_per_s:.1f}x)"
         )
     print_key_cost(timings)
+    print("load average after: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
 
 
 def print_key_cost(timings: list[ModelTiming]) -> None:
-    """Per size, the step time of each unmasked key variant over the masked key's (same
-    batches)."""
+    """Per size and code variant, the step time of each unmasked key variant over the masked
+    key's (same batches)."""
     by_size: dict[str, dict[str, ModelTiming]] = {}
     for timing in timings:
-        by_size.setdefault(timing.size, {})[timing.view_2d] = timing
+        by_size.setdefault(f"{timing.size} ({timing.code})", {})[timing.view_2d] = timing
     for size, views in by_size.items():
         if "masked" not in views:
             continue
