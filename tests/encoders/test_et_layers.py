@@ -85,3 +85,32 @@ def test_matches_dense_all_pairs_reference(molecules: list[Data]) -> None:
             node, vec = dense_reference(encoder, molecule.z, molecule.pos)
         torch.testing.assert_close(out.node, node, atol=1e-10, rtol=1e-10)
         torch.testing.assert_close(out.vec, vec, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"vector_cutoff": True}, {"distance_influence": "keys"}])
+def test_zero_vectors_shortcut_equals_the_full_layer(
+    molecules: list[Data], kwargs: dict[str, object]
+) -> None:
+    """``vec=None`` (the first layer's zero vectors) skips work but not results or gradients."""
+    torch.manual_seed(0)
+    encoder = EquivariantTransformer(**TINY, **kwargs).double()
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    batch = as_batch(molecules, torch.float64)
+    edge_index, distances, unit = encoder.build_edges(batch.pos, batch.batch)
+    rbf = encoder.distance_expansion(distances)
+    x = encoder.embedding(batch.z)
+    layer = encoder.attention_layers[0]
+    results = []
+    for vec in (torch.zeros(x.size(0), 3, x.size(1), dtype=x.dtype), None):
+        layer.zero_grad()
+        dx, dvec = layer(x, vec, edge_index, distances, rbf.detach(), unit)
+        (dx.sin().sum() + dvec.pow(2).sum()).backward(retain_graph=True)
+        results.append((dx, dvec, {n: p.grad.clone() for n, p in layer.named_parameters()}))
+    (dx, dvec, grads), (dx0, dvec0, grads0) = results
+    torch.testing.assert_close(dx0, dx, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dvec0, dvec, rtol=1e-12, atol=1e-12)
+    assert grads0.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads0[name], grad, rtol=1e-10, atol=1e-12, msg=name)

@@ -216,14 +216,14 @@ class EquivariantTransformer(nn.Module):
         x = self.embedding(z)
         if self.neighbor_embedding is not None:
             x = self.neighbor_embedding(z, x, edge_index, distances, rbf)
-        vec = x.new_zeros(x.size(0), 3, x.size(1))
+        vec: Tensor | None = None  # zero vectors: the first layer skips the terms they carry
         run = _run_layer
         if self.compile_layers and not (torch.is_grad_enabled() and pos.requires_grad):
             run = _compiled_layer()
         for layer in self.attention_layers:
             dx, dvec = run(layer, x, vec, edge_index, distances, rbf, unit_vectors)
             x = x + dx
-            vec = vec + dvec
+            vec = dvec if vec is None else vec + dvec
         x = self.out_norm(x)
         if self.out_norm_vec is not None:
             vec = self.out_norm_vec(vec)

@@ -86,7 +86,7 @@ class _Chunk:
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        vec: Tensor,
+        vec: Tensor | None,
         pre_k: Tensor | None,
         pre_v: Tensor | None,
         cutoff: Tensor,
@@ -120,18 +120,19 @@ class _Chunk:
             self.dv = layer.act(pre_v).view(size, heads, 3 * head_dim)
             values = values * self.dv
         self.s, self.gate_vec, self.gate_dir = torch.split(values, head_dim, dim=2)
-        self.vec_j = vec.index_select(0, source).view(size, 3, heads, head_dim)
+        # Zero vectors (vec None, the first layer) send no vec_j * gate_vec term.
+        self.vec_j = (
+            None if vec is None else vec.index_select(0, source).view(size, 3, heads, head_dim)
+        )
 
     def messages(self) -> tuple[Tensor, Tensor]:
         """Scalar ``(C, D)`` and vector ``(C, 3, D)`` messages of the chunk's edges."""
         size = self.source.numel()
         scalar = (self.s * self.attn.unsqueeze(2)).view(size, -1)
-        vector = torch.addcmul(
-            self.gate_dir.unsqueeze(1) * self.unit[:, :, None, None],
-            self.vec_j,
-            self.gate_vec.unsqueeze(1),
-        )
-        return scalar, vector.view(size, 3, -1)
+        vector = self.gate_dir.unsqueeze(1) * self.unit[:, :, None, None]
+        if self.vec_j is not None:
+            vector = torch.addcmul(vector, self.vec_j, self.gate_vec.unsqueeze(1))
+        return scalar, vector.reshape(size, 3, -1)
 
 
 class ChunkedEdgeAttention(torch.autograd.Function):
@@ -153,7 +154,7 @@ class ChunkedEdgeAttention(torch.autograd.Function):
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        vec: Tensor,
+        vec: Tensor | None,
         pre_k: Tensor | None,
         pre_v: Tensor | None,
         cutoff: Tensor,
@@ -183,7 +184,8 @@ class ChunkedEdgeAttention(torch.autograd.Function):
         q, k, v, vec, pre_k, pre_v, cutoff, unit, source, target = ctx.saved_tensors
         heads, head_dim = layer.num_heads, layer.head_dim
         grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
-        grad_v, grad_vec = torch.zeros_like(v), torch.zeros_like(vec)
+        grad_v = torch.zeros_like(v)
+        grad_vec = None if vec is None else torch.zeros_like(vec)
         grad_pre_k = torch.empty_like(pre_k) if pre_k is not None else None
         grad_pre_v = torch.empty_like(pre_v) if pre_v is not None else None
         grad_m = grad_m.view(-1, heads, head_dim)
@@ -197,9 +199,13 @@ class ChunkedEdgeAttention(torch.autograd.Function):
             g_scalar = grad_m.index_select(0, e.target)
             g_vector = grad_vec_sum.index_select(0, e.target)
             # Vector message vec_j * gate_vec + gate_dir * unit.
-            grad_vec.index_add_(0, e.source, (g_vector * e.gate_vec.unsqueeze(1)).view(size, 3, -1))
-            g_gate_vec = (g_vector * e.vec_j).sum(dim=1)
             g_gate_dir = (g_vector * e.unit[:, :, None, None]).sum(dim=1)
+            if grad_vec is None:
+                g_gate_vec = torch.zeros_like(g_gate_dir)
+            else:
+                g_vec_j = (g_vector * e.gate_vec.unsqueeze(1)).view(size, 3, -1)
+                grad_vec.index_add_(0, e.source, g_vec_j)
+                g_gate_vec = (g_vector * e.vec_j).sum(dim=1)
             # Scalar message s * attn.
             g_s = g_scalar * e.attn.unsqueeze(2)
             g_attn = (g_scalar * e.s).sum(dim=-1)
