@@ -15,14 +15,15 @@ classes:
   second Graphormer pass) and from the masked graph (``"masked"``, one pass; the ablation),
   whose ratio is the cost of the unmasked key (``--views`` picks; ``unmasked_stop_grad``
   adds ``stop_grad_2d=True``, under which the second pass runs without autograd). Each key
-  also runs as several *code variants* (``--code``): ``today`` (the ET's plain edge path and
-  the transformer on the padded batch: the code before issue #18's CPU work, reproduced by
-  switches whose paths the tests compare with the new ones), ``new`` (the defaults: ET edge
-  chunks where the edge tensors are large, packed tokens and size-bucketed attention in the
-  transformer) and ``new+compile`` (also ``compile_layers=True`` on the ET). All variants
-  take turns step by step, so that a busy shared machine slows them alike; each gets its
-  ratio to ``today`` in wall time and in CPU time (this process's user + system seconds,
-  which other processes disturb much less);
+  also runs as several *code variants* (``--code``): ``today`` (the ET's plain edge path with
+  the first layer's zero vectors computed, and the transformer on the padded batch: the code
+  before issue #18's CPU work, reproduced by switches whose paths the tests compare with the
+  new ones), ``new`` (the defaults: ET edge chunks where the edge tensors are large, the
+  zero-vector shortcut, packed tokens and size-bucketed attention in the transformer) and
+  ``new+compile`` (also ``compile_layers=True`` on the ET). All variants take turns step by
+  step, so that a busy shared machine slows them alike; each gets its ratio to ``today`` in
+  wall time and in CPU time (this process's user + system seconds, which other processes
+  disturb much less);
 * the data pipeline: samples/s of one loader worker (sample building with all views on:
   torsion augmentation, coordinate noise, fragment mask, plus collation, through the
   functions the streaming loader uses), against the same without views as the in-run
@@ -138,6 +139,7 @@ def set_code(module: PretrainModule, code: str) -> PretrainModule:
     if code == "today":
         for layer in et.attention_layers:
             layer.edge_chunk = None
+        et.skip_zero_vectors = False
         transformer.packed = False
     et.compile_layers = code == "new+compile"
     return module

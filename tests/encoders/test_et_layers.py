@@ -114,3 +114,14 @@ def test_zero_vectors_shortcut_equals_the_full_layer(
     assert grads0.keys() == grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grads0[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_encoder_with_and_without_the_zero_vector_shortcut(molecules: list[Data]) -> None:
+    torch.manual_seed(0)
+    encoder = EquivariantTransformer(**TINY).double()
+    batch = as_batch(molecules, torch.float64)
+    shortcut = encoder(batch)
+    encoder.skip_zero_vectors = False
+    full = encoder(batch)
+    torch.testing.assert_close(shortcut.node, full.node, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(shortcut.vec, full.vec, rtol=1e-12, atol=1e-12)

@@ -120,6 +120,7 @@ class EquivariantTransformer(nn.Module):
         self.max_num_neighbors = max_num_neighbors
         self.reduce = reduce
         self.compile_layers = compile_layers
+        self.skip_zero_vectors = True
         #: Neighbour edges within the cutoff seen by every forward pass, and those the cap left out.
         self.neighbour_edges = 0
         self.dropped_neighbour_edges = 0
@@ -216,7 +217,11 @@ class EquivariantTransformer(nn.Module):
         x = self.embedding(z)
         if self.neighbor_embedding is not None:
             x = self.neighbor_embedding(z, x, edge_index, distances, rbf)
-        vec: Tensor | None = None  # zero vectors: the first layer skips the terms they carry
+        # Zero vectors: the first layer skips the terms they carry (``skip_zero_vectors=False``
+        # computes them, as the code before did; the benchmarks compare the two).
+        vec: Tensor | None = (
+            None if self.skip_zero_vectors else x.new_zeros(x.size(0), 3, x.size(1))
+        )
         run = _run_layer
         if self.compile_layers and not (torch.is_grad_enabled() and pos.requires_grad):
             run = _compiled_layer()
