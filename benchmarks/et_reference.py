@@ -35,7 +35,6 @@ import copy
 import ctypes
 import logging
 import os
-import statistics
 import time
 from collections.abc import Callable
 
@@ -46,6 +45,7 @@ from torch_geometric.data import Batch
 from et_throughput import nci_batches
 from machine_info import device_name
 from molssl.encoders.et import EquivariantTransformer
+from step_timing import StepTimes
 from torchmd_reference import reference_like, reference_outputs
 
 SIZES = {
@@ -159,24 +159,12 @@ def main() -> None:
         for step in steps.values():  # warm-up (and compilation) on the first batch
             step(chosen[0])
         print(f"  warm-up and compilation: {time.perf_counter() - start:.0f} s")
-        wall: dict[str, list[float]] = {name: [] for name in steps}
-        cpu: dict[str, list[float]] = {name: [] for name in steps}
+        times = StepTimes(steps)
         for _ in range(args.repeats):
             for batch in chosen:
                 for name, step in steps.items():
-                    begin, begin_cpu = time.perf_counter(), time.process_time()
-                    step(batch)
-                    wall[name].append(time.perf_counter() - begin)
-                    cpu[name].append(time.process_time() - begin_cpu)
-        base_wall = statistics.median(wall["reference"])
-        base_cpu = statistics.median(cpu["reference"])
-        print(f"  {'variant':<20}{'ms wall':>10}{'ratio':>8}{'ms CPU':>10}{'ratio':>8}  steps")
-        for name in steps:
-            w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-            print(
-                f"  {name:<20}{1000 * w:10.1f}{w / base_wall:8.2f}{1000 * c:10.1f}"
-                f"{c / base_cpu:8.2f}  {len(wall[name])}"
-            )
+                    times.run(name, lambda step=step, batch=batch: step(batch))
+        times.print_table("reference")
     print("\nload average after: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 

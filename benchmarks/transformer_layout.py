@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -34,6 +32,7 @@ from molssl.datamodules.collate import collate_samples
 from molssl.datamodules.stream import view_sample
 from molssl.encoders import Graphormer, MoleBlendTransformer
 from pretrain_step import prepare_records
+from step_timing import StepTimes
 
 SIZES = {
     "graphormer": {
@@ -111,28 +110,19 @@ def main() -> None:
             padded = copy.deepcopy(model)
             padded.transformer.packed = False
             steps = {"padded": training_step(padded), "packed": training_step(model)}
-            wall: dict[str, list[float]] = {key: [] for key in steps}
-            cpu: dict[str, list[float]] = {key: [] for key in steps}
+            times = StepTimes(steps)
             for index in range(args.warmup + args.steps):
                 batch = batches[index % len(batches)]
                 for key, step in steps.items():
-                    begin, begin_cpu = time.perf_counter(), time.process_time()
-                    step(batch)
-                    if index >= args.warmup:
-                        wall[key].append(time.perf_counter() - begin)
-                        cpu[key].append(time.process_time() - begin_cpu)
-            base_wall, base_cpu = (statistics.median(v["padded"]) for v in (wall, cpu))
+                    if index < args.warmup:
+                        step(batch)
+                    else:
+                        times.run(key, lambda step=step, batch=batch: step(batch))
             print(
                 f"\n{name} {size} {SIZES[name][size]}: float64 outputs of the two layouts "
                 f"differ by at most {difference:.1e}"
             )
-            print(f"  {'variant':<10}{'ms wall':>10}{'ratio':>8}{'ms CPU':>10}{'ratio':>8}  steps")
-            for key in steps:
-                w, c = statistics.median(wall[key]), statistics.median(cpu[key])
-                print(
-                    f"  {key:<10}{1000 * w:10.1f}{w / base_wall:8.2f}{1000 * c:10.1f}"
-                    f"{c / base_cpu:8.2f}  {len(wall[key])}"
-                )
+            times.print_table("padded")
     print("\nload average after: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 

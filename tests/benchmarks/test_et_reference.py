@@ -7,9 +7,6 @@ dependency of molssl.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -17,18 +14,13 @@ import torch
 
 import molssl.encoders.et_edges as et_edges
 from molssl.encoders.et import EquivariantTransformer
+from tests.benchmarks.scripts import load_script
 from tests.encoders.molecules_3d import as_batch, nci_molecules
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torchmd_reference.py"
 
 
 @pytest.fixture(scope="module")
 def reference() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("torchmd_reference", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("torchmd_reference.py", "torchmd_reference")
     try:
         module.load_torchmd_et()
     except ImportError as error:

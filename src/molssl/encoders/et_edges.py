@@ -23,6 +23,7 @@ whenever the edge geometry requires grad).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -83,17 +84,13 @@ class _Chunk:
     def __init__(
         self,
         layer: EquivariantMultiHeadAttention,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        vec: Tensor | None,
-        pre_k: Tensor | None,
-        pre_v: Tensor | None,
-        cutoff: Tensor,
-        unit: Tensor,
-        source: Tensor,
-        target: Tensor,
+        atoms: tuple[Tensor, Tensor, Tensor, Tensor | None],
+        edges: tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor, Tensor],
     ) -> None:
+        """``atoms``: ``(q, k, v, vec)``; ``edges``: the chunk's ``(pre_k, pre_v, cutoff, unit,
+        source, target)``."""
+        q, k, v, vec = atoms
+        pre_k, pre_v, cutoff, unit, source, target = edges
         heads, head_dim = layer.num_heads, layer.head_dim
         size = source.numel()
         self.source, self.target = source, target
@@ -165,11 +162,8 @@ class ChunkedEdgeAttention(torch.autograd.Function):
         num_atoms, hidden = q.size(0), layer.hidden_channels
         m = q.new_zeros(num_atoms, hidden)
         vec_sum = q.new_zeros(num_atoms, 3, hidden)
-        for part in _chunks(source.numel(), chunk):
-            edges = _Chunk(
-                layer, q, k, v, vec, _part(pre_k, part), _part(pre_v, part), cutoff[part],
-                unit[part], source[part], target[part],
-            )  # fmt: skip
+        inputs = (q, k, v, vec, pre_k, pre_v, cutoff, unit, source, target)
+        for _, edges in _chunked(layer, chunk, inputs):
             scalar, vector = edges.messages()
             m.index_add_(0, edges.target, scalar)
             vec_sum.index_add_(0, edges.target, vector)
@@ -190,11 +184,8 @@ class ChunkedEdgeAttention(torch.autograd.Function):
         grad_pre_v = torch.empty_like(pre_v) if pre_v is not None else None
         grad_m = grad_m.view(-1, heads, head_dim)
         grad_vec_sum = grad_vec_sum.view(-1, 3, heads, head_dim)
-        for part in _chunks(source.numel(), chunk):
-            e = _Chunk(
-                layer, q, k, v, vec, _part(pre_k, part), _part(pre_v, part), cutoff[part],
-                unit[part], source[part], target[part],
-            )  # fmt: skip
+        inputs = (q, k, v, vec, pre_k, pre_v, cutoff, unit, source, target)
+        for part, e in _chunked(layer, chunk, inputs):
             size = e.source.numel()
             g_scalar = grad_m.index_select(0, e.target)
             g_vector = grad_vec_sum.index_select(0, e.target)
@@ -211,13 +202,8 @@ class ChunkedEdgeAttention(torch.autograd.Function):
             g_attn = (g_scalar * e.s).sum(dim=-1)
             g_values = torch.cat([g_s, g_gate_vec, g_gate_dir], dim=2)
             if grad_pre_v is not None:
-                activation_backward(
-                    layer.act,
-                    e.pre_v,
-                    e.dv.view(size, -1),
-                    (g_values * e.v_scaled).view(size, -1),
-                    out=grad_pre_v[part],
-                )
+                g_dv = (g_values * e.v_scaled).view(size, -1)
+                activation_backward(layer.act, e.pre_v, e.dv.view(size, -1), g_dv, grad_pre_v[part])
                 g_values = g_values * e.dv
             if layer.vector_cutoff:
                 g_values = g_values * e.cutoff[:, None, None]
@@ -228,13 +214,8 @@ class ChunkedEdgeAttention(torch.autograd.Function):
             g_pre = g_pre.unsqueeze(2)
             if grad_pre_k is not None:
                 g_qk = g_pre * e.dk
-                activation_backward(
-                    layer.act,
-                    e.pre_k,
-                    e.dk.view(size, -1),
-                    (g_pre * e.qk).view(size, -1),
-                    out=grad_pre_k[part],
-                )
+                g_dk = (g_pre * e.qk).view(size, -1)
+                activation_backward(layer.act, e.pre_k, e.dk.view(size, -1), g_dk, grad_pre_k[part])
             else:
                 g_qk = g_pre.expand(-1, -1, head_dim)
             grad_q.index_add_(0, e.target, g_qk * e.k_j)
@@ -245,9 +226,17 @@ class ChunkedEdgeAttention(torch.autograd.Function):
         )  # fmt: skip
 
 
-def _chunks(size: int, chunk: int) -> list[slice]:
-    return [slice(lo, lo + chunk) for lo in range(0, size, chunk)]
+def _chunked(
+    layer: EquivariantMultiHeadAttention, chunk: int, inputs: tuple[Tensor | None, ...]
+) -> Iterator[tuple[slice, _Chunk]]:
+    """The chunks of edges in order: each one's slice of the edge list and its quantities.
 
-
-def _part(tensor: Tensor | None, part: slice) -> Tensor | None:
-    return None if tensor is None else tensor[part]
+    ``inputs``: ``(q, k, v, vec, pre_k, pre_v, cutoff, unit, source, target)``; the first four
+    are per atom, the others per edge and get sliced.
+    """
+    atoms, per_edge = inputs[:4], inputs[4:]
+    num_edges = per_edge[-1].numel()
+    for lo in range(0, num_edges, chunk):
+        part = slice(lo, lo + chunk)
+        edges = tuple(None if tensor is None else tensor[part] for tensor in per_edge)
+        yield part, _Chunk(layer, atoms, edges)  # type: ignore[arg-type]

@@ -188,12 +188,7 @@ class EquivariantMultiHeadAttention(nn.Module):
         q = self.q_proj(x).reshape(num_atoms, heads, head_dim)
         k = self.k_proj(x).reshape(num_atoms, heads, head_dim)
         v = self.v_proj(x).reshape(num_atoms, heads, 3 * head_dim)
-        if self._use_chunks(x, distances, unit_vectors):
-            m, vec_sum = self._chunked_messages(
-                q, k, v, vec, edge_index, distances, rbf, unit_vectors
-            )
-        else:
-            m, vec_sum = self._messages(q, k, v, vec, edge_index, distances, rbf, unit_vectors)
+        m, vec_sum = self._messages(q, k, v, vec, edge_index, distances, rbf, unit_vectors)
         o1, o2, o3 = torch.split(self.o_proj(m), self.hidden_channels, dim=1)
         if vec is None:
             # vec_proj acts on zeros here: its gradient is zero, as the full computation gives
@@ -205,33 +200,14 @@ class EquivariantMultiHeadAttention(nn.Module):
         dvec = vec3 * o1.unsqueeze(1) + vec_sum
         return dx, dvec
 
-    def _use_chunks(self, x: Tensor, distances: Tensor, unit_vectors: Tensor) -> bool:
+    def _use_chunks(self, q: Tensor, distances: Tensor, unit_vectors: Tensor) -> bool:
         return (
             self.edge_chunk is not None
             and not torch.compiler.is_compiling()
-            and x.device.type == "cpu"
+            and q.device.type == "cpu"
             and not (distances.requires_grad or unit_vectors.requires_grad)
             and worth_chunking(distances.numel(), self.hidden_channels)
         )
-
-    def _chunked_messages(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        vec: Tensor | None,
-        edge_index: Tensor,
-        distances: Tensor,
-        rbf: Tensor,
-        unit_vectors: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`_messages` through :class:`ChunkedEdgeAttention`."""
-        pre_k = None if self.dk_proj is None else self.dk_proj(rbf)
-        pre_v = None if self.dv_proj is None else self.dv_proj(rbf)
-        return ChunkedEdgeAttention.apply(
-            self, self.edge_chunk, q, k, v, vec, pre_k, pre_v, self.cutoff(distances),
-            unit_vectors, edge_index[0], edge_index[1],
-        )  # fmt: skip
 
     def _messages(
         self,
@@ -244,7 +220,15 @@ class EquivariantMultiHeadAttention(nn.Module):
         rbf: Tensor,
         unit_vectors: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        """Per-atom sums of the scalar ``(N, D)`` and vector ``(N, 3, D)`` messages."""
+        """Per-atom sums of the scalar ``(N, D)`` and vector ``(N, 3, D)`` messages, through
+        :class:`ChunkedEdgeAttention` where :meth:`_use_chunks` says so."""
+        if self._use_chunks(q, distances, unit_vectors):
+            pre_k = None if self.dk_proj is None else self.dk_proj(rbf)
+            pre_v = None if self.dv_proj is None else self.dv_proj(rbf)
+            return ChunkedEdgeAttention.apply(
+                self, self.edge_chunk, q, k, v, vec, pre_k, pre_v, self.cutoff(distances),
+                unit_vectors, edge_index[0], edge_index[1],
+            )  # fmt: skip
         num_atoms, heads, head_dim = q.size(0), self.num_heads, self.head_dim
         source, target = edge_index[0], edge_index[1]
         attn = q.index_select(0, target) * k.index_select(0, source)
