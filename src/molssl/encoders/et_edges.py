@@ -1,24 +1,27 @@
 """The edge work of one ET attention layer, in cache-sized chunks of edges (CPU fast path).
 
-Per edge, an ET layer builds distance filters from the radial basis (``rbf @ W + b`` and an
-activation), multiplies gathered atom features by them and sums the messages into the centre
-atom. Written as whole-edge-list torch operations, each step writes an ``(E, 3 * D)`` tensor:
-at paper size (D = 256, ~16k edges for 32 molecules) that is ~50 MB per step, several dozen
-times per layer in forward and backward. On the CPU these steps are bound by memory traffic and
-by the page faults of fresh allocations that large (glibc returns them to the system on free),
-not by arithmetic: the same work done in chunks of a few hundred edges, whose intermediates stay
-in the cache and come from the allocator's free lists, ran ~8x faster in
-``benchmarks/et_profile.py``.
+Per edge, an ET layer filters gathered atom features by distance filters (an activation of
+``rbf @ W + b``) and sums the messages into the centre atom. Written as whole-edge-list torch
+operations, each step writes an ``(E, 3 * D)`` tensor: at paper size (D = 256, ~16k edges for
+32 molecules) ~50 MB, some thirty times per layer in forward and backward. On the CPU these
+steps are bound by memory traffic and, above all, by page faults: glibc serves allocations that
+large with fresh ``mmap`` calls and returns them on free, so each is faulted in and zeroed again
+(169,000 minor faults per paper-size layer step). Done in chunks of a few hundred edges, whose
+~1 MiB intermediates stay in the cache and are recycled by the allocator, a paper-size layer's
+forward + backward ran 1.9x faster (docs/PERFORMANCE.md; with glibc's thresholds raised by
+``mallopt`` the plain path catches up, and at small sizes the plain path is faster, see
+:func:`worth_chunking`).
 
-:class:`ChunkedEdgeAttention` is therefore an autograd function over the whole edge part of a
-layer (filters, attention, messages, aggregation). Its forward walks the edges chunk by chunk
-and keeps only the two per-atom sums; its backward recomputes each chunk's forward and applies
-the hand-written derivatives of the same equations, accumulating into per-atom and weight
-gradients. Nothing of size ``E x D`` is kept between forward and backward.
+:class:`ChunkedEdgeAttention` is an autograd function over the edge part of a layer after the
+filters' matrix products (attention, filters' activations, messages, aggregation). Its forward
+walks the edges chunk by chunk and keeps only the two per-atom sums; its backward recomputes
+each chunk's forward and applies the hand-written derivatives of the same equations,
+accumulating into per-atom gradients and the filters' pre-activation gradients. Apart from its
+inputs, nothing of size ``E x D`` is kept between forward and backward.
 
 It is first-order only (``once_differentiable``): force training, which differentiates the
-forces again, runs the plain path (:meth:`EquivariantMultiHeadAttention.forward` picks it
-whenever the edge geometry requires grad).
+forces again, runs the plain path (:meth:`EquivariantMultiHeadAttention._use_chunks` excludes
+edge geometry that requires grad).
 """
 
 from __future__ import annotations

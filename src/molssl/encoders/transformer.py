@@ -9,6 +9,8 @@ fused kernel where the device has one.
 Padding never leaks: padded keys get a large negative logit (finite, so that a row with no real
 key at all, e.g. a padded query row or an empty molecule, gives a uniform softmax rather than
 NaN), and padded rows are zeroed after every block so they carry nothing from layer to layer.
+By default the blocks run on the real tokens only and attend per size bucket of molecules
+(:mod:`molssl.encoders.packed_layout`), which gives the same outputs with less work.
 
 Stochastic depth (:class:`DropPath`, Huang et al. 2016) is available on both residual branches
 of every block, off by default (``drop_path=0``), so Graphormer and every existing model are
