@@ -275,7 +275,7 @@ class EquivariantTransformer(nn.Module):
 def _run_layer(
     layer: nn.Module,
     x: Tensor,
-    vec: Tensor,
+    vec: Tensor | None,
     edge_index: Tensor,
     distances: Tensor,
     rbf: Tensor,
