@@ -272,17 +272,10 @@ class EquivariantTransformer(nn.Module):
         return f"out_dim={self.out_dim}, cutoff={self.cutoff_upper}, reduce={self.reduce!r}"
 
 
-def _run_layer(
-    layer: nn.Module,
-    x: Tensor,
-    vec: Tensor | None,
-    edge_index: Tensor,
-    distances: Tensor,
-    rbf: Tensor,
-    unit_vectors: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """One attention layer's residual updates (the function ``compile_layers`` compiles)."""
-    return layer(x, vec, edge_index, distances, rbf, unit_vectors)
+def _run_layer(layer: nn.Module, *inputs: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One attention layer's residual updates from its ``(x, vec, edge_index, distances, rbf,
+    unit_vectors)`` (the function ``compile_layers`` compiles)."""
+    return layer(*inputs)
 
 
 _COMPILED_LAYER: Callable[..., tuple[Tensor, Tensor]] | None = None
