@@ -1,8 +1,9 @@
 """molssl.encoders: molecular encoders and the heads that read their outputs.
 
-Every encoder takes a PyG ``Batch`` and returns an :class:`EncoderOutput`; its ``out_dim`` is
-the width of ``node`` and ``graph``. Configs name them by ``class_path``, e.g.
-``molssl.encoders.EquivariantTransformer``.
+Every encoder subclasses :class:`Encoder`: it takes a PyG ``Batch`` and returns an
+:class:`EncoderOutput`; its ``out_dim`` is the width of ``node`` and ``graph``. Configs name
+them by ``class_path``, e.g. ``molssl.encoders.EquivariantTransformer`` (or, short,
+``EquivariantTransformer``).
 
 - :class:`EquivariantTransformer`: TorchMD-NET's equivariant transformer (3D, UniCorn's
   conformer encoder).
@@ -15,7 +16,7 @@ the width of ``node`` and ``graph``. Configs name them by ``class_path``, e.g.
 
 from __future__ import annotations
 
-from molssl.encoders.base import EncoderOutput
+from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.encoders.blend import MoleBlendTransformer
 from molssl.encoders.et import EquivariantTransformer
 from molssl.encoders.graphormer import Graphormer
@@ -29,6 +30,7 @@ from molssl.encoders.property_heads import DipoleMomentHead, SpatialExtentHead
 
 __all__ = [
     "DipoleMomentHead",
+    "Encoder",
     "EncoderOutput",
     "EquivariantScalarHead",
     "EquivariantTransformer",

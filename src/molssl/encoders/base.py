@@ -1,10 +1,20 @@
-"""What every encoder returns, so objectives and heads never depend on which encoder ran."""
+"""The encoder contract: :class:`Encoder` takes a PyG batch and returns an :class:`EncoderOutput`.
+
+Objectives and heads read only the output, so they never depend on which encoder ran. Modules
+type their encoder arguments by :class:`Encoder`, so a config's ``class_path`` is checked to be
+an encoder and ``molssl fit --help`` lists molssl's encoders (not every ``torch.nn.Module``).
+"""
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Batch
 
 
 @dataclass
@@ -24,3 +34,18 @@ class EncoderOutput:
     graph: Tensor
     vec: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Encoder(nn.Module, abc.ABC):
+    """Base of molssl's molecular encoders; subclass it for an encoder of your own.
+
+    Attributes:
+        out_dim: Width of the ``node`` and ``graph`` features, set by the constructor (heads
+            and objectives are sized from it).
+    """
+
+    out_dim: int
+
+    @abc.abstractmethod
+    def forward(self, batch: Batch) -> EncoderOutput:
+        """Encodes a batch of molecules (``z``, ``pos``, graph features, ``batch``, ...)."""

@@ -19,7 +19,7 @@ from torch_geometric.utils import degree
 
 from molssl.chem.features import ATOM_FEATURE_DIMS
 from molssl.chem.graph import dense_graph_relations
-from molssl.encoders.base import EncoderOutput
+from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.encoders.blend_choice import (
     ATOM_2D,
     ATOM_3D,
@@ -44,7 +44,7 @@ RelationMode = Literal["blend", "all"]
 BlendDraw = Literal["molecule", "batch"]
 
 
-class MoleBlendTransformer(nn.Module):
+class MoleBlendTransformer(Encoder):
     """Transformer whose per-pair attention bias is one relation drawn per atom pair.
 
     **Relations** (choice codes in :mod:`molssl.encoders.blend_choice`):

@@ -22,7 +22,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from molssl.chem.radius import radius_graph_and_dropped
-from molssl.encoders.base import EncoderOutput
+from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.encoders.et_layers import (
     DistanceInfluence,
     EquivariantMultiHeadAttention,
@@ -33,7 +33,7 @@ from molssl.encoders.radial import radial_basis
 from molssl.encoders.vector_norm import vector_norm
 
 
-class EquivariantTransformer(nn.Module):
+class EquivariantTransformer(Encoder):
     """TorchMD-NET equivariant transformer over a PyG batch of 3D molecules.
 
     Defaults are UniCorn's (paper Table 8): 8 layers, 8 heads, 256 channels, 64 exponential-normal

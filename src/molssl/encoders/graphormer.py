@@ -39,7 +39,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree
 
 from molssl.chem.graph import dense_graph_relations
-from molssl.encoders.base import EncoderOutput
+from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.encoders.blend_relations import EdgeRelationBias, ShortestPathBias
 from molssl.encoders.embeddings import AtomFeatureEmbedding
 from molssl.encoders.padding import from_padded, to_padded
@@ -107,7 +107,7 @@ class GraphormerAttentionBias(nn.Module):
         return bias
 
 
-class Graphormer(nn.Module):
+class Graphormer(Encoder):
     """Graphormer encoder of 2D molecular graphs.
 
     Args:

@@ -57,7 +57,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from molssl.encoders.base import EncoderOutput
+from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.modules.checkpoint_metadata import (
     check_checkpoint_metadata,
     class_path,
@@ -169,9 +169,9 @@ class PretrainModule(CosineAdamWModule):
     def __init__(
         self,
         objectives: list[Objective],
-        encoder_3d: nn.Module | None = None,
-        encoder_2d: nn.Module | None = None,
-        encoder_blend: nn.Module | None = None,
+        encoder_3d: Encoder | None = None,
+        encoder_2d: Encoder | None = None,
+        encoder_blend: Encoder | None = None,
         views: list[View] | None = None,
         lr: float = 4e-4,
         betas: tuple[float, float] = (0.9, 0.999),
