@@ -31,6 +31,7 @@ from molssl.datamodules import PretrainDataModule
 from molssl.datamodules.md import MD17_FILES, MD22_FILES
 from molssl.datamodules.moleculenet import MoleculeNetDataModule
 from molssl.modules import FinetuneModule, PretrainModule
+from molssl.task_link import declared_tasks_of
 from tests.datamodules.md_files import write_sgdml
 from tests.datamodules.moleculenet_files import TASK_COLUMNS, write_moleculenet_csv
 from tests.datamodules.qm9_files import write_qm9_raw
@@ -50,10 +51,11 @@ MOLECULENET_CONFIGS = (
 )  # fmt: skip
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # configs/search holds grids of `molssl search`, not configs (tests/commands/test_search.py).
+# Paper-size pre-training configs; configs/cpu/ (run at their own size): tests/test_cpu_configs.py.
 CONFIGS = sorted(
     path
     for path in CONFIG_DIR.rglob("*.yaml")
-    if path.relative_to(CONFIG_DIR).parts[0] not in ("finetune", "search")
+    if path.relative_to(CONFIG_DIR).parts[0] not in ("finetune", "search", "cpu")
 )
 FINETUNE_CONFIGS = sorted((CONFIG_DIR / "finetune").glob("*.yaml"))
 ENCODER_KEYS = ("encoder_3d", "encoder_2d", "encoder_blend")
@@ -312,9 +314,12 @@ def test_finetune_config_runs_fast_dev_run(config_path: Path, finetune_files: Pa
     # fine-tuning script (MoleBLEND's configs follow its code).
     assert "Table" in header or "shells/finetune/" in header, "the header cites its source"
     checkpoint = config["checkpoint"]
+    task, names = declared_tasks_of(config["data"])  # what molssl fit fills in
     module = FinetuneModule(
         tiny_encoder(config),
         **{k: v for k, v in config["model"]["init_args"].items() if k != "encoder"},
+        task=task,
+        num_tasks=len(names),
     )
     assert (checkpoint["monitor"], checkpoint["mode"]) == module.monitor
     RecordFitMetrics.last = {}

@@ -218,6 +218,15 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
             )
         return random_split(n, self.split_fractions, self.seed)
 
+    def declared_tasks(self) -> tuple[str, list[str]] | None:
+        """``(task type, task names)`` known before :meth:`setup` (``None``: not before).
+
+        Read cheaply (a CSV's header, the constructor's arguments), so that the model can take
+        its number of tasks from the data before anything is prepared
+        (:mod:`molssl.task_link`). Subclasses that know them override this.
+        """
+        return None
+
     # -- setup ---------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:

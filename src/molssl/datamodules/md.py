@@ -222,6 +222,10 @@ class MDDataModule(FinetuneDataModule):
             info=info,
         )
 
+    def declared_tasks(self) -> tuple[str, list[str]]:
+        """Energies and forces, one task."""
+        return "energy_forces", ["energy"]
+
     def _split(self, n: int) -> SplitIndices:
         return sized_random_split(n, self.train_size, self.val_size, self.seed)
 

@@ -280,6 +280,21 @@ class MoleculeNetDataModule(FinetuneDataModule):
         self._prepared = (table, packed, manifest, directory, False)
         return self._prepared
 
+    def declared_tasks(self) -> tuple[str, list[str]]:
+        """The task type and the label columns (every non-SMILES column when none are named).
+
+        Reads the CSV (not its molecules), so a missing column is reported now.
+        """
+        if self.target_columns is not None:
+            return self.kind, list(self.target_columns)
+        table = read_label_table(
+            self.path,
+            self.smiles_column,
+            self.target_columns,
+            classification=self.kind == "classification",
+        )
+        return self.kind, list(table.task_names)
+
     def prepare_data(self) -> None:
         """Prepare the conformers into the cache (Lightning calls this on one process)."""
         self._prepare()

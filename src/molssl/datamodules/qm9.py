@@ -227,6 +227,10 @@ class QM9DataModule(FinetuneDataModule):
         self.prepare_workers = int(prepare_workers)
         self.packed: PackedQM9 | None = None
 
+    def declared_tasks(self) -> tuple[str, list[str]]:
+        """Regression on the chosen targets."""
+        return "regression", list(self.targets)
+
     def _load(self) -> LoadedDataset:
         parsed, directory, from_cache = load_or_parse_qm9(
             self.sdf_path,

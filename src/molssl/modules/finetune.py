@@ -52,7 +52,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from molssl.encoders.base import EncoderOutput
+from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.modules.energy_forces import energy_and_forces, energy_force_losses, per_molecule_sum
 from molssl.modules.finetune_checkpoints import FinetuneCheckpoints
 from molssl.modules.finetune_denoise import FinetuneDenoising
@@ -79,9 +79,10 @@ class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization)
     Args:
         encoder: Any molssl encoder (UniCorn: :class:`~molssl.encoders.EquivariantTransformer`).
         task: ``"classification"``, ``"regression"`` or ``"energy_forces"``; must match the
-            datamodule's ``task_type``.
+            datamodule's ``task_type``. ``None``: the data's, when ``molssl fit`` builds the
+            module from a config (:mod:`molssl.task_link`), else ``"regression"``.
         num_tasks: Number of targets ``T``; must match the datamodule's ``task_names``
-            (1 for ``energy_forces``).
+            (1 for ``energy_forces``). ``None``: the data's under ``molssl fit``, else 1.
         init_from: Pre-training checkpoint to initialise the encoder from (``None``: scratch).
         init_from_prefix: Where the encoder's tensors sit in that checkpoint.
         head: ``"mlp"`` (2-layer MLP on the pooled embedding), ``"equivariant"``
@@ -124,9 +125,9 @@ class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization)
 
     def __init__(
         self,
-        encoder: nn.Module,
-        task: Task = "regression",
-        num_tasks: int = 1,
+        encoder: Encoder,
+        task: Task | None = None,
+        num_tasks: int | None = None,
         init_from: str | None = None,
         init_from_prefix: str = DEFAULT_PREFIX,
         head: Literal["mlp", "equivariant", "dipole", "spatial_extent"] | None = None,
@@ -158,6 +159,10 @@ class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization)
             self.save_hyperparameters()
         else:
             self.save_hyperparameters(ignore=["encoder"])
+        task = task or "regression"
+        num_tasks = 1 if num_tasks is None else num_tasks
+        # The checkpoint records what was built, so that it rebuilds without the data.
+        self.hparams.update(task=task, num_tasks=num_tasks)
         if not isinstance(encoder, nn.Module) or not isinstance(
             getattr(encoder, "out_dim", None), int
         ):
