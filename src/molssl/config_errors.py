@@ -5,7 +5,11 @@ against any of the Union subtypes ... Errors: - Problem with given class_path ..
 lines, with the one line that matters near the end, and a YAML syntax error as if the file were
 ``"<unicode string>"``. :func:`summarize_config_error` keeps what a user needs: the key path
 (``model.encoder_3d``), the class concerned, the innermost reason, a close class name when a
-``class_path`` has a typo, and the config file and line that hold the bad value.
+``class_path`` has a typo, and the config file and line that hold the bad value. A mistyped key
+also gets the accepted key closest to it, or the accepted keys when none is close
+(``Option 'mask_ratoi' is not accepted; did you mean 'mask_ratio'?``): the class's arguments
+for a key inside a class, the subcommand's options for a command-line option or a top-level
+key.
 :func:`instantiation_error` does the same for a class whose ``__init__`` refused a value
 (``batch_size must be >= 1``), which jsonargparse wraps the same way.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +27,14 @@ import yaml
 
 from molssl.errors import UserError
 
-__all__ = ["ConfigError", "config_files", "instantiation_error", "summarize_config_error"]
+__all__ = [
+    "ConfigError",
+    "config_files",
+    "init_arguments",
+    "instantiation_error",
+    "option_strings",
+    "summarize_config_error",
+]
 
 _KEY = re.compile(r'^-?\s*Parser key "([^"]+)":\s*$')
 _CLASS = re.compile(r"^-?\s*Problem with given class_path '([^']+)':\s*$")
@@ -36,6 +48,11 @@ _NOISE = (
 )
 _QUOTED = re.compile(r"'([^']+)'")
 _MAX_LENGTH = 400
+_UNRECOGNIZED = re.compile(r"unrecognized arguments?: (.+)")
+_TOP_LEVEL = re.compile(r"does not accept option '([^']+)'")
+_NOT_ACCEPTED = re.compile(r"(?:Option|Key) '([^']+)' (?:is not accepted|is not expected)")
+# Accepted keys listed in a message, at most (the rest are counted).
+_LISTED = 16
 
 
 class ConfigError(UserError):
@@ -57,11 +74,32 @@ def config_files(argv: Sequence[str]) -> list[Path]:
     return found
 
 
-def summarize_config_error(message: str, files: Sequence[Path] = ()) -> str:
-    """jsonargparse's error ``message`` as one line (see the module docstring)."""
+def summarize_config_error(
+    message: str, files: Sequence[Path] = (), options: Sequence[str] = ()
+) -> str:
+    """jsonargparse's error ``message`` as one line (see the module docstring).
+
+    Args:
+        message: jsonargparse's message.
+        files: The config files of the command line (for the line holding the bad value).
+        options: The ``--option`` strings of the subcommand's parser (for the keys accepted at
+            the top level and on the command line).
+    """
     text = message.strip()
     if text.startswith("Problems parsing config"):
         return _yaml_error(text, files)
+    unrecognized = _UNRECOGNIZED.search(text)
+    if unrecognized and options:
+        tokens = unrecognized.group(1).split()
+        flag = next((t.split("=", 1)[0] for t in tokens if t.startswith("--")), tokens[0])
+        return _fold(f"{text}; " + _suggest(flag, _option_group(flag, options)))
+    top = _TOP_LEVEL.search(text)
+    if top and options:
+        name = top.group(1).split(".", 1)[0]
+        sections = {option[2:].split(".", 1)[0] for option in options if option[:2] == "--"}
+        accepted = sorted(sections - {"help", "config", "print_config"})
+        hint = _suggest(name, accepted, quote=True)
+        return _fold(f"unknown key {name!r}; {hint}" + _location(name, files))
     lines = [line for line in text.splitlines() if line.strip()]
     target = _innermost(lines)
     if target is None:
@@ -94,7 +132,51 @@ def summarize_config_error(message: str, files: Sequence[Path] = ()) -> str:
         summary = f"{keys}{named}: {detail}" if keys else detail
         quoted = _QUOTED.findall(detail)
         token = quoted[0] if quoted else (parts[-1] if parts else "")
+        unknown = _NOT_ACCEPTED.search(detail)
+        if unknown and classes:
+            # The key is a path below the class that refused it; its first part is the typo.
+            token = unknown.group(1).removeprefix("init_args.").split(".", 1)[0]
+            accepted = init_arguments(classes[-1])
+            if accepted:
+                summary += "; " + _suggest(token, accepted, quote=True)
     return _fold(summary + _location(token, files))
+
+
+def option_strings(parser: object) -> list[str]:
+    """Every ``--option`` a parser declares."""
+    actions = getattr(parser, "_actions", [])
+    return [flag for action in actions for flag in action.option_strings]
+
+
+def init_arguments(class_path: str) -> list[str]:
+    """The keyword arguments of a class's constructor (``[]`` if it cannot be imported)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(cls).parameters.values()
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [parameter.name for parameter in parameters if parameter.kind in kinds]
+
+
+def _option_group(flag: str, options: Sequence[str]) -> list[str]:
+    """The options of ``flag``'s group (``--trainer.*`` for ``--trainer.x``), else all."""
+    prefix = flag.rsplit(".", 1)[0] + "." if "." in flag else ""
+    group = [option for option in options if prefix and option.startswith(prefix)]
+    return group or [option for option in options if option.startswith("--")]
+
+
+def _suggest(typed: str, accepted: Sequence[str], quote: bool = False) -> str:
+    """``did you mean X?`` for the closest accepted key, else the accepted keys."""
+    show = repr if quote else str
+    close = difflib.get_close_matches(typed, list(accepted), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {show(close[0])}?"
+    listed = ", ".join(accepted[:_LISTED])
+    if len(accepted) > _LISTED:
+        listed += f", ... ({len(accepted)} in all; --help lists them)"
+    return f"accepted: {listed}"
 
 
 def instantiation_error(error: BaseException) -> ConfigError | None:

@@ -12,15 +12,10 @@ See :mod:`molssl.analysis.embed_run` for the files written.
 
 from __future__ import annotations
 
-import sys
+from typing import TYPE_CHECKING
 
-from jsonargparse import ArgumentParser, Namespace
-
-from molssl.analysis.embed_run import EmbedSettings, run_embed, summary_line
-from molssl.analysis.errors import EmbedError
-from molssl.checkpoints import CheckpointError
-from molssl.cli import register_subcommand
-from molssl.datamodules.sources import SourceError
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["add_arguments", "run"]
 
@@ -83,6 +78,8 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 def run(options: Namespace) -> None:
     """Embeds, maps and prints the Davies-Bouldin index; errors exit with status 2."""
+    from molssl.analysis.embed_run import EmbedSettings, run_embed, summary_line
+
     settings = EmbedSettings(
         ckpt=options.ckpt,
         input=options.input,
@@ -102,17 +99,6 @@ def run(options: Namespace) -> None:
         label_bins=options.label_bins,
         threads=options.threads,
     )
-    try:
-        metrics = run_embed(settings)
-    except (EmbedError, CheckpointError, SourceError) as error:
-        sys.stderr.write(f"molssl embed: error: {error}\n")
-        raise SystemExit(2) from None
+    # EmbedError, CheckpointError and SourceError are UserErrors: molssl.cli reports them.
+    metrics = run_embed(settings)
     print(summary_line(metrics, options.output))
-
-
-register_subcommand(
-    "embed",
-    "Embed molecules with a checkpoint's encoder; t-SNE map and Davies-Bouldin index.",
-    add_arguments,
-    run,
-)

@@ -39,7 +39,6 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentParser, Namespace
 
-from molssl.cli import register_subcommand
 from molssl.commands.seeds import FitRun, fit_seeds, format_summary, summarise_runs, tested_runs
 from molssl.errors import UserError, one_line
 
@@ -283,12 +282,3 @@ def run(namespace: Namespace) -> None:
     print(format_summary(record["test"]["summary"]))
     print(f"written to {Path(record['output']) / SEARCH_FILE}")
 
-
-register_subcommand(
-    "search",
-    "Fine-tune a config over a grid of settings x seeds, select the grid point on validation, "
-    "then test that point only: mean ± std (other options go to every fit).",
-    add_arguments,
-    run,
-    forward_unknown=True,
-)

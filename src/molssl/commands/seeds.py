@@ -27,13 +27,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonargparse import ArgumentParser, Namespace
 
-from molssl.cli import register_subcommand, run_trainer_command
 from molssl.errors import UserError
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = [
     "FitRun",
@@ -147,6 +148,8 @@ def fit_seeds(
         raise FileNotFoundError(f"config not found: {config_path}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"give distinct seeds, got {list(seeds)}")
+    from molssl.trainer_cli import run_trainer_command
+
     runs: list[FitRun] = []
     for seed in seeds:
         root = out / f"seed_{seed}"
@@ -180,6 +183,8 @@ def fit_seeds(
 
 def checkpoint_test_metrics(ckpt_path: str) -> dict[str, float]:
     """``molssl test --ckpt`` on one checkpoint (from it and its saved config alone)."""
+    from molssl.trainer_cli import run_trainer_command
+
     test = run_trainer_command(["test", "--ckpt", ckpt_path])
     return {
         name: float(value)
@@ -247,13 +252,3 @@ def run(namespace: Namespace) -> None:
     print(f"molssl seeds: {record['config']} over seeds {record['seeds']}")
     print(format_summary(record["summary"]))
     print(f"written to {Path(record['output']) / SEEDS_FILE}")
-
-
-register_subcommand(
-    "seeds",
-    "Fine-tune a config over several seeds (fit, then test the chosen checkpoint; other "
-    "options go to fit): mean ± std.",
-    add_arguments,
-    run,
-    forward_unknown=True,
-)
