@@ -13,12 +13,10 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from jsonargparse import ArgumentParser, Namespace
-
-from molssl.cli import register_subcommand
-from molssl.datamodules.prepare import PrepareError, prepare_dataset
-from molssl.datamodules.shards import MANIFEST_FILE
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["add_arguments", "run"]
 
@@ -39,7 +37,11 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="preparation processes")
     parser.add_argument("--seed", type=int, default=0, help="conformer seed")
     parser.add_argument(
-        "--shard-size", type=int, default=10_000, help="source entries per shard (mol_id range)"
+        "--shard-size",
+        type=int,
+        default=None,
+        help="source entries per shard (mol_id range); default: 10,000, fewer for inputs of "
+        "under 200,000 entries so that there are at least 20 shards to hold validation out by",
     )
     parser.add_argument(
         "--max-heavy-atoms",
@@ -74,9 +76,11 @@ def check_options(options: Namespace) -> None:
     Raises:
         PrepareError: ``invalid_option``, naming the flag as typed.
     """
+    from molssl.datamodules.prepare import PrepareError
+
     for name, minimum in _MINIMUM.items():
         value = getattr(options, name)
-        if value < minimum:
+        if value is not None and value < minimum:
             flag = "--" + name.replace("_", "-")
             extra = " (0: no limit)" if name == "max_heavy_atoms" else ""
             raise PrepareError(
@@ -98,6 +102,9 @@ def run(options: Namespace) -> None:
     preparation that ends without a single molecule (empty inputs, or every entry failed), exit
     with status 2; the manifest of the latter is still written.
     """
+    from molssl.datamodules.prepare import prepare_dataset
+    from molssl.datamodules.shards import MANIFEST_FILE
+
     check_options(options)
     # signal handlers can only be set from the main thread (not, e.g., in a notebook's worker).
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -141,10 +148,3 @@ def run(options: Namespace) -> None:
         f"{manifest['wall_seconds']:.1f} s; manifest: {options.output}/{MANIFEST_FILE}"
     )
 
-
-register_subcommand(
-    "prepare",
-    "Prepare molecule files into sharded pre-training records (conformers, features).",
-    add_arguments,
-    run,
-)

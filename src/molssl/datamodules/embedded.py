@@ -227,7 +227,11 @@ def prepare_records(
         dynamic_ncols=True,
     )
     with bar:
-        for result in _results(tasks, workers):
+        for done, result in enumerate(_results(tasks, workers)):
+            if done == 0:
+                # The rate and ETA start with the first molecule, not with the workers' start-up
+                # (seconds of imports, which made the first ETA read hours).
+                bar.reset(total=len(tasks))
             (failures if isinstance(result, Failure) else records).append(result)
             bar.update(1)
             if failures:

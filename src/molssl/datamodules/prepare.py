@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import platform
 import sys
 import time
@@ -44,12 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import rdkit
-from tqdm.auto import tqdm
 
 from molssl import __version__
 from molssl.chem.conformers import ConformerOptions
 from molssl.chem.errors import MoleculeError
-from molssl.datamodules.embedded import chemistry_code_sha256, molecule_seed
+from molssl.datamodules.embedded import chemistry_code_sha256, molecule_bar, molecule_seed
 from molssl.datamodules.prepare_duplicates import DuplicateMolecules
 from molssl.datamodules.prepare_inputs import InputFile, find_inputs
 from molssl.datamodules.prepare_output import (
@@ -68,9 +68,22 @@ from molssl.datamodules.shards import (
     write_shard,
 )
 from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_files
+from molssl.datamodules.sources.count import count_entries
 from molssl.datamodules.workers import WorkerPool
 
-__all__ = ["EntryFailure", "PrepareError", "prepare_dataset", "sidecar_file_name"]
+__all__ = [
+    "DEFAULT_SHARD_SIZE",
+    "EntryFailure",
+    "PrepareError",
+    "auto_shard_size",
+    "prepare_dataset",
+    "sidecar_file_name",
+]
+
+#: Shard size of large inputs (source entries per shard).
+DEFAULT_SHARD_SIZE = 10_000
+#: Shards a smaller input is cut into by default, so that validation can be held out by shard.
+MIN_SHARDS = 20
 
 # A reason code of its own, so that a bug in molssl never looks like bad input.
 UNEXPECTED_ERROR = "unexpected_error"
@@ -163,13 +176,24 @@ def _shards_of(
         yield shard_index, chunk
 
 
+def auto_shard_size(entries: int) -> int:
+    """The default shard size for an input of ``entries`` entries.
+
+    :data:`DEFAULT_SHARD_SIZE`, or less for inputs of under ``MIN_SHARDS * DEFAULT_SHARD_SIZE``
+    entries, so that they still make :data:`MIN_SHARDS` shards (as many as there are entries
+    below that): ``PretrainDataModule`` holds validation out by whole shards, and a
+    ``val_fraction`` of 0.05 takes one of 20.
+    """
+    return max(1, min(DEFAULT_SHARD_SIZE, math.ceil(entries / MIN_SHARDS)))
+
+
 def prepare_dataset(
     inputs: Sequence[str | Path],
     output: str | Path,
     num_conformers: int = 1,
     workers: int = 1,
     seed: int = 0,
-    shard_size: int = 10_000,
+    shard_size: int | None = None,
     max_heavy_atoms: int | None = 150,
     smiles_column: str | None = None,
     progress: bool = True,
@@ -187,7 +211,8 @@ def prepare_dataset(
             their one conformer).
         workers: Processes preparing molecules (1: in this process).
         seed: Conformer seed; molecule ``i`` uses ``molecule_seed(seed, i)``.
-        shard_size: Source entries per shard (``mol_id`` range of a shard).
+        shard_size: Source entries per shard (``mol_id`` range of a shard); ``None``:
+            :func:`auto_shard_size` of the number of entries (counted first).
         max_heavy_atoms: Larger molecules fail as ``too_many_atoms``; ``None`` for no limit.
         smiles_column: SMILES column of CSV inputs (default: found by name).
         progress: Show a progress bar on stderr.
@@ -205,8 +230,9 @@ def prepare_dataset(
         PrepareError: ``output`` holds another preparation (without ``overwrite``), is busy,
             or is an input directory; an argument out of range (``invalid_option``).
     """
-    counts = {"num_conformers": num_conformers, "workers": workers, "shard_size": shard_size}
-    counts["chunk_size"] = chunk_size
+    counts = {"num_conformers": num_conformers, "workers": workers, "chunk_size": chunk_size}
+    if shard_size is not None:
+        counts["shard_size"] = shard_size
     if max_heavy_atoms is not None:
         counts["max_heavy_atoms"] = max_heavy_atoms
     for name, value in counts.items():
@@ -220,6 +246,10 @@ def prepare_dataset(
     if root.exists() and not root.is_dir():
         raise PrepareError(f"output {root} is not a directory", reason="output_not_directory")
     found = find_inputs(inputs, root)
+    # Counted before anything is prepared: the progress bar's total, and the shard size.
+    total = count_entries([file.name for file in found.files])
+    if shard_size is None:
+        shard_size = auto_shard_size(total)
     options = ConformerOptions(num_conformers=num_conformers, seed=seed)
     settings = _settings(
         found.files, options, shard_size, chunk_size, max_heavy_atoms, smiles_column,
@@ -229,7 +259,8 @@ def prepare_dataset(
     with locked(root):
         check_output(root, settings, overwrite)
         entries = iter_files([file.name for file in found.files], smiles_column)
-        shards, failures, read, resumed = _run(root, entries, settings, options, workers, progress)
+        with molecule_bar(total, "molssl prepare", progress) as bar:
+            shards, failures, read, resumed = _run(root, entries, settings, options, workers, bar)
         ok = sum(info.count for info in shards)
         manifest = {
             "molssl_version": __version__,
@@ -266,9 +297,13 @@ def _run(
     settings: dict[str, Any],
     options: ConformerOptions,
     workers: int,
-    progress: bool,
+    bar: Any,
 ) -> tuple[list[ShardInfo], list[dict[str, Any]], int, int]:
-    """Prepare or keep every shard; returns (shard infos, failures, entries read, kept)."""
+    """Prepare or keep every shard; returns (shard infos, failures, entries read, kept).
+
+    Shards kept from an earlier run leave the bar's total rather than fill it, so that its
+    rate and ETA measure the molecules this run prepares.
+    """
     max_heavy_atoms = settings["max_heavy_atoms"]
     shards: list[ShardInfo] = []
     failures: list[dict[str, Any]] = []
@@ -276,9 +311,6 @@ def _run(
     duplicates = DuplicateMolecules(keep=settings["duplicate_molecules"] == "keep")
     pool = WorkerPool(
         workers, preload=["molssl.datamodules.prepare"], initializer=_one_thread_per_worker
-    )
-    bar = tqdm(
-        desc="molssl prepare", unit="mol", disable=not progress, file=sys.stderr, mininterval=1.0
     )
     try:
         for shard_index, numbered in _shards_of(entries, settings["shard_size"]):
@@ -289,16 +321,15 @@ def _run(
                 sidecar = _prepare_shard(root, shard_index, tasks, settings, pool, bar, duplicates)
             else:
                 resumed += 1
-                bar.update(len(numbered))
+                bar.total = max(bar.n, (bar.total or 0) - len(numbered))
+                bar.refresh()
             if sidecar["info"] is not None:
                 shards.append(ShardInfo.from_dict(sidecar["info"]))
             failures.extend(sidecar["failures"])
             bar.set_postfix(shard=shard_index, failed=len(failures), refresh=False)
     except BaseException:
-        bar.close()
         pool.close(finished=False)
         raise
-    bar.close()
     pool.close()
     return shards, failures, read, resumed
 
@@ -321,6 +352,10 @@ def _prepare_shard(
 
     results = pool.map(_prepare_entry, tasks, lost)
     for (mol_id, entry, _, _), result in zip(tasks, results, strict=True):
+        if bar.n == 0:
+            # The first molecule of the run: the rate and ETA start now, not with the workers'
+            # start-up (seconds of imports, which would make the first ETA hours long).
+            bar.reset(total=bar.total)
         if not isinstance(result, EntryFailure):
             # The first copy of a molecule stays; a later one would repeat it, and a copy in a
             # held-out shard would hold out a training molecule.
