@@ -10,7 +10,7 @@ hyper-parameters stored in the checkpoint: LightningCLI records each one's class
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +110,47 @@ def load_checkpoint_hparams(ckpt_path: str | Path) -> dict[str, Any]:
     checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, dict):
         raise CheckpointError("checkpoint_unreadable", f"{path} is not a Lightning checkpoint")
+    return hparams_sections(checkpoint)
+
+
+def hparams_sections(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The ``model``/``data`` config sections of a loaded checkpoint's hyper-parameters.
+
+    See :func:`load_checkpoint_hparams`, which reads the file first.
+    """
     sections: dict[str, Any] = {}
     for section, key in _HPARAM_KEYS.items():
         hparams = checkpoint.get(key)
         if hparams:
             sections[section] = _as_config_section(dict(hparams))
     return sections
+
+
+def instantiate_spec(spec: Mapping[str, Any], base: type, label: str) -> Any:
+    """An object built from a ``{"class_path": ..., "init_args": {...}}`` entry by jsonargparse.
+
+    Nested ``class_path`` arguments (an encoder inside a module) are built too, as
+    LightningCLI builds them.
+
+    Args:
+        spec: The entry, as a config or a checkpoint's hyper-parameters hold it.
+        base: The class the result must be (a subclass of).
+        label: What the entry is, for the error message.
+
+    Raises:
+        CheckpointError: ``invalid_spec``: the class does not import, or the arguments do not
+            fit it.
+    """
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--built", type=base)
+    try:
+        return parser.instantiate(parser.parse_object({"built": dict(spec)})).built
+    except Exception as exc:  # jsonargparse reports import and argument problems alike
+        raise CheckpointError(
+            "invalid_spec", f"{label} ({spec.get('class_path')}) does not build: {exc}"
+        ) from exc
 
 
 def checkpoint_run_config(ckpt_path: str | Path) -> dict[str, Any]:

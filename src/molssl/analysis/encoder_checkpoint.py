@@ -28,10 +28,14 @@ from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
-from molssl.checkpoints import CheckpointError, find_run_config, load_checkpoint_file
+from molssl.checkpoints import (
+    CheckpointError,
+    find_run_config,
+    instantiate_spec,
+    load_checkpoint_file,
+)
 
 __all__ = ["ENCODER_NAMES", "CheckpointEncoder", "load_checkpoint_encoder"]
 
@@ -188,16 +192,10 @@ def _encoder_specs(path: Path, hparams: Mapping[str, Any]) -> tuple[dict[str, di
 
 
 def _build(spec: Mapping[str, Any], name: str, path: Path) -> nn.Module:
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--encoder", type=nn.Module)
     try:
-        built = parser.instantiate(parser.parse_object({"encoder": dict(spec)})).encoder
-    except Exception as exc:  # jsonargparse reports import and argument problems alike
-        raise CheckpointError(
-            "invalid_encoder_spec",
-            f"the {name} entry of {path} ({spec.get('class_path')}) does not build: {exc}",
-        ) from exc
-    return built
+        return instantiate_spec(spec, nn.Module, f"the {name} entry of {path}")
+    except CheckpointError as exc:
+        raise CheckpointError("invalid_encoder_spec", str(exc)) from exc.__cause__
 
 
 def _load_weights(encoder: nn.Module, checkpoint: Mapping[str, Any], name: str, path: Path) -> int:

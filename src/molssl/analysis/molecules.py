@@ -30,7 +30,13 @@ from molssl.datamodules.prepare import EntryFailure
 from molssl.datamodules.records import MoleculeRecord
 from molssl.datamodules.sources import SourceEntry, entry_to_record, iter_source
 
-__all__ = ["EmbedMolecule", "MoleculeFailure", "embedding_input", "read_molecules"]
+__all__ = [
+    "EmbedMolecule",
+    "MoleculeFailure",
+    "embedding_input",
+    "prepare_molecule",
+    "read_molecules",
+]
 
 # A reason code of its own, so that a bug in molssl never looks like bad input.
 UNEXPECTED_ERROR = "unexpected_error"
@@ -87,12 +93,21 @@ def embedding_input(record: MoleculeRecord) -> Data:
     return data
 
 
-def _prepare(task: tuple[int, SourceEntry, ConformerOptions]) -> EmbedMolecule | MoleculeFailure:
-    """One entry → its molecule or its failure (runs in a worker process when there are any)."""
-    mol_id, entry, options = task
+def prepare_molecule(
+    mol_id: int,
+    entry: SourceEntry,
+    options: ConformerOptions,
+    max_heavy_atoms: int | None = 150,
+) -> EmbedMolecule | MoleculeFailure:
+    """One entry → its molecule or its failure.
+
+    A SMILES gets one conformer seeded with ``molecule_seed(options.seed, mol_id)``, as
+    preparation for fine-tuning seeds the molecule of CSV row ``mol_id``; a 3D entry keeps its
+    coordinates.
+    """
     per_molecule = replace(options, seed=molecule_seed(options.seed, mol_id))
     try:
-        record = entry_to_record(entry, mol_id, per_molecule)
+        record = entry_to_record(entry, mol_id, per_molecule, max_heavy_atoms)
         scaffold = murcko_scaffold(record.smiles)
     except MoleculeError as error:
         reason, message = error.reason, str(error)
@@ -111,6 +126,11 @@ def _prepare(task: tuple[int, SourceEntry, ConformerOptions]) -> EmbedMolecule |
     return MoleculeFailure(
         entry.source, entry.line, entry.index, mol_id, entry.source_id, reason, message
     )
+
+
+def _prepare(task: tuple[int, SourceEntry, ConformerOptions]) -> EmbedMolecule | MoleculeFailure:
+    """:func:`prepare_molecule` of a task tuple (runs in a worker process when there are any)."""
+    return prepare_molecule(*task)
 
 
 def _mapped(tasks: Iterable[Any], workers: int) -> Iterator[EmbedMolecule | MoleculeFailure]:
