@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install -q -c $(LOCK) --no-build-isolation -e ".[test]"
 	@$(BIN)/python -c "import torch; print('installed torch', torch.__version__)"
 	# The --help texts of fit/validate/test, cached now so that the first one is fast too.
-	$(BIN)/python -c "from molssl.help_cache import warm; warm()"
+	$(BIN)/python -c "from molssl.cli import warm_help_cache; warm_help_cache()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from molssl.cli import main
+from molssl.cli import main, warm_help_cache
 from tests.test_cli import TOY_CONFIG, run_expecting_exit, write_yaml
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "molssl"
@@ -101,6 +101,12 @@ def test_trainer_help_is_cached_and_then_served_without_lightning(
     assert len(list((Path("cache") / "cli-help").glob("fit-*.txt"))) == 2
 
 
+def test_make_install_fills_the_help_cache() -> None:
+    warm_help_cache(("validate",))
+    (cached,) = (Path("cache") / "cli-help").glob("validate-*.txt")
+    assert cached.read_text().startswith("usage: molssl")
+
+
 def test_short_class_names_and_encoders_typed_by_molssls_base(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -153,7 +159,16 @@ def test_a_mistyped_key_ends_with_the_closest_one(
     unicorn = (CONFIG_DIR / "unicorn.yaml").read_text().replace("mask_ratio", "mask_ratoi")
     bad_unicorn = tmp_path / "unicorn.yaml"
     bad_unicorn.write_text(unicorn)
+    renamed = {"trainer:": "trainr:", "encoder_2d:": "encoder_2:"}
+    for name, (old, new) in enumerate(renamed.items()):
+        text = (CONFIG_DIR / "cpu" / "unicorn.yaml").read_text().replace(old, new)
+        (tmp_path / f"renamed{name}.yaml").write_text(text)
     cases = [
+        (["fit", "-c", "renamed0.yaml"], "unknown key 'trainr'; did you mean 'trainer'?"),
+        (
+            ["fit", "-c", "renamed1.yaml"],
+            "'encoder_2' of molssl.modules.PretrainModule; did you mean 'encoder_2d'?",
+        ),
         (["fit", "-c", toy, "--trainer.max_stepz", "5"], "did you mean --trainer.max_steps?"),
         (["fit", "-c", toy, "--model.init_args.lrr", "5"], "did you mean 'lr'?"),
         (["fit", "-c", str(bad_unicorn)], "did you mean 'mask_ratio'?"),

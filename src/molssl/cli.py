@@ -49,6 +49,7 @@ __all__ = [
     "main",
     "register_subcommand",
     "split_declared_options",
+    "warm_help_cache",
 ]
 
 #: Subcommands run by LightningCLI (``predict`` is molssl's own, see molssl.commands.predict).
@@ -190,6 +191,17 @@ def _run_trainer_subcommand(argv: list[str]) -> None:
             raise
         return
     _run_lightning(argv)
+
+
+def warm_help_cache(subcommands: tuple[str, ...] = TRAINER_SUBCOMMANDS) -> None:
+    """Caches ``molssl <subcommand> --help`` of each subcommand, in one process.
+
+    ``make install`` calls it, so that the first ``molssl fit --help`` is as fast as the later
+    ones (:mod:`molssl.help_cache`).
+    """
+    for subcommand in subcommands:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            main([subcommand, "--help"])
 
 
 def _run_lightning(argv: list[str]) -> None:

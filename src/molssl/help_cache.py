@@ -9,17 +9,16 @@ The entry's key holds everything the text depends on: the command line, molssl's
 the modification times of its source files (an editable install that gains an encoder gets a
 new help), and the versions of Lightning, jsonargparse and torch. Cached texts are laid out
 :data:`WIDTH` columns wide whatever the terminal, so that one entry serves every terminal and
-``make install`` can fill the cache (:func:`warm`). Only plain help requests are cached
-(``--help``/``-h``, or ``--<group>.help NAME`` for a class that does not come from the working
-directory); anything else on the command line (a config file, an override) is run as usual. A
-cache that cannot be read or written is ignored.
+``make install`` can fill the cache (:func:`molssl.cli.warm_help_cache`). Only plain help
+requests are cached (``--help``/``-h``, or ``--<group>.help NAME`` for a class that does not
+come from the working directory); anything else on the command line (a config file, an
+override) is run as usual. A cache that cannot be read or written is ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -33,7 +32,6 @@ __all__ = [
     "fixed_width",
     "is_cacheable_help",
     "read_cached",
-    "warm",
     "write_cached",
 ]
 
@@ -130,15 +128,3 @@ def fixed_width() -> Iterator[None]:
         else:
             os.environ["COLUMNS"] = before
 
-
-def warm(subcommands: tuple[str, ...] = ("fit", "validate", "test")) -> None:
-    """Fills the cache with ``molssl <subcommand> --help`` of each subcommand, in one process.
-
-    ``make install`` calls it, so that the first ``molssl fit --help`` is as fast as the later
-    ones.
-    """
-    from molssl.cli import main
-
-    for subcommand in subcommands:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
-            main([subcommand, "--help"])
