@@ -127,4 +127,3 @@ def fixed_width() -> Iterator[None]:
             os.environ.pop("COLUMNS", None)
         else:
             os.environ["COLUMNS"] = before
-
