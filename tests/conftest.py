@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,31 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def small_pretrain_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' small embedded default, prepared once per session (``PretrainDataModule``)."""
+    from tests.modules.pretrain_fixtures import prepare_small_cache
+
+    return prepare_small_cache(tmp_path_factory.getbasetemp() / "molssl_cache")
+
+
+@pytest.fixture
+def isolated_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Runs of ``molssl`` inside ``tmp_path``: relative paths (``runs/``) land there, and the
+    working directory ``main()`` adds to ``sys.path`` does not outlive the test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return tmp_path
+
+
+def run_keeping_sys_path(argv: list[str]) -> None:
+    """``molssl.cli.main(argv)`` outside a test's own isolation (module-scoped fixtures)."""
+    from molssl.cli import main
+
+    saved = list(sys.path)
+    try:
+        main(argv)
+    finally:
+        sys.path[:] = saved

@@ -9,7 +9,6 @@ size, and its memory estimate is a small fraction of what the paper size needs.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from lightning.pytorch import LightningModule
 from molssl.callbacks.memory import estimate_step_memory
 from molssl.checkpoints import instantiate_spec
 from molssl.cli import main
-from tests.modules.pretrain_fixtures import prepare_small_cache, small_datamodule
+from tests.modules.pretrain_fixtures import small_datamodule
 from tests.test_configs import RecordFitMetrics, finetune_overrides, objective_names
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -40,15 +39,12 @@ SIZE_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_small_cache(tmp_path_factory.getbasetemp() / "molssl_cache")
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+@pytest.fixture
+def cache_dir(small_pretrain_cache: Path) -> Path:
+    return small_pretrain_cache
 
 
 def differing_keys(paper: Any, cpu: Any, key: str = "") -> set[str]:

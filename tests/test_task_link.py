@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,7 @@ from molssl.task_link import declared_tasks_of
 from tests.datamodules.moleculenet_files import write_moleculenet_csv
 from tests.test_configs import CONFIG_DIR, finetune_overrides
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 def test_datamodules_declare_their_tasks_before_setup(tmp_path: Path) -> None:

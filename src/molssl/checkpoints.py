@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from molssl.errors import UserError
 
@@ -56,6 +57,21 @@ def find_run_config(ckpt_path: str | Path, levels_up: int = 2) -> Path | None:
         if config.is_file():
             return config
     return None
+
+
+def load_run_config(ckpt_path: str | Path, reason: str) -> tuple[Any, Path | None]:
+    """The run's ``config.yaml`` of a checkpoint, parsed, and its path (``(None, None)``: none).
+
+    Raises:
+        CheckpointError: ``reason``, when the file is there but cannot be read as YAML.
+    """
+    config_path = find_run_config(ckpt_path)
+    if config_path is None:
+        return None, None
+    try:
+        return yaml.safe_load(config_path.read_text()), config_path
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(reason, f"cannot read the run's config {config_path}: {exc}") from exc
 
 
 def load_checkpoint_file(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
 
-from molssl.cli import main
-from tests.conftest import NCI_SMILES
+from tests.conftest import NCI_SMILES, run_keeping_sys_path
 from tests.modules.pretrain_fixtures import prepare_small_cache
 from tests.test_configs import CONFIG_DIR, tiny_overrides
 
@@ -24,23 +22,19 @@ def fit_tiny_unicorn(root: Path, cache_dir: Path) -> Path:
     """
     config_path = CONFIG_DIR / "unicorn.yaml"
     config = yaml.safe_load(config_path.read_text())
-    saved_path = list(sys.path)
-    try:
-        main(
-            [
-                "fit",
-                "--config",
-                str(config_path),
-                *tiny_overrides(config, prepare_small_cache(cache_dir)),
-                "--trainer.max_steps=2",
-                "--trainer.limit_val_batches=0",
-                "--trainer.logger=false",
-                f"--trainer.default_root_dir={root}",
-                "--model.init_args.warmup_steps=1",
-            ]
-        )
-    finally:
-        sys.path[:] = saved_path
+    run_keeping_sys_path(
+        [
+            "fit",
+            "--config",
+            str(config_path),
+            *tiny_overrides(config, prepare_small_cache(cache_dir)),
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={root}",
+            "--model.init_args.warmup_steps=1",
+        ]
+    )
     return root / "checkpoints" / "last.ckpt"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,7 @@ from tests.test_cli import TOY_CONFIG, write_yaml
 DATA = {**TOY_CONFIG["data"], "init_args": {**TOY_CONFIG["data"]["init_args"], "num_samples": 400}}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 def fit(tmp_path: Path, trainer: dict, *extra: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,17 @@ from molssl.callbacks import memory
 from molssl.callbacks.memory import estimate_step_memory, machine_memory_bytes
 from molssl.checkpoints import instantiate_spec
 from molssl.cli import main
-from tests.modules.pretrain_fixtures import prepare_small_cache, small_datamodule
+from tests.modules.pretrain_fixtures import small_datamodule
 
 CPU_UNICORN = Path(__file__).resolve().parents[2] / "configs" / "cpu" / "unicorn.yaml"
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_small_cache(tmp_path_factory.getbasetemp() / "molssl_cache")
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+@pytest.fixture
+def cache_dir(small_pretrain_cache: Path) -> Path:
+    return small_pretrain_cache
 
 
 def test_the_estimate_leaves_the_module_and_the_random_state_alone(cache_dir: Path) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import yaml
 
-from molssl.cli import main
 from tests.analysis.embed_fixtures import BAD_SMILES
+from tests.conftest import run_keeping_sys_path
 from tests.datamodules.moleculenet_files import WrittenCsv, write_moleculenet_csv
 from tests.test_configs import CONFIG_DIR, finetune_overrides
 
@@ -33,24 +32,20 @@ def fit_tiny_finetune(
     written = write_moleculenet_csv(
         root / f"{preset}.csv", preset, n=n, invalid=TRAINING_INVALID, blank=TRAINING_BLANK
     )
-    saved_path = list(sys.path)
-    try:
-        main(
-            [
-                "fit",
-                "--config",
-                str(config_path),
-                *finetune_overrides(config, root),
-                f"--data.init_args.path={written.path}",
-                f"--data.init_args.preset={preset}",
-                "--trainer.max_epochs=1",
-                "--trainer.logger=false",
-                f"--trainer.default_root_dir={root}",
-                "--model.init_args.warmup_steps=1",
-            ]
-        )
-    finally:
-        sys.path[:] = saved_path
+    run_keeping_sys_path(
+        [
+            "fit",
+            "--config",
+            str(config_path),
+            *finetune_overrides(config, root),
+            f"--data.init_args.path={written.path}",
+            f"--data.init_args.preset={preset}",
+            "--trainer.max_epochs=1",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={root}",
+            "--model.init_args.warmup_steps=1",
+        ]
+    )
     return root / "checkpoints" / "last.ckpt", written
 
 

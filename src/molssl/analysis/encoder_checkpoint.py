@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from molssl.checkpoints import (
     CheckpointError,
-    find_run_config,
     instantiate_spec,
     load_checkpoint_file,
+    load_run_config,
 )
 
 __all__ = ["ENCODER_NAMES", "CheckpointEncoder", "load_checkpoint_encoder"]
@@ -175,15 +174,9 @@ def _encoder_specs(path: Path, hparams: Mapping[str, Any]) -> tuple[dict[str, di
     specs = _specs_in(hparams)
     if specs:
         return specs, "checkpoint"
-    config_path = find_run_config(path)
+    config, config_path = load_run_config(path, "no_encoder_architecture")
     if config_path is None:
         return {}, ""
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(
-            "no_encoder_architecture", f"cannot read the run's config {config_path}: {exc}"
-        ) from exc
     model = config.get("model") if isinstance(config, Mapping) else None
     if not isinstance(model, Mapping):
         return {}, str(config_path)

@@ -196,6 +196,19 @@ def _results(
         pool.close(finished=finished)
 
 
+def molecule_bar(total: int | None, desc: str, enabled: bool) -> Any:
+    """A progress bar counting molecules on stderr, redrawn at most once a second."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="mol",
+        disable=not enabled,
+        file=sys.stderr,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
+
+
 def prepare_records(
     smiles: Sequence[str],
     options: ConformerOptions | None = None,
@@ -217,16 +230,7 @@ def prepare_records(
     tasks = [(i, s, options, max_heavy_atoms) for i, s in enumerate(smiles)]
     records: list[MoleculeRecord] = []
     failures: list[Failure] = []
-    bar = tqdm(
-        total=len(tasks),
-        desc="molssl: preparing molecules",
-        unit="mol",
-        disable=not progress,
-        file=sys.stderr,
-        mininterval=1.0,
-        dynamic_ncols=True,
-    )
-    with bar:
+    with molecule_bar(len(tasks), "molssl: preparing molecules", progress) as bar:
         for done, result in enumerate(_results(tasks, workers)):
             if done == 0:
                 # The rate and ETA start with the first molecule, not with the workers' start-up

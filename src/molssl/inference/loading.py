@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightning.pytorch import LightningModule
 
 from molssl.checkpoints import (
     CheckpointError,
-    find_run_config,
     hparams_sections,
     instantiate_spec,
     load_checkpoint_file,
+    load_run_config,
 )
 
 __all__ = ["LoadedCheckpoint", "load_module"]
@@ -64,7 +63,7 @@ def load_module(path: str | Path) -> LoadedCheckpoint:
     sections = hparams_sections(checkpoint)
     architecture_from = "checkpoint"
     if "class_path" not in sections.get("model", {}):
-        sections, architecture_from = _run_config_sections(path), str(find_run_config(path))
+        sections, architecture_from = _run_config_sections(path)
     module = instantiate_spec(sections["model"], LightningModule, f"the model of {path}")
     try:
         module.on_load_checkpoint(checkpoint)
@@ -81,16 +80,8 @@ def load_module(path: str | Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(module, path, data_args, architecture_from)
 
 
-def _run_config_sections(path: Path) -> dict[str, Any]:
-    config_path = find_run_config(path)
-    config: Any = None
-    if config_path is not None:
-        try:
-            config = yaml.safe_load(config_path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise CheckpointError(
-                "no_run_config", f"cannot read the run's config {config_path}: {exc}"
-            ) from exc
+def _run_config_sections(path: Path) -> tuple[dict[str, Any], str]:
+    config, config_path = load_run_config(path, "no_run_config")
     model = config.get("model") if isinstance(config, Mapping) else None
     if not isinstance(model, Mapping) or "class_path" not in model:
         raise CheckpointError(
@@ -99,4 +90,4 @@ def _run_config_sections(path: Path) -> dict[str, Any]:
             "was not written by `molssl fit`) and no config.yaml of the run was found beside it "
             "or up to two folders above; put the run's config.yaml next to the checkpoint",
         )
-    return {"model": dict(model), "data": dict(config.get("data") or {})}
+    return {"model": dict(model), "data": dict(config.get("data") or {})}, str(config_path)
