@@ -23,7 +23,7 @@ import time
 
 MOLSSL = [sys.executable, "-c", "from molssl.cli import main; main()"]
 OWN = [["--help"], ["prepare", "--help"], ["embed", "--help"], ["seeds", "--help"],
-       ["predict", "--help"]]  # fmt: skip
+       ["search", "--help"], ["predict", "--help"]]  # fmt: skip
 TRAINER = [["fit", "--help"], ["validate", "--help"], ["test", "--help"],
            ["fit", "--model.help", "FinetuneModule"]]  # fmt: skip
 GOAL_S = 1.5

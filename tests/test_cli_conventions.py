@@ -62,12 +62,12 @@ def test_top_level_help_lists_every_subcommand_in_full(capsys: pytest.CaptureFix
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "{fit,validate,test,predict,prepare,embed,seeds}" in " ".join(out.split()[:8])
+    assert "{fit,validate,test,predict,prepare,embed,seeds,search}" in " ".join(out.split()[:8])
     flat = " ".join(out.split())
     # Each line whole, the test line included (Lightning's was cut mid-sentence).
     assert "test Evaluate a checkpoint on the test split, print the metrics and keep them " in flat
     assert "beside it: molssl test --ckpt CKPT" in flat
-    for name in ("fit", "validate", "test", "predict", "prepare", "embed", "seeds"):
+    for name in ("fit", "validate", "test", "predict", "prepare", "embed", "seeds", "search"):
         assert f"\n    {name} " in out
 
 

@@ -27,7 +27,7 @@ CPU_DIR = CONFIG_DIR / "cpu"
 PRETRAINING = sorted(
     path
     for path in CONFIG_DIR.rglob("*.yaml")
-    if path.relative_to(CONFIG_DIR).parts[0] not in ("finetune", "cpu")
+    if path.relative_to(CONFIG_DIR).parts[0] not in ("finetune", "search", "cpu")
 )
 CPU_CONFIGS = sorted(CPU_DIR.rglob("*.yaml"))
 #: Keys a CPU sibling may set differently: sizes, the schedule's length, where it logs.
@@ -35,7 +35,7 @@ SIZE_KEYS = {
     "hidden_channels", "ffn_channels", "num_layers", "num_heads", "num_rbf", "num_gaussians",
     "batch_size", "num_workers", "num_molecules", "val_fraction", "max_steps", "max_epochs",
     "val_check_interval", "every_n_train_steps", "log_every_n_steps", "warmup_steps", "lr",
-    "min_lr_ratio", "name", "callbacks",
+    "min_lr_ratio", "name", "callbacks", "accumulate_grad_batches", "pos_channels", "pair_channels",
 }  # fmt: skip
 
 

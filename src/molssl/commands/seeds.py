@@ -48,6 +48,14 @@ __all__ = [
 SEEDS_FILE = "seeds.json"
 
 
+def run_trainer_command(argv: list[str]) -> Any:
+    """:func:`molssl.trainer_cli.run_trainer_command`, imported on the first call, so that
+    ``molssl seeds --help`` and ``molssl search --help`` do not import Lightning."""
+    from molssl.trainer_cli import run_trainer_command as run
+
+    return run(argv)
+
+
 def add_arguments(parser: ArgumentParser) -> None:
     """Options of ``molssl seeds``."""
     parser.add_argument("--config", "-c", required=True, help="Fine-tuning config (YAML).")
@@ -148,8 +156,6 @@ def fit_seeds(
         raise FileNotFoundError(f"config not found: {config_path}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"give distinct seeds, got {list(seeds)}")
-    from molssl.trainer_cli import run_trainer_command
-
     runs: list[FitRun] = []
     for seed in seeds:
         root = out / f"seed_{seed}"
@@ -183,8 +189,6 @@ def fit_seeds(
 
 def checkpoint_test_metrics(ckpt_path: str) -> dict[str, float]:
     """``molssl test --ckpt`` on one checkpoint (from it and its saved config alone)."""
-    from molssl.trainer_cli import run_trainer_command
-
     test = run_trainer_command(["test", "--ckpt", ckpt_path])
     return {
         name: float(value)
