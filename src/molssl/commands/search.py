@@ -281,4 +281,3 @@ def run(namespace: Namespace) -> None:
     print(f"test at the selected point {record['selected']}:")
     print(format_summary(record["test"]["summary"]))
     print(f"written to {Path(record['output']) / SEARCH_FILE}")
-
