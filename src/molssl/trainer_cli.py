@@ -277,6 +277,11 @@ def run_trainer_command(argv: list[str]) -> MolsslCLI:
         # Lightning warns whenever ``args`` and ``sys.argv`` are both set; here ``args`` is
         # ``sys.argv`` itself, or the caller's explicit choice, never an accident.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # validate/test run without a ModelCheckpoint on purpose (they write no checkpoint);
+        # the evaluated checkpoint's callback state has nowhere to go, and needs nowhere.
+        warnings.filterwarnings(
+            "ignore", message="Be aware that when using `ckpt_path`, callbacks used to create"
+        )
         try:
             return MolsslCLI(
                 model_class=LightningModule,
