@@ -30,6 +30,7 @@ from molssl.cli import main
 from molssl.datamodules import PretrainDataModule
 from molssl.datamodules.md import MD17_FILES, MD22_FILES
 from molssl.datamodules.moleculenet import MoleculeNetDataModule
+from molssl.datamodules.moleculenet_presets import get_preset
 from molssl.modules import FinetuneModule, PretrainModule
 from molssl.task_link import declared_tasks_of
 from tests.datamodules.md_files import write_sgdml
@@ -314,7 +315,12 @@ def test_finetune_config_runs_fast_dev_run(config_path: Path, finetune_files: Pa
     # fine-tuning script (MoleBLEND's configs follow its code).
     assert "Table" in header or "shells/finetune/" in header, "the header cites its source"
     checkpoint = config["checkpoint"]
-    task, names = declared_tasks_of(config["data"])  # what molssl fit fills in
+    # What molssl fit fills in from the data: a MoleculeNet test file has its preset's columns.
+    preset = config["data"]["init_args"].get("preset")
+    if preset is not None:
+        task, names = get_preset(preset).task_type, list(TASK_COLUMNS[get_preset(preset).name])
+    else:
+        task, names = declared_tasks_of(config["data"])
     module = FinetuneModule(
         tiny_encoder(config),
         **{k: v for k, v in config["model"]["init_args"].items() if k != "encoder"},

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from molssl.datamodules.moleculenet_presets import get_preset
 from tests.datamodules.moleculenet_files import TASK_COLUMNS
 
 FINETUNE = Path(__file__).resolve().parents[1] / "configs" / "finetune"
@@ -103,12 +104,14 @@ def test_moleculenet_configs_search_table_9_and_match_their_files() -> None:
     assert len(paths) == 11
     for path in paths:
         config = yaml.safe_load(path.read_text())
-        preset = entry(config, "data.preset")
-        tasks = 617 if preset == "toxcast" else len(TASK_COLUMNS[preset])
-        assert entry(config, "model.num_tasks") == tasks, path.name
+        preset = get_preset(entry(config, "data.preset"))
+        # The task type and the number of tasks come from the file (molssl.task_link).
+        assert not {"task", "num_tasks"} & set(config["model"]["init_args"]), path.name
+        if preset.target_columns is not None:
+            assert list(preset.target_columns) == list(TASK_COLUMNS[preset.name]), path.name
         assert entry(config, "data.split") == "scaffold", path.name
         assert entry(config, "model.head") == "mlp", path.name
-        kind = entry(config, "model.task")
+        kind = preset.task_type
         # One point of Table 9's grid (configs/search/table9_<kind>.yaml holds the grid).
         grid = yaml.safe_load((FINETUNE.parent / "search" / f"table9_{kind}.yaml").read_text())
         point = {
