@@ -167,7 +167,8 @@ def test_a_mistyped_key_ends_with_the_closest_one(
         (["fit", "-c", "renamed0.yaml"], "unknown key 'trainr'; did you mean 'trainer'?"),
         (
             ["fit", "-c", "renamed1.yaml"],
-            "'encoder_2' of molssl.modules.PretrainModule; did you mean 'encoder_2d'?",
+            "(molssl.modules.PretrainModule): Option 'encoder_2.init_args.hidden_channels' is not "
+            "accepted; did you mean 'encoder_2d'? (renamed1.yaml, line ",
         ),
         (["fit", "-c", toy, "--trainer.max_stepz", "5"], "did you mean --trainer.max_steps?"),
         (["fit", "-c", toy, "--model.init_args.lrr", "5"], "did you mean 'lr'?"),

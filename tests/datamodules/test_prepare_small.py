@@ -16,7 +16,7 @@ import molssl.datamodules.embedded as embedded
 from molssl.chem.conformers import ConformerOptions
 from molssl.cli import main
 from molssl.datamodules import PretrainDataModule
-from molssl.datamodules.prepare import DEFAULT_SHARD_SIZE, auto_shard_size, prepare_dataset
+from molssl.datamodules.prepare import DEFAULT_SHARD_SIZE, auto_shard_size
 from molssl.datamodules.sources import iter_source
 from molssl.datamodules.sources.count import count_entries, count_file_entries
 from tests.datamodules.sources.helpers import (

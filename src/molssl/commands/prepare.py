@@ -102,7 +102,7 @@ def run(options: Namespace) -> None:
     preparation that ends without a single molecule (empty inputs, or every entry failed), exit
     with status 2; the manifest of the latter is still written.
     """
-    from molssl.datamodules.prepare import prepare_dataset
+    from molssl.datamodules.prepare import PrepareError, prepare_dataset
     from molssl.datamodules.shards import MANIFEST_FILE
 
     check_options(options)
@@ -147,4 +147,3 @@ def run(options: Namespace) -> None:
         f"{manifest['resumed_shards']} kept from an earlier run, in "
         f"{manifest['wall_seconds']:.1f} s; manifest: {options.output}/{MANIFEST_FILE}"
     )
-
