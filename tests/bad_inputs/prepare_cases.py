@@ -210,9 +210,10 @@ def output_inside_input(work: Path, shared: SharedInputs) -> str:
     folder = work / "data"
     folder.mkdir()
     (folder / "a.smi").write_text(_smi(GOOD[:3]))
-    first, _, _ = _prepare(folder, work, output=folder / "prepared")
+    # One shard of the three molecules (the default would cut a small input into several).
+    first, _, _ = _prepare(folder, work, "--shard-size", "10", output=folder / "prepared")
     # The output's manifest.json and sidecars are .json files inside the input folder now.
-    again, _, _ = _prepare(folder, work, output=folder / "prepared")
+    again, _, _ = _prepare(folder, work, "--shard-size", "10", output=folder / "prepared")
     assert again["read"] == first["read"] == 3 and again["resumed_shards"] == 1
     return f"second run: {_recorded(again)}; {again['resumed_shards']} shard kept"
 

@@ -59,8 +59,10 @@ def single_shard(work: Path, shared: SharedInputs) -> str:
     source = work / "one.smi"
     source.write_text((shared.prepared.parent / "nci40.smi").read_text())
     root = work / "one_shard"
+    # One shard of 40 (by default prepare would cut them into 20 shards, to hold some out).
     args = ["prepare", "--input", str(source), "--output", str(root), "--no-progress"]
-    assert run_cli(args, work) is None and (root / MANIFEST_FILE).exists()  # one shard of 40
+    args += ["--shard-size", "1000"]
+    assert run_cli(args, work) is None and (root / MANIFEST_FILE).exists()
     config["data"]["init_args"]["root"] = str(root)
     path = write_config(work / "fit.yaml", config)
     return one_line_exit(["fit", "--config", str(path)], work)
