@@ -6,9 +6,10 @@ batch so that the load of a shared machine affects them alike:
 
 * ``reference``: TorchMD-NET's ``TorchMD_ET`` (see ``torchmd_reference.py`` for how to get it),
   eager, as its training runs;
-* ``molssl``: :class:`~molssl.encoders.et.EquivariantTransformer` as shipped (eager; edge
-  chunks on the CPU where the edge tensors are large);
-* ``molssl plain``: the same with edge chunks off (the path both share);
+* ``molssl``: :class:`~molssl.encoders.et.EquivariantTransformer` as shipped (eager; on the
+  CPU, edges as undirected pairs, or in chunks where the edge tensors are large);
+* ``molssl plain``: the same with pairs and chunks off (one directed edge at a time, the path
+  both share);
 * ``molssl compiled``: ``compile_layers=True`` (``--no-compile`` skips it);
 * ``reference compiled`` (``--compile-reference``): the reference's layers through the same
   ``torch.compile``, to see what compilation alone gives it.
@@ -98,6 +99,7 @@ def variants(size: str, args: argparse.Namespace) -> dict[str, Callable[[Batch],
     torch.manual_seed(0)
     ours = EquivariantTransformer(**SIZES[size], max_num_neighbors=None)
     plain = copy.deepcopy(ours)
+    plain.pair_edges = False
     for layer in plain.attention_layers:
         layer.edge_chunk = None
     steps = {

@@ -40,6 +40,7 @@ def perturbed(**kwargs: object) -> EquivariantTransformer:
 def outputs_and_grads(
     encoder: EquivariantTransformer, batch: Batch, chunk: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    encoder.pair_edges = False  # the per-edge path is the reference (pairs: test_et_pairs.py)
     for layer in encoder.attention_layers:
         layer.edge_chunk = chunk
     encoder.zero_grad()
@@ -119,6 +120,7 @@ def test_chunked_inference_and_one_molecule() -> None:
     data = Data(z=single.z, pos=single.pos)
     with torch.no_grad():
         chunked = encoder(data)
+        encoder.pair_edges = False
         for layer in encoder.attention_layers:
             layer.edge_chunk = None
         plain = encoder(data)

@@ -23,12 +23,14 @@ from torch_geometric.utils import scatter
 
 from molssl.chem.radius import radius_graph_and_dropped
 from molssl.encoders.base import Encoder, EncoderOutput
+from molssl.encoders.et_edges import worth_chunking
 from molssl.encoders.et_layers import (
     DistanceInfluence,
     EquivariantMultiHeadAttention,
     NeighborEmbedding,
     edge_geometry,
 )
+from molssl.encoders.et_pairs import edge_pairs
 from molssl.encoders.radial import radial_basis
 from molssl.encoders.vector_norm import vector_norm
 
@@ -121,6 +123,9 @@ class EquivariantTransformer(Encoder):
         self.reduce = reduce
         self.compile_layers = compile_layers
         self.skip_zero_vectors = True
+        #: Run the layers on undirected edge pairs where that is the fast path (see
+        #: :meth:`_use_pairs`); ``False`` for the per-edge path everywhere.
+        self.pair_edges = True
         #: Neighbour edges within the cutoff seen by every forward pass, and those the cap left out.
         self.neighbour_edges = 0
         self.dropped_neighbour_edges = 0
@@ -212,28 +217,47 @@ class EquivariantTransformer(Encoder):
         """Encode a batch of molecules; see the class docstring for shapes."""
         z, pos, batch, num_graphs = self._unpack(data)
         edge_index, distances, unit_vectors = self.build_edges(pos, batch)
-        rbf = self.distance_expansion(distances)
-
+        force_training = torch.is_grad_enabled() and pos.requires_grad
+        compiled = self.compile_layers and not force_training
         x = self.embedding(z)
-        if self.neighbor_embedding is not None:
-            x = self.neighbor_embedding(z, x, edge_index, distances, rbf)
         # Zero vectors: the first layer skips the terms they carry (``skip_zero_vectors=False``
         # computes them, as the code before did; the benchmarks compare the two).
         vec: Tensor | None = (
             None if self.skip_zero_vectors else x.new_zeros(x.size(0), 3, x.size(1))
         )
-        run = _run_layer
-        if self.compile_layers and not (torch.is_grad_enabled() and pos.requires_grad):
-            run = _compiled_layer()
-        for layer in self.attention_layers:
-            dx, dvec = run(layer, x, vec, edge_index, distances, rbf, unit_vectors)
-            x = x + dx
-            vec = dvec if vec is None else vec + dvec
+        if self._use_pairs(pos, distances.numel(), compiled or force_training):
+            pairs = edge_pairs(edge_index, distances, unit_vectors, x.size(0))
+            pairs.rbf = self.distance_expansion(pairs.distances)
+            pairs.rbf_self = self.distance_expansion(distances.new_zeros(1))
+            if self.neighbor_embedding is not None:
+                x = self.neighbor_embedding.forward_pairs(z, x, pairs)
+            for layer in self.attention_layers:
+                dx, dvec = layer.forward_pairs(x, vec, pairs)
+                x = x + dx
+                vec = dvec if vec is None else vec + dvec
+        else:
+            rbf = self.distance_expansion(distances)
+            if self.neighbor_embedding is not None:
+                x = self.neighbor_embedding(z, x, edge_index, distances, rbf)
+            run = _compiled_layer() if compiled else _run_layer
+            for layer in self.attention_layers:
+                dx, dvec = run(layer, x, vec, edge_index, distances, rbf, unit_vectors)
+                x = x + dx
+                vec = dvec if vec is None else vec + dvec
         x = self.out_norm(x)
         if self.out_norm_vec is not None:
             vec = self.out_norm_vec(vec)
         graph = scatter(x, batch, dim=0, dim_size=num_graphs, reduce=self.reduce)
         return EncoderOutput(node=x, graph=graph, vec=vec)
+
+    def _use_pairs(self, pos: Tensor, num_edges: int, other_path: bool) -> bool:
+        """Whether the layers run on edge pairs (:mod:`~molssl.encoders.et_pairs`): with
+        :attr:`pair_edges` on, on the CPU, unless the layers are compiled, forces are trained
+        (the pair path is first-order) or the edge tensors are large enough for chunks."""
+        if not self.pair_edges or other_path or pos.device.type != "cpu":
+            return False
+        chunk = self.attention_layers[0].edge_chunk
+        return chunk is None or not worth_chunking(num_edges, self.hidden_channels)
 
     def _unpack(self, data: Batch | Data) -> tuple[Tensor, Tensor, Tensor, int]:
         """Check and return ``z``, ``pos``, the molecule index of each atom and the count."""

@@ -117,10 +117,12 @@ class _Chunk:
             self.v_scaled = self.v_j
         values = self.v_scaled
         if pre_v is not None:
-            self.dv = layer.act(pre_v).view(size, heads, 3 * head_dim)
+            self.dv = layer.act(pre_v).view(size, heads, -1)
             values = values * self.dv
-        self.s, self.gate_vec, self.gate_dir = torch.split(values, head_dim, dim=2)
-        # Zero vectors (vec None, the first layer) send no vec_j * gate_vec term.
+        # Zero vectors (vec None, the first layer): the values lack gate_vec, which only
+        # multiplies them, and there is no vec_j * gate_vec term.
+        self.s, self.gate_dir = values[..., :head_dim], values[..., -head_dim:]
+        self.gate_vec = None if vec is None else values[..., head_dim : 2 * head_dim]
         self.vec_j = (
             None if vec is None else vec.index_select(0, source).view(size, 3, heads, head_dim)
         )
@@ -139,7 +141,8 @@ class ChunkedEdgeAttention(torch.autograd.Function):
     """Edge part of an ET layer: ``(m (N, D), vec_sum (N, 3, D))`` from per-atom ``q, k, v,
     vec``, the filters' pre-activations ``pre_k (E, D)`` and ``pre_v (E, 3 * D)`` (``None``
     where the layer has no such filter) and the edge geometry, chunk by chunk (see the module
-    docstring).
+    docstring). With zero vectors (``vec`` None) ``v`` and ``pre_v`` lack the ``gate_vec``
+    part: ``(N, H, 2 d)`` and ``(E, 2 D)``.
 
     The filter projections stay outside (one large matrix product per layer is faster than one
     per chunk); the function returns their gradients. ``cutoff`` and ``unit`` must not require
@@ -194,16 +197,16 @@ class ChunkedEdgeAttention(torch.autograd.Function):
             g_vector = grad_vec_sum.index_select(0, e.target)
             # Vector message vec_j * gate_vec + gate_dir * unit.
             g_gate_dir = (g_vector * e.unit[:, :, None, None]).sum(dim=1)
+            # Scalar message s * attn.
+            g_s = g_scalar * e.attn.unsqueeze(2)
+            g_attn = (g_scalar * e.s).sum(dim=-1)
             if grad_vec is None:
-                g_gate_vec = torch.zeros_like(g_gate_dir)
+                g_values = torch.cat([g_s, g_gate_dir], dim=2)
             else:
                 g_vec_j = (g_vector * e.gate_vec.unsqueeze(1)).view(size, 3, -1)
                 grad_vec.index_add_(0, e.source, g_vec_j)
                 g_gate_vec = (g_vector * e.vec_j).sum(dim=1)
-            # Scalar message s * attn.
-            g_s = g_scalar * e.attn.unsqueeze(2)
-            g_attn = (g_scalar * e.s).sum(dim=-1)
-            g_values = torch.cat([g_s, g_gate_vec, g_gate_dir], dim=2)
+                g_values = torch.cat([g_s, g_gate_vec, g_gate_dir], dim=2)
             if grad_pre_v is not None:
                 g_dv = (g_values * e.v_scaled).view(size, -1)
                 activation_backward(layer.act, e.pre_v, e.dv.view(size, -1), g_dv, grad_pre_v[part])

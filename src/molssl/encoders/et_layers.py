@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from molssl.encoders.activations import activation as make_activation
 from molssl.encoders.et_edges import ChunkedEdgeAttention, chunk_edges, worth_chunking
+from molssl.encoders.et_pairs import EdgePairs, PairedEdgeAttention
 from molssl.encoders.radial import CosineCutoff
 
 DistanceInfluence = Literal["keys", "values", "both", "none"]
@@ -91,6 +92,15 @@ class NeighborEmbedding(nn.Module):
         weight = self.distance_proj(rbf[not_self]) * self.cutoff(distances[not_self]).unsqueeze(1)
         messages = self.embedding(z).index_select(0, source) * weight
         neighbours = sum_messages(messages, target, x.size(0))
+        return self.combine(torch.cat([x, neighbours], dim=1))
+
+    def forward_pairs(self, z: Tensor, x: Tensor, pairs: EdgePairs) -> Tensor:
+        """:meth:`forward` over edges laid out as pairs (the distance weights once per pair)."""
+        weight = self.distance_proj(pairs.rbf) * self.cutoff(pairs.distances).unsqueeze(1)
+        embedded = self.embedding(z).index_select(0, pairs.source)
+        width = embedded.size(1)
+        messages = (embedded.view(2, pairs.num_pairs, width) * weight).view(embedded.shape)
+        neighbours = sum_messages(messages, pairs.sum_index, pairs.rows)[: x.size(0)]
         return self.combine(torch.cat([x, neighbours], dim=1))
 
 
@@ -183,12 +193,100 @@ class EquivariantMultiHeadAttention(nn.Module):
         multiplies them is then skipped rather than computed as zero, the same result for
         about a third less edge work in that layer.
         """
+        q, k, v = self._project(x, vec)
+        m, vec_sum = self._messages(q, k, v, vec, edge_index, distances, rbf, unit_vectors)
+        return self._update(m, vec_sum, vec)
+
+    def forward_pairs(
+        self, x: Tensor, vec: Tensor | None, pairs: EdgePairs
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` over edges laid out as undirected pairs (:mod:`~molssl.encoders.
+        et_pairs`): each distance filter once per pair of atoms, self-loops as per-atom terms,
+        the values laid out part by part (``s``, ``gate_vec``, ``gate_dir``)."""
+        x = self.layernorm(x)
+        q, k = self.q_proj(x), self.k_proj(x)
+        parts = (0, 2) if vec is None else (0, 1, 2)
+        v = F.linear(x, *self._by_part(self.v_proj.weight, self.v_proj.bias, parts))
+        weight, bias = None, None
+        if self.dv_proj is not None:
+            weight, bias = self._by_part(self.dv_proj.weight, self.dv_proj.bias, parts)
+        if self.dk_proj is not None:
+            dk_weight, dk_bias = self.dk_proj.weight, self.dk_proj.bias
+            weight = dk_weight if weight is None else torch.cat([dk_weight, weight])
+            bias = dk_bias if bias is None else torch.cat([dk_bias, bias])
+        pre = None if weight is None else F.linear(pairs.rbf, weight, bias)
+        m, vec_sum = PairedEdgeAttention.apply(
+            self, q, k, v, vec, pre, self.cutoff(pairs.distances), pairs
+        )
+        if pairs.self_loops:
+            filters = None if weight is None else self.act(F.linear(pairs.rbf_self, weight, bias))
+            m, vec_sum = self._add_self_loops(q, k, v, vec, filters, m, vec_sum)
+        return self._update(m, vec_sum, vec)
+
+    def _by_part(
+        self, weight: Tensor, bias: Tensor, parts: tuple[int, ...]
+    ) -> tuple[Tensor, Tensor]:
+        """Rows of a value projection (per head ``s, gate_vec, gate_dir``) reordered part by
+        part, each part's heads side by side, keeping the ``parts`` listed."""
+        heads, head_dim = self.num_heads, self.head_dim
+        weight = weight.view(heads, 3, head_dim, -1).transpose(0, 1)[list(parts)]
+        bias = bias.view(heads, 3, head_dim).transpose(0, 1)[list(parts)]
+        return weight.reshape(-1, weight.size(-1)), bias.reshape(-1)
+
+    def _project(self, x: Tensor, vec: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys ``(N, H, d)`` and values ``(N, H, 3 d)`` of the normalised scalars;
+        with zero vectors (``vec`` None) the values lack their ``gate_vec`` part ``(N, H, 2 d)``."""
         num_atoms, heads, head_dim = x.size(0), self.num_heads, self.head_dim
         x = self.layernorm(x)
         q = self.q_proj(x).reshape(num_atoms, heads, head_dim)
         k = self.k_proj(x).reshape(num_atoms, heads, head_dim)
         v = self.v_proj(x).reshape(num_atoms, heads, 3 * head_dim)
-        m, vec_sum = self._messages(q, k, v, vec, edge_index, distances, rbf, unit_vectors)
+        if vec is None:
+            v = v.view(num_atoms, heads, 3, head_dim)[:, :, ::2].reshape(num_atoms, heads, -1)
+        return q, k, v
+
+    def _value_filter(self, zero_vectors: bool) -> tuple[Tensor, Tensor]:
+        """Weight and bias of the ``dv`` filter; with zero vectors (``vec`` None) without the
+        rows of ``gate_vec``, which only multiplies them."""
+        weight, bias = self.dv_proj.weight, self.dv_proj.bias
+        if zero_vectors:
+            heads, head_dim = self.num_heads, self.head_dim
+            weight = weight.view(heads, 3, head_dim, -1)[:, ::2].reshape(-1, weight.size(1))
+            bias = bias.view(heads, 3, head_dim)[:, ::2].reshape(-1)
+        return weight, bias
+
+    def _add_self_loops(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        vec: Tensor | None,
+        filters: Tensor | None,
+        m: Tensor,
+        vec_sum: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Add every atom's message to itself (:meth:`forward_pairs`' layout): distance 0 (one
+        filter row ``(1, F)`` for all atoms), no direction (its ``gate_dir`` term is zero)."""
+        num_atoms, hidden = q.size(0), self.hidden_channels
+        cutoff = self.cutoff(q.new_zeros(1))
+        width_k = hidden if self.dk_proj is not None else 0
+        qk = q * k if self.dk_proj is None else q * k * filters[:, :width_k]
+        attn = self.attn_activation(qk.view(num_atoms, self.num_heads, -1).sum(dim=-1))
+        values = v
+        if self.vector_cutoff:
+            values = values * cutoff
+        else:
+            attn = attn * cutoff
+        if self.dv_proj is not None:
+            values = values * filters[:, width_k:]
+        scalar = values[:, :hidden].view(num_atoms, self.num_heads, -1) * attn.unsqueeze(2)
+        m = m + scalar.view(num_atoms, hidden)
+        if vec is not None:
+            vec_sum = vec_sum + vec * values[:, None, hidden : 2 * hidden]
+        return m, vec_sum
+
+    def _update(self, m: Tensor, vec_sum: Tensor, vec: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The residual updates from the summed scalar and vector messages."""
         o1, o2, o3 = torch.split(self.o_proj(m), self.hidden_channels, dim=1)
         if vec is None:
             # vec_proj acts on zeros here: its gradient is zero, as the full computation gives
@@ -224,7 +322,9 @@ class EquivariantMultiHeadAttention(nn.Module):
         :class:`ChunkedEdgeAttention` where :meth:`_use_chunks` says so."""
         if self._use_chunks(q, distances, unit_vectors):
             pre_k = None if self.dk_proj is None else self.dk_proj(rbf)
-            pre_v = None if self.dv_proj is None else self.dv_proj(rbf)
+            pre_v = None
+            if self.dv_proj is not None:
+                pre_v = F.linear(rbf, *self._value_filter(vec is None))
             return ChunkedEdgeAttention.apply(
                 self, self.edge_chunk, q, k, v, vec, pre_k, pre_v, self.cutoff(distances),
                 unit_vectors, edge_index[0], edge_index[1],
@@ -239,8 +339,6 @@ class EquivariantMultiHeadAttention(nn.Module):
         # Per head, the values are (s, gate_vec, gate_dir); with zero vectors gate_vec, which
         # only multiplies them, is neither gathered nor filtered.
         parts = 3 if vec is not None else 2
-        if vec is None:
-            v = v.view(num_atoms, heads, 3, head_dim)[:, :, ::2].reshape(num_atoms, heads, -1)
         v_j = v.index_select(0, source)
         if self.vector_cutoff:
             # Scaling the values (not only the attention) takes the vector messages to zero at
@@ -249,11 +347,7 @@ class EquivariantMultiHeadAttention(nn.Module):
         else:
             attn = attn * cutoff
         if self.dv_proj is not None:
-            weight, bias = self.dv_proj.weight, self.dv_proj.bias
-            if vec is None:
-                weight = weight.view(heads, 3, head_dim, -1)[:, ::2].reshape(-1, weight.size(1))
-                bias = bias.view(heads, 3, head_dim)[:, ::2].reshape(-1)
-            filters = self.act(F.linear(rbf, weight, bias))
+            filters = self.act(F.linear(rbf, *self._value_filter(vec is None)))
             v_j = v_j * filters.reshape(-1, heads, parts * head_dim)
         scalar_msg = (v_j[..., :head_dim] * attn.unsqueeze(2)).reshape(-1, self.hidden_channels)
         gate_dir = v_j[..., -head_dim:].unsqueeze(1) * unit_vectors[:, :, None, None]
