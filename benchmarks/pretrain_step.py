@@ -18,8 +18,9 @@ classes:
   also runs as several *code variants* (``--code``): ``today`` (the ET's plain edge path with
   the first layer's zero vectors computed, and the transformer on the padded batch: the code
   before issue #18's CPU work, reproduced by switches whose paths the tests compare with the
-  new ones), ``new`` (the defaults: ET edge chunks where the edge tensors are large, the
-  zero-vector shortcut, packed tokens and size-bucketed attention in the transformer) and
+  new ones), ``new`` (the defaults: ET edges as undirected pairs, or in chunks where the edge
+  tensors are large, the zero-vector shortcut, packed tokens and size-bucketed attention in
+  the transformer, the Graphormer's relations and bias shared by the two 2D passes) and
   ``new+compile`` (also ``compile_layers=True`` on the ET). All variants take turns step by
   step, so that a busy shared machine slows them alike; each gets its ratio to ``today`` in
   wall time and in CPU time (this process's user + system seconds, which other processes
@@ -140,7 +141,9 @@ def set_code(module: PretrainModule, code: str) -> PretrainModule:
         for layer in et.attention_layers:
             layer.edge_chunk = None
         et.skip_zero_vectors = False
+        et.pair_edges = False
         transformer.packed = False
+        module.encoder_2d.share_graph_bias = False
     et.compile_layers = code == "new+compile"
     return module
 

@@ -8,6 +8,8 @@ an encoder and ``molssl fit --help`` lists molssl's encoders (not every ``torch.
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,3 +51,15 @@ class Encoder(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, batch: Batch) -> EncoderOutput:
         """Encodes a batch of molecules (``z``, ``pos``, graph features, ``batch``, ...)."""
+
+    @contextlib.contextmanager
+    def shared_inputs(self) -> Iterator[None]:
+        """A scope whose forward passes may share work that depends only on inputs they share.
+
+        :class:`~molssl.modules.pretrain.PretrainModule` runs an encoder twice per step when one
+        objective reads the masked batch and another the unmasked one (UniCorn's InfoNCE key):
+        the two batches share every tensor but the mask, so an encoder may compute what depends
+        on the shared tensors alone (e.g. the Graphormer's graph relations and attention bias)
+        once inside this scope, and must forget it on leaving. The default shares nothing.
+        """
+        yield

@@ -33,12 +33,16 @@ than ``-inf`` entries in the bias, so that no row can turn into NaN.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree
 
-from molssl.chem.graph import dense_graph_relations
+from molssl.chem.graph import GraphRelations, dense_graph_relations
 from molssl.encoders.base import Encoder, EncoderOutput
 from molssl.encoders.blend_relations import EdgeRelationBias, ShortestPathBias
 from molssl.encoders.embeddings import AtomFeatureEmbedding
@@ -105,6 +109,28 @@ class GraphormerAttentionBias(nn.Module):
         bias[:, :, 0, :] = bias[:, :, 0, :] + token
         bias[:, :, 1:, 0] = bias[:, :, 1:, 0] + token
         return bias
+
+
+#: The batch tensors the graph relations and the attention bias are computed from.
+GRAPH_KEYS = ("edge_index", "edge_attr", "batch", "spd", "path_edges")
+
+
+@dataclass
+class _SharedGraphBias:
+    """Relations and attention bias of one pass, kept for another pass on the same graph
+    inside :meth:`Graphormer.shared_inputs` (the masked and the unmasked UniCorn batch)."""
+
+    inputs: tuple[Tensor | None, ...]
+    with_grad: bool
+    relations: GraphRelations
+    bias: Tensor
+
+    def serves(self, data: Batch) -> bool:
+        """The same tensors (not equal ones: the same objects) and, for a pass with autograd,
+        a bias computed with it."""
+        pairs = zip(GRAPH_KEYS, self.inputs, strict=True)
+        same = all(mine is getattr(data, key, None) for key, mine in pairs)
+        return same and (self.with_grad or not torch.is_grad_enabled())
 
 
 class Graphormer(Encoder):
@@ -175,7 +201,36 @@ class Graphormer(Encoder):
             activation_dropout=activation_dropout,
             final_norm=True,
         )
+        #: Whether :meth:`shared_inputs` shares anything (``False``: every pass computes its
+        #: own relations and bias, as before; the benchmarks and tests compare the two).
+        self.share_graph_bias = True
+        self._sharing = False
+        self._shared: _SharedGraphBias | None = None
         self.reset_parameters()
+
+    @contextlib.contextmanager
+    def shared_inputs(self) -> Iterator[None]:
+        """Passes inside share the graph relations and the attention bias of a batch with the
+        same graph tensors (:data:`GRAPH_KEYS`): UniCorn's masked and unmasked 2D passes differ
+        only in ``atom_mask``, so the second pass skips the relations and the bias, and the
+        bias's backward runs once for both."""
+        sharing, self._sharing, self._shared = self._sharing, self.share_graph_bias, None
+        try:
+            yield
+        finally:
+            self._sharing, self._shared = sharing, None
+
+    def graph_bias(self, data: Batch) -> tuple[GraphRelations, Tensor]:
+        """Padded graph relations and the attention bias ``(B, H, N + 1, N + 1)`` of a batch,
+        shared between passes inside :meth:`shared_inputs`."""
+        if self._shared is not None and self._shared.serves(data):
+            return self._shared.relations, self._shared.bias
+        relations = dense_graph_relations(data, max_hops=self.max_hops)
+        bias = self.attention_bias(relations.spd, relations.path_edges, data.edge_attr)
+        if self._sharing:
+            inputs = tuple(getattr(data, key, None) for key in GRAPH_KEYS)
+            self._shared = _SharedGraphBias(inputs, torch.is_grad_enabled(), relations, bias)
+        return relations, bias
 
     def reset_parameters(self) -> None:
         """Graphormer's initialisation (N(0, 0.02)) everywhere, LayerNorms at identity."""
@@ -220,13 +275,12 @@ class Graphormer(Encoder):
                 f"{data.edge_index.size(1)} edges in edge_index"
             )
         atoms = self.atom_inputs(data)
-        relations = dense_graph_relations(data, max_hops=self.max_hops)
+        relations, bias = self.graph_bias(data)
         num_graphs, num_nodes = relations.node_mask.shape
         padded, node_mask = to_padded(atoms, data.batch, num_graphs, max_num_nodes=num_nodes)
         token = self.graph_token.to(padded.dtype).expand(num_graphs, 1, -1)
         hidden = self.input_dropout(torch.cat([token, padded], dim=1))
         token_mask = node_mask.new_ones(num_graphs, 1)
-        bias = self.attention_bias(relations.spd, relations.path_edges, data.edge_attr)
         hidden = self.transformer(
             hidden, bias.to(hidden.dtype), torch.cat([token_mask, node_mask], dim=1)
         )

@@ -48,6 +48,7 @@ the held-out validation split with its fixed views) under ``test/...``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from typing import Any
@@ -308,18 +309,37 @@ class PretrainModule(CosineAdamWModule):
         masked = any(getattr(batch, key, None) is not None for key in MASK_KEYS)
         plain = without_masks(batch) if masked and self.unmasked_roles else batch
         for role in self.required_roles:
-            if role in self.masked_roles or not masked:
-                outputs[role] = self._encode(role, batch)
-            if role not in self.unmasked_roles:
-                continue
-            if not masked:
-                outputs[unmasked(role)] = outputs[role]
-                continue
-            with torch.set_grad_enabled(
-                torch.is_grad_enabled() and role in self.unmasked_grad_roles
-            ):
-                outputs[unmasked(role)] = self._encode(role, plain)
+            with self._shared_inputs(role):
+                self._encode_role(role, batch, plain, masked, outputs)
         return outputs
+
+    def _shared_inputs(self, role: str) -> contextlib.AbstractContextManager[None]:
+        """The scope of a role's masked and unmasked passes: they share every tensor but the
+        masks, so the encoder may compute what depends on those once
+        (:meth:`~molssl.encoders.base.Encoder.shared_inputs`)."""
+        encoder = self.encoder(role)
+        if isinstance(encoder, Encoder):
+            return encoder.shared_inputs()
+        return contextlib.nullcontext()
+
+    def _encode_role(
+        self,
+        role: str,
+        batch: Batch,
+        plain: Batch,
+        masked: bool,
+        outputs: dict[str, EncoderOutput],
+    ) -> None:
+        """``outputs[role]`` and ``outputs[unmasked(role)]`` as :meth:`forward` describes."""
+        if role in self.masked_roles or not masked:
+            outputs[role] = self._encode(role, batch)
+        if role not in self.unmasked_roles:
+            return
+        if not masked:
+            outputs[unmasked(role)] = outputs[role]
+            return
+        with torch.set_grad_enabled(torch.is_grad_enabled() and role in self.unmasked_grad_roles):
+            outputs[unmasked(role)] = self._encode(role, plain)
 
     def _encode(self, role: str, batch: Batch) -> EncoderOutput:
         encoder = self.encoder(role)
