@@ -79,21 +79,22 @@ def test_chunked_equals_plain(batch: Batch, kwargs: dict[str, object]) -> None:
         torch.testing.assert_close(grads_c[name], grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def count_chunked_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def count_calls(monkeypatch: pytest.MonkeyPatch, function: type) -> list[int]:
+    """A list that grows by one at every ``function.apply`` (an autograd Function) call."""
     calls: list[int] = []
-    original = ChunkedEdgeAttention.apply
+    original = function.apply
 
     def counting(*args: object) -> object:
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(ChunkedEdgeAttention, "apply", counting)
+    monkeypatch.setattr(function, "apply", counting)
     return calls
 
 
 def test_path_choice(batch: Batch, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = perturbed()
-    calls = count_chunked_calls(monkeypatch)
+    calls = count_calls(monkeypatch, ChunkedEdgeAttention)
     encoder(batch)
     assert not calls, "small edge tensors take the plain path"
     monkeypatch.setattr(et_edges, "MIN_CHUNKED_FLOATS", 0)

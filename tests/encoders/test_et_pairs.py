@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-import molssl.encoders.et_pairs as et_pairs
 from molssl.encoders.et_pairs import PairedEdgeAttention, edge_pairs
 from tests.encoders.molecules_3d import as_batch, nci_molecules
-from tests.encoders.test_et_edges import VARIANTS, perturbed
+from tests.encoders.test_et_edges import VARIANTS, count_calls, perturbed
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +92,9 @@ def test_edge_pairs_layout() -> None:
     assert pairs.target[half:][dummy].item() == 2 and pairs.source[half:][dummy].item() == 0
 
 
-def count_paired_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    original = PairedEdgeAttention.apply
-
-    def counting(*args: object) -> object:
-        calls.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(et_pairs.PairedEdgeAttention, "apply", counting)
-    return calls
-
-
 def test_path_choice(batch: Batch, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = perturbed()
-    calls = count_paired_calls(monkeypatch)
+    calls = count_calls(monkeypatch, PairedEdgeAttention)
     encoder(batch)
     assert len(calls) == len(encoder.attention_layers), "the CPU default at small sizes"
     calls.clear()
