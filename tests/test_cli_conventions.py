@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from molssl.cli import main, warm_help_cache
+from molssl.cli import WARM_CLASS_HELP, main, warm_help_cache
+from molssl.short_names import expand_short_help
 from tests.test_cli import TOY_CONFIG, run_expecting_exit, write_yaml
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "molssl"
@@ -103,8 +104,25 @@ def test_trainer_help_is_cached_and_then_served_without_lightning(
 
 def test_make_install_fills_the_help_cache() -> None:
     warm_help_cache(("validate",))
-    (cached,) = (Path("cache") / "cli-help").glob("validate-*.txt")
-    assert cached.read_text().startswith("usage: molssl")
+    cached = sorted((Path("cache") / "cli-help").glob("validate-*.txt"))
+    # The subcommand's help and each model's and data module's, all under molssl's name.
+    assert len(cached) == 1 + len(WARM_CLASS_HELP)
+    assert all(path.read_text().startswith("usage: molssl") for path in cached)
+
+
+def test_short_names_in_every_help_group(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--data.help QM9DataModule`` as ``--model.help FinetuneModule``: the optional data
+    argument takes molssl's short names too; another class's name is left to jsonargparse."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--data.help", "QM9DataModule"])
+    assert exit_info.value.code == 0
+    assert "--data.train_size" in capsys.readouterr().out
+    assert expand_short_help(["fit", "--data.help", "NotAClass"]) == [
+        "fit", "--data.help", "NotAClass"
+    ]  # fmt: skip
+    assert expand_short_help(["fit", "--data.help", "MD17DataModule"])[2] == (
+        "molssl.datamodules.md.MD17DataModule"
+    )
 
 
 def test_short_class_names_and_encoders_typed_by_molssls_base(

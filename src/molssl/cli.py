@@ -45,6 +45,7 @@ __all__ = [
     "EXTRA_SUBCOMMANDS",
     "PROG",
     "TRAINER_SUBCOMMANDS",
+    "WARM_CLASS_HELP",
     "ExtraSubcommand",
     "main",
     "register_subcommand",
@@ -193,15 +194,37 @@ def _run_trainer_subcommand(argv: list[str]) -> None:
     _run_lightning(argv)
 
 
-def warm_help_cache(subcommands: tuple[str, ...] = TRAINER_SUBCOMMANDS) -> None:
-    """Caches ``molssl <subcommand> --help`` of each subcommand, in one process.
+#: ``--<group>.help NAME`` requests that :func:`warm_help_cache` caches for every subcommand:
+#: molssl's models and data modules by their short names.
+WARM_CLASS_HELP = (
+    ("model", "PretrainModule"),
+    ("model", "FinetuneModule"),
+    ("data", "PretrainDataModule"),
+    ("data", "MoleculeNetDataModule"),
+    ("data", "QM9DataModule"),
+    ("data", "MD17DataModule"),
+    ("data", "MD22DataModule"),
+)
 
-    ``make install`` calls it, so that the first ``molssl fit --help`` is as fast as the later
-    ones (:mod:`molssl.help_cache`).
+
+def warm_help_cache(subcommands: tuple[str, ...] = TRAINER_SUBCOMMANDS) -> None:
+    """Caches ``molssl <subcommand> --help`` and ``--model.help`` / ``--data.help`` of molssl's
+    classes (:data:`WARM_CLASS_HELP`) for each subcommand, in one process.
+
+    ``make install`` calls it, so that the first ``molssl fit --help`` (or ``molssl fit
+    --model.help FinetuneModule``) is as fast as the later ones (:mod:`molssl.help_cache`).
     """
-    for subcommand in subcommands:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
-            main([subcommand, "--help"])
+    # A class's help names its program after sys.argv[0]: as the console script does.
+    program, sys.argv[0] = sys.argv[0], PROG
+    try:
+        for subcommand in subcommands:
+            requests = [[subcommand, "--help"]]
+            requests += [[subcommand, f"--{group}.help", name] for group, name in WARM_CLASS_HELP]
+            for argv in requests:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+                    main(argv)
+    finally:
+        sys.argv[0] = program
 
 
 def _run_lightning(argv: list[str]) -> None:

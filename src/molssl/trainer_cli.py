@@ -60,6 +60,7 @@ from molssl.config_errors import (
 )
 from molssl.last_checkpoint import find_last_checkpoint, last_checkpoint_folders
 from molssl.quiet import silence_known_noise
+from molssl.short_names import expand_short_help
 from molssl.task_link import fill_tasks_from_data
 from molssl.trainer_args import check_model_is_given, with_checkpoint_config
 
@@ -268,6 +269,7 @@ def run_trainer_command(argv: list[str]) -> MolsslCLI:
     caller such as the seeds runner reads ``cli.trainer`` afterwards (best checkpoint, metrics).
     """
     make_working_directory_importable()
+    argv = expand_short_help(argv)
     if argv and argv[0] in MolsslCLI.subcommands():
         rest = with_checkpoint_config(argv[0], argv[1:])
         check_model_is_given(argv[0], rest)
