@@ -7,8 +7,8 @@ encoder arguments are typed :class:`~molssl.encoders.base.Encoder`, so ``--help`
 molssl's encoders. Defaults chosen for our users:
 
 - runs go under ``runs/`` (``trainer.default_root_dir``), logged with TensorBoard, with the full
-  config saved beside them as ``<log_dir>/config.yaml`` and ``last.ckpt`` always written
-  (``--checkpoint.*`` configures it);
+  config saved beside them as ``<log_dir>/config.yaml`` and ``last.ckpt`` always written, at
+  the state the run ended in (``--checkpoint.*`` configures it; :mod:`molssl.checkpoint_callback`);
 - ``seed_everything`` is 0, so the same command gives the same run;
 - no ``--optimizer``/``--lr_scheduler`` groups (``auto_configure_optimizers=False``): our modules
   own their optimiser and schedule as constructor arguments;
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 # Imported so that their classes resolve by short name (``--model FinetuneModule``).
@@ -50,6 +50,7 @@ import molssl.modules
 import molssl.objectives  # noqa: F401
 from molssl import __version__
 from molssl.callbacks import default_callbacks
+from molssl.checkpoint_callback import LastStateCheckpoint
 from molssl.cli_common import PROG, make_working_directory_importable, note
 from molssl.config_errors import (
     ConfigError,
@@ -81,8 +82,9 @@ class MolsslCLI(LightningCLI):
         return commands
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Adds an always-present ``ModelCheckpoint`` (``--checkpoint.*``) keeping ``last.ckpt``."""
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        """Adds an always-present checkpoint callback (``--checkpoint.*``) keeping ``last.ckpt``
+        at the state training ended in (:mod:`molssl.checkpoint_callback`)."""
+        parser.add_lightning_class_args(LastStateCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
