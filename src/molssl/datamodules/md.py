@@ -34,7 +34,7 @@ from torch_geometric.data import Data
 
 from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset, SampleTransform
 from molssl.datamodules.md_raw import MD_UNITS, MDFormatError, MDTrajectory, read_sgdml
-from molssl.datamodules.sized_splits import sized_random_split
+from molssl.datamodules.sized_splits import SplitSize, sized_random_split
 from molssl.datamodules.splits import SplitIndices
 from molssl.errors import UserError
 
@@ -160,8 +160,8 @@ class MDDataModule(FinetuneDataModule):
         path: str | os.PathLike[str] | None = None,
         molecule: str | None = None,
         root: str | os.PathLike[str] | None = None,
-        train_size: int | float = 0.8,
-        val_size: int | float = 0.1,
+        train_size: SplitSize = 0.8,
+        val_size: SplitSize = 0.1,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -273,8 +273,8 @@ class MD17DataModule(MDDataModule):
         path: str | os.PathLike[str] | None = None,
         molecule: str | None = None,
         root: str | os.PathLike[str] | None = "data/md17",
-        train_size: int | float = 950,
-        val_size: int | float = 50,
+        train_size: SplitSize = 950,
+        val_size: SplitSize = 50,
         **kwargs: Any,
     ) -> None:
         # Only the defaults differ; the loader settings pass through unchanged.
@@ -293,8 +293,8 @@ class MD22DataModule(MDDataModule):
         path: str | os.PathLike[str] | None = None,
         molecule: str | None = None,
         root: str | os.PathLike[str] | None = "data/md22",
-        train_size: int | float = 0.8,
-        val_size: int | float = 0.1,
+        train_size: SplitSize = 0.8,
+        val_size: SplitSize = 0.1,
         **kwargs: Any,
     ) -> None:
         # Only the defaults differ; the loader settings pass through unchanged.

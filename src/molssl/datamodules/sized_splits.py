@@ -10,14 +10,23 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from jsonargparse.typing import ClosedUnitInterval
 
 from molssl.datamodules.splits import SplitIndices
 from molssl.errors import UserError
 
-__all__ = ["resolve_size", "sized_random_split"]
+__all__ = ["SplitSize", "resolve_size", "sized_random_split"]
+
+#: A split size: an ``int`` counts samples, a ``float`` in [0, 1] is a fraction. Annotated with
+#: jsonargparse's ``ClosedUnitInterval`` rather than ``float``: ``typing`` caches unions
+#: regardless of the order of their members, so once Lightning's Trainer has made
+#: ``Optional[Union[float, int]]`` an ``int | float | None`` annotation parses
+#: ``--data.init_args.train_size=1000`` as the float 1000.0 (then refused as a fraction). With
+#: this type ``1000`` stays a count and ``0.5`` a fraction, from YAML and the command line.
+SplitSize = int | ClosedUnitInterval
 
 
-def resolve_size(size: int | float, n: int, name: str) -> int:
+def resolve_size(size: SplitSize, n: int, name: str) -> int:
     """Number of samples meant by ``size``: an int is a count, a float in ``[0, 1]`` a fraction.
 
     Raises:
@@ -39,7 +48,7 @@ def resolve_size(size: int | float, n: int, name: str) -> int:
 
 
 def sized_random_split(
-    n: int, train_size: int | float, val_size: int | float, seed: int = 0
+    n: int, train_size: SplitSize, val_size: SplitSize, seed: int = 0
 ) -> SplitIndices:
     """Seeded uniform random split of ``range(n)`` into train, validation and the rest.
 
