@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 # pytest-xdist: the suite is CPU-bound and the CI machine has 2 cores.
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: install test test-slow lint lock lock-check demo tensorboard clean
+.PHONY: install data-packages test test-slow lint lock lock-check demo tensorboard clean
 
 # pip, setuptools and wheel come from the lock too, and molssl is built without build isolation,
 # so that not even the build backend is a floating version. The CPU wheel of torch goes in first,
@@ -27,6 +27,15 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Real data sets that install through the package registry, for experiments and benchmarks only
+# (never needed by the core install or the tests; the lock keeps numpy where it is): QM9 with DFT geometries (qm9pack, MIT; data
+# CC0) and MOSES's 1.6M drug-like SMILES (molsets, MIT; --no-deps: its declared dependencies
+# are only needed for its metrics). `molssl prepare --input qm9pack` / `--input moses` and
+# QM9DataModule(root="qm9pack") read them.
+data-packages: $(STAMP)
+	$(BIN)/python -m pip install -q -c $(LOCK) qm9pack==1.0.3
+	$(BIN)/python -m pip install -q -c $(LOCK) --no-deps molsets==0.3.1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"

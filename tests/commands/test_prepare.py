@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from molssl.cli import main
 from molssl.datamodules.shards import MANIFEST_FILE, dataset_shards, read_shard
 from tests.commands.dying_worker import dying_entry
 from tests.conftest import NCI_SMILES
+from tests.datamodules.qm9pack_files import write_qm9pack
 
 
 def nci_lines(n: int) -> list[str]:
@@ -201,3 +203,30 @@ def test_a_worker_that_dies_every_time_stops_naming_the_shard_and_the_rerun_resu
     main(args)  # the molecule no longer kills its worker: shard 0 is kept, the rest done
     manifest = json.loads((output / MANIFEST_FILE).read_text())
     assert manifest["resumed_shards"] == 1 and manifest["read"] == 30
+
+
+def test_prepare_keeps_the_dft_coordinates_of_a_qm9pack_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = write_qm9pack(tmp_path / "qm9", n=5, parts=2)
+    output = tmp_path / "dataset"
+    main(["prepare", "--input", *map(str, written.files), "--output", str(output), "--no-progress"])
+    assert "5 entries read, 5 prepared, 0 failed" in capsys.readouterr().out
+    records = [r for info in dataset_shards(output) for r in read_shard(output / info.file)]
+    for record in records:
+        k = int(record.source_id.removeprefix("gdb_"))
+        assert record.z.tolist() == written.elements[k] and record.num_conformers == 1
+        np.testing.assert_allclose(record.conformers[0], written.positions[k], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["qm9pack", "moses"])
+def test_prepare_names_the_install_command_of_a_missing_package(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("importlib.util.find_spec", lambda module: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--input", name, "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("molssl prepare: error:") and "pip install" in line

@@ -291,8 +291,11 @@ def test_split_is_proportional_on_small_files_and_paper_sized_on_the_full_set(
     other = _module(raw.root, tmp_path / "cache", seed=2)
     np.testing.assert_array_equal(dm.split_indices.train, again.split_indices.train)
     assert not np.array_equal(dm.split_indices.train, other.split_indices.train)
-    custom = _module(raw.root, tmp_path / "cache", train_size=10, val_size=0.25)
-    assert (len(custom.split_indices.train), len(custom.split_indices.val)) == (10, 5)
+    # A label budget is drawn from the training split; the validation and test splits stay.
+    custom = _module(raw.root, tmp_path / "cache", seed=1, train_size=10, val_size=1.0)
+    assert (len(custom.split_indices.train), len(custom.split_indices.val)) == (10, 1)
+    assert set(custom.split_indices.train) <= set(dm.split_indices.train)
+    np.testing.assert_array_equal(custom.split_indices.test, dm.split_indices.test)
 
 
 def test_parse_is_cached_and_a_changed_file_misses(raw: QM9RawFiles, tmp_path: Path) -> None:

@@ -119,8 +119,11 @@ class FinetuneDataset(Dataset[Data]):
         return self.transform(sample.clone())
 
 
-def check_split(split: SplitIndices, n: int) -> SplitIndices:
+def check_split(split: SplitIndices, n: int, complete: bool = True) -> SplitIndices:
     """Validate a split of ``range(n)``: int64 arrays, in range, disjoint, covering everything.
+
+    ``complete=False`` lets the three parts leave molecules out (a label budget that uses a
+    subset of the training split).
 
     Raises:
         ValueError: Naming what is wrong.
@@ -133,7 +136,7 @@ def check_split(split: SplitIndices, n: int) -> SplitIndices:
         )
     if len(np.unique(joined)) != len(joined):
         raise ValueError("split indices overlap: a molecule is in two splits (or twice in one)")
-    if len(joined) != n:
+    if complete and len(joined) != n:
         raise ValueError(f"the split covers {len(joined)} of {n} molecules")
     return parts
 
@@ -159,6 +162,9 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
     #: Split names the subclass accepts, checked in ``__init__``; ``None``: checked later, by
     #: :meth:`_split`.
     supported_splits: tuple[str, ...] | None = None
+    #: Whether the split may leave molecules out of all three parts (subsets drawn from a
+    #: standard split, e.g. QM9's label budgets); otherwise it must cover every molecule.
+    split_may_leave_out: bool = False
 
     def __init__(
         self,
@@ -242,7 +248,9 @@ class FinetuneDataModule(LightningDataModule, abc.ABC):
             )
         self.data = loaded.data
         self.loaded = loaded
-        split = check_split(self._split(len(self.data)), len(self.data))
+        split = check_split(
+            self._split(len(self.data)), len(self.data), complete=not self.split_may_leave_out
+        )
         empty = [name for name, part in zip(split._fields, split, strict=True) if len(part) == 0]
         if empty:
             # An empty validation split leaves nothing to pick the checkpoint with.

@@ -1,7 +1,13 @@
-"""QM9 fine-tuning data: the raw gdb9 files → PyG ``Data`` with the paper's 12 targets.
+"""QM9 fine-tuning data: the raw gdb9 files or qm9pack's CSVs → ``Data`` with the 12 targets.
 
-Files (see :mod:`molssl.datamodules.qm9_raw` for their layout): ``root/gdb9.sdf``,
-``root/gdb9.sdf.csv``, ``root/uncharacterized.txt``, or each path given on its own.
+Two layouts (``layout="auto"`` tells them apart by the files in ``root``):
+
+* ``raw`` (see :mod:`molssl.datamodules.qm9_raw`): ``root/gdb9.sdf``, ``root/gdb9.sdf.csv``,
+  ``root/uncharacterized.txt``, or each path given on its own; bonds from the SDF.
+* ``qm9pack`` (see :mod:`molssl.datamodules.sources.qm9pack`): ``root/qm9_part{1,2,3}.csv``
+  as the ``qm9pack`` package ships them, DFT coordinates with a SMILES per row; the graph is
+  the SMILES's, placed on the coordinates only where the two agree (else a counted failure).
+  ``root="qm9pack"`` reads the installed package's own files (``pip install qm9pack``).
 
 * Targets (``targets``, default all 12, in the paper's order): mu (D), alpha (a0³), homo,
   lumo, gap (meV), r2 (a0²), zpve, U0, U, H, G (meV), Cv (cal/(mol K)). Energies are
@@ -11,10 +17,16 @@ Files (see :mod:`molssl.datamodules.qm9_raw` for their layout): ``root/gdb9.sdf`
 * The 3,054 uncharacterized molecules are excluded (failure reason ``uncharacterized``);
   molecules RDKit cannot sanitise are kept with relaxed sanitisation by default (see
   :mod:`molssl.datamodules.qm9_parse`), counted under ``relaxed`` in :meth:`stats`.
-* Split: seeded random 110,000 / 10,000 / rest on the full set (130,000 molecules or more,
-  so the paper's sizes hold whether or not a few hundred unsanitisable molecules are
-  dropped); on a smaller file the same proportions (110/130.831 and 10/130.831, at least one
-  validation and one test molecule). ``train_size`` / ``val_size`` override (count or fraction).
+* Split: seeded (``split_seed``, default ``seed``) random 110,000 / 10,000 / rest on the full
+  set (130,000 molecules or more, so the paper's sizes hold whether or not a few hundred
+  unsanitisable molecules are dropped); on a smaller file the same proportions
+  (110/130.831 and 10/130.831, at least one validation and one test molecule).
+* Label budgets: ``train_size`` (the labelled molecules used, a count or a fraction of the
+  training split) is drawn from that training split by ``seed``; ``val_size`` / ``test_size``
+  draw from the validation / test split by ``split_seed``, so every seed and every
+  pre-training arm of an experiment is selected and scored on the same molecules. A count is
+  an ``int``, a fraction a ``float`` in [0, 1], also from the command line
+  (:data:`~molssl.datamodules.sized_splits.SplitSize`).
 * ``atomref=True``: per-element reference values fitted by least squares on the TRAIN split
   for the extensive energies (U0, U, H, G; zero for the other targets), exposed as
   ``target_statistics()["atomref"]`` ``(max_z + 1, T)`` indexed by atomic number; ``"mean"``
@@ -46,10 +58,11 @@ import torch
 from torch_geometric.data import Data
 
 from molssl.datamodules.finetune_base import FinetuneDataModule, LoadedDataset, SampleTransform
-from molssl.datamodules.qm9_cache import load_or_parse_qm9
-from molssl.datamodules.qm9_parse import EXAMPLES_KEPT
+from molssl.datamodules.qm9_cache import load_or_parse_qm9, load_or_parse_qm9pack
+from molssl.datamodules.qm9_parse import EXAMPLES_KEPT, QM9Parsed
 from molssl.datamodules.qm9_raw import QM9_TARGET_UNITS, QM9_TARGETS, resolve_targets
-from molssl.datamodules.sized_splits import sized_random_split
+from molssl.datamodules.sized_splits import SplitSize, resolve_size, sized_random_split
+from molssl.datamodules.sources.packages import PACKAGE_INPUTS, package_input_files
 from molssl.datamodules.splits import SplitIndices
 from molssl.errors import UserError
 
@@ -148,16 +161,25 @@ def fit_atomref(counts: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 class QM9DataModule(FinetuneDataModule):
-    """QM9 from its raw files (see the module docstring).
+    """QM9 from its raw files or qm9pack's CSVs (see the module docstring).
 
     Args:
-        root: Directory holding ``gdb9.sdf``, ``gdb9.sdf.csv`` and ``uncharacterized.txt``.
-        sdf_path, labels_path, uncharacterized_path: Override one file's path.
-        exclude_uncharacterized: Drop the molecules listed in ``uncharacterized.txt``.
+        root: Directory holding ``gdb9.sdf``, ``gdb9.sdf.csv`` and ``uncharacterized.txt``
+            (raw layout) or ``qm9_part{1,2,3}.csv`` (qm9pack layout); ``"qm9pack"``: the
+            installed qm9pack package's files.
+        layout: ``"auto"`` (by the files in ``root``), ``"raw"`` or ``"qm9pack"``.
+        sdf_path, labels_path, uncharacterized_path: Override one file's path (raw layout).
+        exclude_uncharacterized: Drop the molecules listed in ``uncharacterized.txt`` (raw
+            layout; qm9pack has none of them).
         targets: Paper names of the targets (default: all 12), e.g. ``["homo"]``.
-        on_sanitize_error: ``"relax"`` (keep, default) or ``"drop"``.
+        on_sanitize_error: ``"relax"`` (keep, default) or ``"drop"`` (raw layout).
         atomref: Fit per-element reference energies on the train split.
-        train_size, val_size: Override the split sizes (int count or float fraction).
+        train_size: Labelled molecules used, drawn from the training split by ``seed``
+            (count, or fraction of the training split; default all of it).
+        val_size, test_size: Molecules used from the validation / test split, drawn by
+            ``split_seed`` (default all).
+        split_seed: Seed of the 110k / 10k / rest split and of the validation and test
+            subsets (default ``seed``); fix it to compare seeds on the same molecules.
         cache_dir: Cache root (default ``$MOLSSL_CACHE`` or ``~/.cache/molssl``).
         use_cache: Read/write the parse cache.
         prepare_workers: Processes for the first parse.
@@ -170,6 +192,7 @@ class QM9DataModule(FinetuneDataModule):
     def __init__(
         self,
         root: str | os.PathLike[str] | None = "data/qm9",
+        layout: str = "auto",
         sdf_path: str | os.PathLike[str] | None = None,
         labels_path: str | os.PathLike[str] | None = None,
         uncharacterized_path: str | os.PathLike[str] | None = None,
@@ -177,8 +200,10 @@ class QM9DataModule(FinetuneDataModule):
         targets: Sequence[str] | None = None,
         on_sanitize_error: str = "relax",
         atomref: bool = False,
-        train_size: int | float | None = None,
-        val_size: int | float | None = None,
+        train_size: SplitSize | None = None,
+        val_size: SplitSize | None = None,
+        test_size: SplitSize | None = None,
+        split_seed: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
         prepare_workers: int = 1,
@@ -201,7 +226,11 @@ class QM9DataModule(FinetuneDataModule):
             raise UserError(
                 f"on_sanitize_error must be 'relax' or 'drop', got {on_sanitize_error!r}"
             )
-        base = Path(root) if root is not None else None
+        if layout not in _LAYOUTS:
+            raise UserError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+        self.layout = _detect_layout(root, layout, sdf_path)
+        self.qm9pack_files = _qm9pack_files(root) if self.layout == "qm9pack" else []
+        base = Path(root) if root is not None and self.layout == "raw" else None
 
         def resolve(given: str | os.PathLike[str] | None, name: str) -> Path:
             if given is not None:
@@ -210,18 +239,27 @@ class QM9DataModule(FinetuneDataModule):
                 raise UserError(f"QM9DataModule: pass root or the path of {name}")
             return base / name
 
-        self.sdf_path = resolve(sdf_path, "gdb9.sdf")
-        self.labels_path = resolve(labels_path, "gdb9.sdf.csv")
+        raw = self.layout == "raw"
+        self.sdf_path = resolve(sdf_path, "gdb9.sdf") if raw else None
+        self.labels_path = resolve(labels_path, "gdb9.sdf.csv") if raw else None
         self.uncharacterized_path = (
             resolve(uncharacterized_path, "uncharacterized.txt")
-            if exclude_uncharacterized
+            if exclude_uncharacterized and raw
             else None
         )
         self.targets = resolve_targets(targets)
         self.on_sanitize_error = on_sanitize_error
         self.atomref = bool(atomref)
+        for name, size in (("train", train_size), ("val", val_size), ("test", test_size)):
+            if size is not None:
+                resolve_size(size, 1 << 62, f"{name}_size")  # type and sign, before any parse
         self.train_size = train_size
         self.val_size = val_size
+        self.test_size = test_size
+        self.split_seed = None if split_seed is None else int(split_seed)
+        self.split_may_leave_out = any(
+            size is not None for size in (train_size, val_size, test_size)
+        )
         self.cache_dir = cache_dir
         self.use_cache = bool(use_cache)
         self.prepare_workers = int(prepare_workers)
@@ -231,8 +269,16 @@ class QM9DataModule(FinetuneDataModule):
         """Regression on the chosen targets."""
         return "regression", list(self.targets)
 
-    def _load(self) -> LoadedDataset:
-        parsed, directory, from_cache = load_or_parse_qm9(
+    def _parse(self) -> tuple[QM9Parsed, Path | None, bool]:
+        if self.layout == "qm9pack":
+            return load_or_parse_qm9pack(
+                self.qm9pack_files,
+                workers=self.prepare_workers,
+                cache_dir=self.cache_dir,
+                use_cache=self.use_cache,
+            )
+        assert self.sdf_path is not None and self.labels_path is not None
+        return load_or_parse_qm9(
             self.sdf_path,
             self.labels_path,
             self.uncharacterized_path,
@@ -241,6 +287,9 @@ class QM9DataModule(FinetuneDataModule):
             cache_dir=self.cache_dir,
             use_cache=self.use_cache,
         )
+
+    def _load(self) -> LoadedDataset:
+        parsed, directory, from_cache = self._parse()
         self.packed = PackedQM9(parsed.arrays, [QM9_TARGETS.index(t) for t in self.targets])
         reasons = Counter(f.reason for f in parsed.relaxed)
         unlabelled = [f for f in parsed.failures if f.reason == "missing_label"]
@@ -250,6 +299,7 @@ class QM9DataModule(FinetuneDataModule):
             "relaxed": len(parsed.relaxed),
             "relaxed_by_reason": dict(reasons.most_common()),
             "relaxed_molecules": [asdict(f) for f in parsed.relaxed],
+            "layout": self.layout,
             "on_sanitize_error": self.on_sanitize_error,
             "cache": None if directory is None else str(directory),
             "from_cache": from_cache,
@@ -268,7 +318,7 @@ class QM9DataModule(FinetuneDataModule):
             task_type="regression",
             read=parsed.read,
             failures=parsed.failures,
-            origin=str(self.sdf_path),
+            origin=str(self.sdf_path or ", ".join(map(str, self.qm9pack_files))),
             info=info,
         )
 
@@ -294,12 +344,13 @@ class QM9DataModule(FinetuneDataModule):
         return text
 
     def _split(self, n: int) -> SplitIndices:
-        if self.train_size is not None or self.val_size is not None:
-            n_train_default, n_val_default = self._default_sizes(n)
-            train = self.train_size if self.train_size is not None else n_train_default
-            val = self.val_size if self.val_size is not None else n_val_default
-            return sized_random_split(n, train, val, self.seed)
-        return sized_random_split(n, *self._default_sizes(n), seed=self.seed)
+        split_seed = self.seed if self.split_seed is None else self.split_seed
+        split = sized_random_split(n, *self._default_sizes(n), seed=split_seed)
+        return SplitIndices(
+            _subset(split.train, self.train_size, self.seed, "train_size"),
+            _subset(split.val, self.val_size, split_seed, "val_size"),
+            _subset(split.test, self.test_size, split_seed, "test_size"),
+        )
 
     @staticmethod
     def _default_sizes(n: int) -> tuple[int, int]:
@@ -341,3 +392,49 @@ class QM9DataModule(FinetuneDataModule):
         statistics["std"] = torch.from_numpy(std).float()
         statistics["atomref"] = torch.from_numpy(reference).float()
         return statistics
+
+
+_LAYOUTS = ("auto", "raw", "qm9pack")
+
+
+def _qm9pack_files(root: str | os.PathLike[str] | None) -> list[Path]:
+    """The three CSVs of the qm9pack layout: the installed package's, or ``root``'s."""
+    if root is not None and str(root) == "qm9pack" and not Path(root).exists():
+        return package_input_files("qm9pack")
+    if root is None:
+        raise UserError("QM9DataModule: layout 'qm9pack' needs root (a folder, or 'qm9pack')")
+    return [Path(root) / name for name in PACKAGE_INPUTS["qm9pack"].files]
+
+
+def _detect_layout(
+    root: str | os.PathLike[str] | None, layout: str, sdf_path: str | os.PathLike[str] | None
+) -> str:
+    """``layout`` unless ``"auto"``; then qm9pack when ``root`` names it or holds its files."""
+    if layout != "auto":
+        return layout
+    if root is None or sdf_path is not None:
+        return "raw"
+    if str(root) == "qm9pack" and not Path(root).exists():
+        return "qm9pack"
+    first = PACKAGE_INPUTS["qm9pack"].files[0]
+    if (Path(root) / first).is_file() and not (Path(root) / "gdb9.sdf").is_file():
+        return "qm9pack"
+    return "raw"
+
+
+def _subset(indices: np.ndarray, size: SplitSize | None, seed: int, name: str) -> np.ndarray:
+    """``size`` of ``indices`` (a count, or a fraction of them) drawn by ``seed``, sorted.
+
+    Raises:
+        UserError: A count larger than the split it is drawn from.
+    """
+    if size is None:
+        return indices
+    count = resolve_size(size, len(indices), name)
+    if count > len(indices):
+        raise UserError(
+            f"QM9DataModule: {name}={size} asks for more molecules than the {len(indices)} of "
+            "the split it is drawn from"
+        )
+    chosen = np.random.default_rng(seed).permutation(len(indices))[:count]
+    return np.sort(indices[chosen]).astype(np.int64)

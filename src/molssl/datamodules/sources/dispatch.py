@@ -1,4 +1,10 @@
-"""Choosing the reader of each input file by its suffix; directories of inputs."""
+"""Choosing the reader of each input file by its suffix; directories of inputs.
+
+A ``.csv`` whose header has qm9pack's ``XYZ_Ang`` and ``Elements`` columns is read as QM9 with
+its DFT coordinates (:mod:`~molssl.datamodules.sources.qm9pack`), any other as SMILES. The names
+of :data:`~molssl.datamodules.sources.packages.PACKAGE_INPUTS` (``qm9pack``, ``moses``, ...)
+stand for the data files of those packages (:mod:`~molssl.datamodules.sources.packages`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from molssl.datamodules.sources.entry import SourceEntry, SourceError
+from molssl.datamodules.sources.packages import is_package_input, package_input_files
 from molssl.datamodules.sources.pubchemqc import iter_pubchemqc_file
+from molssl.datamodules.sources.qm9pack import is_qm9pack_header, iter_qm9pack_file
 from molssl.datamodules.sources.sdf import iter_sdf_file
 from molssl.datamodules.sources.smiles import iter_smiles_file
-from molssl.datamodules.sources.table import csv_columns, iter_csv_file
+from molssl.datamodules.sources.table import csv_columns, csv_header, iter_csv_file
 from molssl.datamodules.sources.textio import check_gzip
 
 __all__ = ["SUPPORTED_SUFFIXES", "iter_files", "iter_source", "source_files"]
@@ -36,7 +44,7 @@ def _kind(path: Path) -> str | None:
 def source_files(
     path: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
 ) -> list[Path]:
-    """The files ``path`` stands for: itself, or a directory's supported files.
+    """The files ``path`` stands for: itself, a directory's supported files, or a package's.
 
     A directory is walked recursively; its files with a supported suffix (hidden ones aside)
     come in sorted order of their path relative to it, and other files are ignored, as is
@@ -44,9 +52,12 @@ def source_files(
     ``manifest.json`` must never be read back as input).
 
     Raises:
-        SourceError: ``missing_file``, ``unknown_suffix`` (for a file named directly), or
-            ``no_supported_files`` (a directory without any).
+        SourceError: ``missing_file``, ``unknown_suffix`` (for a file named directly),
+            ``no_supported_files`` (a directory without any), ``missing_package`` (a package
+            input whose package is not installed).
     """
+    if is_package_input(path):
+        return package_input_files(str(path))
     root = Path(path)
     skipped = Path(exclude).resolve() if exclude is not None else None
     if root.is_dir():
@@ -88,9 +99,10 @@ def iter_source(
     its SMILES column) are found here, before the first entry, for every file of a directory.
 
     Args:
-        path: A ``.smi``/``.txt`` (SMILES per line), ``.csv`` (SMILES column), ``.sdf`` (3D
-            records) or ``.json`` (PubChemQC B3LYP@PM6) file, each optionally ``.gz``, or a
-            directory of those.
+        path: A ``.smi``/``.txt`` (SMILES per line), ``.csv`` (SMILES column, or qm9pack's
+            layout with DFT coordinates), ``.sdf`` (3D records) or ``.json`` (PubChemQC
+            B3LYP@PM6) file, each optionally ``.gz``, a directory of those, or a package input
+            (``qm9pack``, ``moses``, ``moses:test``, ``moses:test_scaffolds``).
         smiles_column: Name of the SMILES column of CSV files (default: ``smiles``, any case).
 
     Returns:
@@ -127,7 +139,9 @@ def iter_files(
             raise SourceError(f"{file}: a directory, not an input file", reason="unknown_suffix")
         check_gzip(file)
         name = os.fspath(given)
-        if kind == "csv":
+        if kind == "csv" and is_qm9pack_header(csv_header(file)):
+            readers.append(lambda name=name: iter_qm9pack_file(name))
+        elif kind == "csv":
             columns = csv_columns(file, smiles_column)
             readers.append(lambda name=name, columns=columns: iter_csv_file(name, columns))
         else:

@@ -28,7 +28,7 @@ from molssl.datamodules.sources.entry import (
 )
 from molssl.datamodules.sources.textio import TRUNCATION_ERRORS, open_text
 
-__all__ = ["CsvColumns", "csv_columns", "find_column", "iter_csv_file"]
+__all__ = ["CsvColumns", "csv_columns", "csv_header", "find_column", "iter_csv_file"]
 
 _NAME_COLUMNS = ("id", "name", "cid")
 
@@ -55,17 +55,16 @@ def find_column(header: Sequence[str], wanted: str) -> int | None:
     return lowered.index(wanted.lower()) if wanted.lower() in lowered else None
 
 
-def csv_columns(path: str | Path, smiles_column: str | None = None) -> CsvColumns:
-    """Read the header of a CSV file and locate its SMILES and name columns.
+def csv_header(path: str | Path) -> list[str]:
+    """The first row of a CSV file (``[]`` for an empty file).
 
     Raises:
-        SourceError: ``no_smiles_column`` when the header (or the file) has no such column,
-            ``truncated_file`` when a gzip stream ends inside the header.
+        SourceError: ``truncated_file`` when a gzip stream ends inside the header,
+            ``unreadable_file`` when the ``csv`` module rejects it.
     """
-    wanted = smiles_column if smiles_column is not None else "smiles"
     try:
         with open_text(Path(path), newline="") as handle:
-            header = next(csv.reader(handle), None)
+            return next(csv.reader(handle), None) or []
     except TRUNCATION_ERRORS as error:
         raise SourceError(
             f"{path}: compressed stream ends inside the header ({error})", reason="truncated_file"
@@ -74,6 +73,17 @@ def csv_columns(path: str | Path, smiles_column: str | None = None) -> CsvColumn
         raise SourceError(
             f"{path}: unreadable CSV header ({error})", reason="unreadable_file"
         ) from None
+
+
+def csv_columns(path: str | Path, smiles_column: str | None = None) -> CsvColumns:
+    """Read the header of a CSV file and locate its SMILES and name columns.
+
+    Raises:
+        SourceError: ``no_smiles_column`` when the header (or the file) has no such column,
+            ``truncated_file`` when a gzip stream ends inside the header.
+    """
+    wanted = smiles_column if smiles_column is not None else "smiles"
+    header = csv_header(path)
     if not header:
         raise SourceError(f"{path}: no header row (empty file?)", reason="no_smiles_column")
     smiles = find_column(header, wanted)
