@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from molssl import pretrained
 from molssl.encoders import EquivariantTransformer
 from molssl.modules import PretrainModule
 from molssl.modules.finetune import FinetuneModule
@@ -172,3 +173,24 @@ def test_a_whitened_pretrained_encoder_initialises_an_unwhitened_one(tmp_path: P
     assert sorted(report.loaded) == sorted(encoder.state_dict())
     assert report.new == []
     assert "encoder_3d.out_norm_vec.weight" in report.unused
+
+
+def test_a_packaged_name_resolves_offline_and_the_report_names_the_step(
+    pretrain_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = pretrained.PackagedCheckpoint(
+        file=pretrain_ckpt.name, card="card.md", summary="test", encoder=TINY_ET_ARGS
+    )
+    monkeypatch.setattr(pretrained, "_FOLDER", pretrain_ckpt.parent)
+    monkeypatch.setitem(pretrained.PACKAGED, "tiny-test", entry)
+    assert pretrained.resolve("tiny-test") == pretrain_ckpt
+    assert "tiny-test" in pretrained.available()
+    report = load_encoder_weights(EquivariantTransformer(**TINY_ET_ARGS), "tiny-test")
+    assert report.path == str(pretrain_ckpt) and report.step == 3
+    assert "(step 3)" in report.summary()
+    # A file always wins over a name, and a bare unknown name lists the packaged ones.
+    assert pretrained.resolve(pretrain_ckpt) == pretrain_ckpt
+    with pytest.raises(pretrained.PretrainedNameError, match="tiny-test"):
+        load_encoder_weights(EquivariantTransformer(**TINY_ET_ARGS), "no-such-model")
+    with pytest.raises(InitFromError, match="not found"):
+        load_encoder_weights(EquivariantTransformer(**TINY_ET_ARGS), "missing/file.ckpt")

@@ -9,6 +9,8 @@ encoder has that the checkpoint lacks is reported as new and keeps its fresh ini
 
 A checkpoint is read with ``weights_only=True``: a file from elsewhere cannot run code. Plain
 ``state_dict`` files (``torch.save(encoder.state_dict(), path)``) work with ``prefix=""``.
+``init_from`` may also name a checkpoint packaged with molssl (``init_from: <name>``, see
+:mod:`molssl.pretrained`); the report names the file and the training step it holds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from molssl.checkpoints import load_checkpoint_file
 from molssl.errors import UserError
+from molssl.pretrained import resolve
 
 __all__ = ["InitFromError", "InitReport", "load_encoder_weights", "read_state_dict"]
 
@@ -53,6 +56,7 @@ class InitReport:
         loaded: Encoder tensor names given checkpoint values.
         new: Encoder tensor names the checkpoint lacks (fresh initialisation kept).
         unused: Checkpoint tensor names (full, with prefix) that went nowhere.
+        step: The checkpoint's ``global_step`` (``None`` for a plain state dict).
     """
 
     path: str
@@ -60,6 +64,7 @@ class InitReport:
     loaded: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    step: int | None = None
 
     def summary(self, head_tensors: list[str] | None = None) -> str:
         """A few lines for the log: counts, with the names of new and unused tensors grouped.
@@ -67,8 +72,9 @@ class InitReport:
         Args:
             head_tensors: Names of the task head's tensors, always new, listed for completeness.
         """
+        at_step = "" if self.step is None else f" (step {self.step})"
         lines = [
-            f"init_from {self.path}: loaded {len(self.loaded)} encoder tensors from "
+            f"init_from {self.path}{at_step}: loaded {len(self.loaded)} encoder tensors from "
             f"'{self.prefix}*'",
             f"  new encoder tensors (fresh initialisation): {_grouped(self.new)}",
         ]
@@ -85,6 +91,7 @@ class InitReport:
             "loaded": len(self.loaded),
             "new": list(self.new),
             "unused": len(self.unused),
+            "step": self.step,
         }
 
 
@@ -100,10 +107,18 @@ def _grouped(names: list[str]) -> str:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a Lightning checkpoint (its ``state_dict``) or of a plain state-dict file.
 
+    ``path`` may be a packaged checkpoint's name (:func:`molssl.pretrained.resolve`).
+
     Raises:
         InitFromError: Missing file, a file torch cannot read safely, or one holding no tensors.
+        PretrainedNameError: A bare name that is neither a file nor packaged.
     """
-    path = Path(path)
+    return _read_checkpoint(path)[0]
+
+
+def _read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], int | None]:
+    """The tensors of a checkpoint and its ``global_step`` (``None`` when it has none)."""
+    path = resolve(path)
     if path.is_file() and path.stat().st_size == 0:
         raise InitFromError(
             "checkpoint_unreadable",
@@ -118,7 +133,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     tensors = {str(k): v for k, v in state.items() if isinstance(v, Tensor)}
     if not tensors:
         raise InitFromError("checkpoint_unreadable", f"{path} holds no tensors")
-    return tensors
+    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    return tensors, step if isinstance(step, int) else None
 
 
 def _prefixes(names: list[str]) -> list[str]:
@@ -143,7 +159,8 @@ def load_encoder_weights(
             (the message lists the prefixes present); tensors whose shapes differ (all of them
             are named, with both shapes). Nothing is loaded when an error is raised.
     """
-    checkpoint = read_state_dict(path)
+    checkpoint, step = _read_checkpoint(path)
+    path = resolve(path)
     own = encoder.state_dict()
     candidates = {name[len(prefix) :]: name for name in checkpoint if name.startswith(prefix)}
     matched = [name for name in own if name in candidates]
@@ -178,4 +195,5 @@ def load_encoder_weights(
         loaded=matched,
         new=[name for name in own if name not in candidates],
         unused=[name for name in checkpoint if name not in used],
+        step=step,
     )

@@ -1,0 +1,87 @@
+"""Pre-trained checkpoints that ship inside the package, named instead of pathed.
+
+``init_from: <name>`` in a fine-tuning config (and :func:`resolve` for any other caller, e.g.
+an API that loads a model by name) finds a packaged checkpoint offline, with no download.
+Each entry of :data:`PACKAGED` names its file in this folder and its model card (data, steps,
+sizes, the commands that made it, what it measured, the data's licence); ``molssl`` never
+fetches anything. A path is always a path: a file that exists is returned as given, whatever
+its name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from molssl.errors import UserError
+
+__all__ = ["PACKAGED", "PackagedCheckpoint", "PretrainedNameError", "available", "resolve"]
+
+_FOLDER = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class PackagedCheckpoint:
+    """One packaged checkpoint.
+
+    Attributes:
+        file: The checkpoint's file name in ``molssl/pretrained``.
+        card: Its model card's file name there.
+        summary: One line: what it is and what it is for.
+        encoder: The 3D encoder's ``init_args`` the checkpoint was trained with; a fine-tuning
+            encoder must have them for ``init_from`` to fit.
+    """
+
+    file: str
+    card: str
+    summary: str
+    encoder: dict[str, object]
+
+    @property
+    def path(self) -> Path:
+        """Where the checkpoint is in the installed package."""
+        return _FOLDER / self.file
+
+
+#: Packaged checkpoints by name.
+PACKAGED: dict[str, PackagedCheckpoint] = {}
+
+
+class PretrainedNameError(UserError):
+    """A name that is neither an existing file nor a packaged checkpoint."""
+
+
+def available() -> list[str]:
+    """Names of the packaged checkpoints, sorted."""
+    return sorted(PACKAGED)
+
+
+def _looks_like_a_name(text: str) -> bool:
+    return os.sep not in text and "/" not in text and not Path(text).suffix
+
+
+def resolve(name_or_path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file meant by a packaged name or a path.
+
+    Returns:
+        An existing file as given; the packaged file of a name in :data:`PACKAGED`; any other
+        path unchanged (its reader reports it missing, naming it).
+
+    Raises:
+        PretrainedNameError: A bare name (no folder, no suffix) that is neither a file nor
+            packaged; the message lists the packaged names.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    entry = PACKAGED.get(str(name_or_path))
+    if entry is not None:
+        return entry.path
+    if _looks_like_a_name(str(name_or_path)):
+        names = ", ".join(available()) or "none in this version"
+        raise PretrainedNameError(
+            f"{str(name_or_path)!r} is neither a checkpoint file nor a packaged pre-trained "
+            f"model (packaged: {names})"
+        )
+    return path
