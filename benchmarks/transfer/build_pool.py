@@ -1,7 +1,10 @@
 """Build the offline pre-training pool for the FreeSolv transfer experiment.
 
-Sources, all available without network: RDKit's bundled NCI set (``NCI/first_5K.smi``), the
-shared ChEMBL sample (``../shared/data/chembl_samples.csv``) and ``micro_ZINC.csv``. Each SMILES
+Sources, all available without network: ``--source small`` (round 1 and 2 of
+docs/RESULTS.md): RDKit's bundled NCI set (``NCI/first_5K.smi``), the shared ChEMBL sample
+(``../shared/data/chembl_samples.csv``) and ``micro_ZINC.csv``; ``--source moses``: a seeded
+random sample of ``--moses-size`` molecules of MOSES's training set (the ``molsets`` package,
+``make data-packages``; 1,584,663 drug-like SMILES from ZINC's clean leads). Each SMILES
 is reduced to its largest fragment (salts and counter-ions dropped), canonicalised, and
 deduplicated on the canonical SMILES. Every FreeSolv molecule is then removed, matched both on
 the canonical SMILES with stereochemistry and on the canonical SMILES without it, so that no
@@ -15,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from rdkit import Chem, RDConfig, RDLogger
+
+from molssl.datamodules.sources.packages import package_input_files
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -40,6 +47,19 @@ def read_csv_smiles(path: Path, column: str) -> Iterator[str]:
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             yield row[column]
+
+
+def read_moses_sample(size: int, seed: int) -> Iterator[str]:
+    """``size`` SMILES of MOSES's training set drawn without replacement by ``seed``, in the
+    drawn order (so any prefix of the pool is itself a random sample)."""
+    (path,) = package_input_files("moses")
+    with gzip.open(path, "rt") as handle:
+        header = handle.readline().strip()
+        if header != "SMILES":
+            raise SystemExit(f"{path}: expected the header 'SMILES', got {header!r}")
+        lines = [line.strip() for line in handle]
+    for index in np.random.default_rng(seed).permutation(len(lines))[:size]:
+        yield lines[int(index)]
 
 
 def canonical_keys(smiles: str) -> tuple[str, str] | None:
@@ -126,14 +146,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="pool .smi to write")
     parser.add_argument("--shared-data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--source", choices=["small", "moses"], default="small")
+    parser.add_argument("--moses-size", type=int, default=105_000, help="MOSES molecules drawn")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the MOSES sample")
     args = parser.parse_args()
     RDLogger.DisableLog("rdApp.*")
     freesolv = args.shared_data / "freesolv.csv"
-    sources = {
-        "rdkit_nci_first_5k": read_nci(NCI_FILE),
-        "chembl_samples": read_csv_smiles(args.shared_data / "chembl_samples.csv", "smiles"),
-        "micro_zinc": read_csv_smiles(args.shared_data / "micro_ZINC.csv", "SMILES"),
-    }
+    if args.source == "moses":
+        sources = {"moses_train": read_moses_sample(args.moses_size, args.seed)}
+    else:
+        sources = {
+            "rdkit_nci_first_5k": read_nci(NCI_FILE),
+            "chembl_samples": read_csv_smiles(args.shared_data / "chembl_samples.csv", "smiles"),
+            "micro_zinc": read_csv_smiles(args.shared_data / "micro_ZINC.csv", "SMILES"),
+        }
     pool, summary = build_pool(sources, read_csv_smiles(freesolv, "smiles"))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("".join(f"{smiles}\tpool:{i}\n" for i, smiles in enumerate(pool)))

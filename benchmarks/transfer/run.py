@@ -55,6 +55,7 @@ PRETRAIN_CONFIGS = {
     "unicorn_no_denoise": REPO / "configs" / "ablations" / "unicorn_no_denoise.yaml",
     "unicorn_no_mask_contrast": REPO / "configs" / "ablations" / "unicorn_no_mask_contrast.yaml",
     "frad": REPO / "configs" / "frad.yaml",
+    "coord": REPO / "configs" / "coord.yaml",
 }
 MOLSSL = [sys.executable, "-c", "from molssl.cli import main; main()"]
 

@@ -1,0 +1,325 @@
+"""QM9 label efficiency, one command: does pre-training on QM9's geometries help at 1,000 labels?
+
+The direction of UniCorn's Table 5 at a scale this CPU can run. Stages, each skipped when its
+output exists (so an interrupted run continues where it stopped):
+
+1. ``pool``: the unlabelled geometries of QM9's standard training split (:mod:`qm9_pool`;
+   validation and test molecules left out) as one qm9pack-layout CSV.
+2. ``prepare``: ``molssl prepare`` on it (DFT coordinates kept, shards of 5,000).
+3. ``pretrain``: each ``--pretrain`` arm (``configs/<arm>.yaml``) with the same small encoders,
+   batch, learning rate and step budget (``--pretrain-steps``; steps, not wall time, so that the
+   machine's load cannot favour an arm).
+4. ``finetune``: HOMO, LUMO and gap together (one equivariant head with three outputs on the
+   ET; ``configs/finetune/qm9_homo.yaml`` with ``targets`` overridden), ``--train-size``
+   labelled molecules drawn from the training split by the seed, validation and test subsets
+   fixed by ``split_seed`` 0 (the same molecules for every arm and seed), from scratch and from
+   each arm's final pre-trained weights, over ``--lrs`` x ``--encoder-lr-scales`` x
+   ``--seeds``; the checkpoint with the lowest validation MAE (mean over the three targets) is
+   tested.
+5. ``report``: per arm the grid point with the lowest mean validation MAE over the seeds, its
+   test MAE per target (mean ± std over seeds) and the change against scratch; every run in
+   ``results.json``; the selected runs in the schema of ``docs/results/qm9_label_efficiency.json``
+   (``--results-json``).
+
+    OMP_NUM_THREADS=1 python benchmarks/transfer/qm9_label_efficiency.py --output runs/qm9_label
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from qm9_pool import write_pool
+from run import (
+    MOLSSL,
+    PRETRAIN_CONFIGS,
+    REPO,
+    best_validation_rmse,
+    encoder_overrides,
+    last_checkpoint,
+    record_time,
+    run_logged,
+    trainer_overrides,
+)
+
+from machine_info import load_average
+from molssl.commands.seeds import SEEDS_FILE, run_seeds
+
+FINETUNE_CONFIG = REPO / "configs" / "finetune" / "qm9_homo.yaml"
+TARGETS = ("homo", "lumo", "gap")
+
+
+def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> list[str]:
+    """The arm's config with the experiment's sizes, batch, schedule, step budget and pool."""
+    text = config.read_text()
+    overrides = encoder_overrides("encoder_3d", args.hidden, args.layers, args.heads, args.rbf)
+    if "encoder_2d:" in text:
+        overrides += encoder_overrides("encoder_2d", args.hidden, args.layers, args.heads, None)
+    return [
+        *overrides,
+        *trainer_overrides(args),
+        f"--trainer.max_steps={args.pretrain_steps}",
+        f"--trainer.val_check_interval={args.pretrain_val_every}",
+        # 20 batches of the held-out shard: the same 640 molecules at every validation.
+        "--trainer.limit_val_batches=20",
+        f"--trainer.logger.init_args.save_dir={output}",
+        f"--checkpoint.every_n_train_steps={args.pretrain_val_every}",
+        # Every periodic checkpoint stays: fine-tuning from them measures transfer against
+        # pre-training length without pre-training again.
+        "--checkpoint.save_top_k=-1",
+        f"--model.init_args.lr={args.pretrain_lr}",
+        f"--model.init_args.warmup_steps={args.pretrain_warmup}",
+        f"--model.init_args.max_steps={args.pretrain_steps}",
+        f"--data.init_args.root={output.parent / 'pool_prepared'}",
+        f"--data.init_args.batch_size={args.pretrain_batch}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.val_fraction=0.05",
+    ]
+
+
+def finetune_overrides(
+    args: argparse.Namespace, lr: float, scale: float, init_from: Path | None
+) -> list[str]:
+    """The same fine-tuning for every arm; only ``init_from`` differs."""
+    data = {
+        "root": "qm9pack",
+        "targets": "[" + ",".join(args.targets) + "]",
+        "split_seed": 0,
+        "train_size": args.train_size,
+        "val_size": args.val_size,
+        "test_size": args.test_size,
+        "batch_size": args.batch,
+        "eval_batch_size": 128,
+        "num_workers": 0,
+    }
+    return [
+        *encoder_overrides("encoder", args.hidden, args.layers, args.heads, args.rbf),
+        *(f"--data.init_args.{key}={value}" for key, value in data.items()),
+        *trainer_overrides(args),
+        f"--trainer.max_steps={args.steps}",
+        "--trainer.max_epochs=-1",
+        f"--trainer.check_val_every_n_epoch={args.val_every_epochs}",
+        f"--model.init_args.num_tasks={len(args.targets)}",
+        f"--model.init_args.lr={lr}",
+        f"--model.init_args.encoder_lr_scale={scale}",
+        f"--model.init_args.warmup_steps={args.warmup}",
+        f"--model.init_args.max_steps={args.steps}",
+        *([f"--model.init_args.init_from={init_from}"] if init_from is not None else []),
+        *args.finetune_extra,
+    ]
+
+
+def stage_pretrain(output: Path, arm: str, args: argparse.Namespace) -> Path:
+    """Pre-trains ``arm`` for the step budget; returns its final ``last.ckpt``."""
+    folder = output / "pretrain"
+    existing = last_checkpoint(folder / arm) if (folder / arm).is_dir() else None
+    if existing is not None:
+        return existing
+    folder.mkdir(parents=True, exist_ok=True)
+    config = PRETRAIN_CONFIGS[arm]
+    start = time.perf_counter()
+    command = [*MOLSSL, "fit", "--config", str(config), *pretrain_overrides(config, args, folder)]
+    run_logged([*command, f"--trainer.logger.init_args.name={arm}"], folder / f"{arm}.log")
+    record_time(output, f"pretrain/{arm}", time.perf_counter() - start)
+    ckpt = last_checkpoint(folder / arm)
+    if ckpt is None:
+        raise SystemExit(f"pre-training {arm} wrote no last.ckpt under {folder / arm}")
+    return ckpt
+
+
+def finetune_dir(output: Path, args: argparse.Namespace) -> Path:
+    """Where the fine-tuning runs go: ``finetune`` or, for a ``--tag``-ged variant,
+    ``finetune_<tag>`` (same pre-trained weights, other fine-tuning settings)."""
+    return output / ("finetune" if not args.tag else f"finetune_{args.tag}")
+
+
+def grid_key(lr: float, scale: float) -> str:
+    """Folder name of one grid point."""
+    return f"lr_{lr:g}" if scale == 1.0 else f"lr_{lr:g}_enc{scale:g}"
+
+
+def _run_one(folder: Path, seed: int, overrides: list[str]) -> None:
+    torch.set_num_threads(1)
+    run_seeds(FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
+
+
+def stage_finetune(
+    output: Path, checkpoints: dict[str, Path | None], args: argparse.Namespace
+) -> None:
+    """Every missing (arm, grid point, seed) run, ``--jobs`` at a time, one process each."""
+    todo = []
+    for arm, init_from in checkpoints.items():
+        for lr in args.lrs:
+            for scale in args.encoder_lr_scales:
+                folder = finetune_dir(output, args) / arm / grid_key(lr, scale)
+                overrides = finetune_overrides(args, lr, scale, init_from)
+                todo += [
+                    (folder, seed, overrides)
+                    for seed in args.seeds
+                    if not (folder / f"part_{seed}" / SEEDS_FILE).is_file()
+                ]
+    if not todo:
+        return
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context) as pool:
+        for future in [pool.submit(_run_one, *item) for item in todo]:
+            future.result()
+    record_time(output, f"finetune ({len(todo)} runs)", time.perf_counter() - start)
+
+
+def collect(output: Path, arms: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Every finished run's validation and test MAE, by arm and grid point."""
+    results: dict[str, Any] = {}
+    for arm in arms:
+        points: dict[str, Any] = {}
+        for lr in args.lrs:
+            for scale in args.encoder_lr_scales:
+                key = grid_key(lr, scale)
+                runs = []
+                for seed in args.seeds:
+                    path = finetune_dir(output, args) / arm / key / f"part_{seed}" / SEEDS_FILE
+                    if not path.is_file():
+                        continue
+                    (run,) = json.loads(path.read_text())["runs"]
+                    test = {t: run["metrics"][f"test/mae/{t}"] for t in args.targets}
+                    val = best_validation_rmse(run["ckpt_path"])
+                    runs.append({"seed": seed, "val_mae_mev": val, "test_mae_mev": test})
+                if runs:
+                    points[key] = {"lr": lr, "encoder_lr_scale": scale, "runs": runs}
+        results[arm] = points
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def report(output: Path, results: dict[str, Any], args: argparse.Namespace) -> list[dict]:
+    """Chooses each arm's grid point on validation; prints the table; returns the JSON rows."""
+    complete = len(args.seeds)
+    chosen: dict[str, Any] = {}
+    for arm, points in results.items():
+        full = {k: p for k, p in points.items() if len(p["runs"]) == complete}
+        if full:
+            key = min(full, key=lambda k: _mean_std([r["val_mae_mev"] for r in full[k]["runs"]])[0])
+            chosen[arm] = {"point": key, **full[key]}
+    print(f"\nQM9, {args.train_size} labels, test MAE (meV), mean ± std over seeds {args.seeds}")
+    print("| arm | point chosen on val | val MAE | " + " | ".join(args.targets) + " |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in args.targets) + " |")
+    scratch = chosen.get("scratch")
+    rows = []
+    for arm, entry in chosen.items():
+        val = _mean_std([r["val_mae_mev"] for r in entry["runs"]])
+        cells = []
+        for target in args.targets:
+            mean, std = _mean_std([r["test_mae_mev"][target] for r in entry["runs"]])
+            cell = f"{mean:.1f} ± {std:.1f}"
+            if scratch is not None and arm != "scratch":
+                base = _mean_std([r["test_mae_mev"][target] for r in scratch["runs"]])[0]
+                cell += f" ({100 * (mean - base) / base:+.1f}%)"
+            cells.append(cell)
+        print(f"| {arm} | {entry['point']} | {val[0]:.1f} | " + " | ".join(cells) + " |")
+        for run in entry["runs"]:
+            rows += [
+                {
+                    "pretraining": arm,
+                    "target": target,
+                    "train_size": args.train_size,
+                    "seed": run["seed"],
+                    "test_mae_mev": round(run["test_mae_mev"][target], 3),
+                }
+                for target in args.targets
+            ]
+    record = {"settings": vars(args) | {"output": str(output)}, "chosen": chosen, "all": results}
+    (finetune_dir(output, args) / args.results).write_text(
+        json.dumps(record, indent=2, default=str) + "\n"
+    )
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (its defaults are the settings of the recorded runs)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--output", type=Path, default=REPO / "runs" / "qm9_label")
+    add("--pretrain", nargs="*", default=["frad", "unicorn", "unicorn_no_denoise"])
+    add("--pretrain-steps", type=int, default=1500)
+    add("--pretrain-batch", type=int, default=32)
+    add("--pretrain-lr", type=float, default=5e-4)
+    add("--pretrain-warmup", type=int, default=100)
+    add("--pretrain-val-every", type=int, default=250)
+    add("--hidden", type=int, default=64)
+    add("--layers", type=int, default=3)
+    add("--heads", type=int, default=4)
+    add("--rbf", type=int, default=32)
+    add("--targets", nargs="+", default=list(TARGETS))
+    add("--train-size", type=int, default=1000)
+    add("--val-size", type=int, default=500)
+    add("--test-size", type=int, default=3000)
+    add("--batch", type=int, default=32)
+    add("--steps", type=int, default=1000)
+    add("--warmup", type=int, default=50)
+    add("--val-every-epochs", type=int, default=3)
+    add("--lrs", type=float, nargs="+", default=[5e-4, 1e-3])
+    add("--encoder-lr-scales", type=float, nargs="+", default=[1.0])
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add("--finetune-extra", nargs="*", default=[], help="more fine-tuning overrides")
+    add("--tag", default="", help="a fine-tuning variant: runs in finetune_<tag>/")
+    add("--arms", nargs="*", default=None, help="fine-tune only these (default all)")
+    add("--accelerator", default="cpu")
+    add("--precision", default="32-true")
+    add("--jobs", type=int, default=2)
+    add("--results", default="results.json")
+    add("--results-json", type=Path, default=None, help="write the selected runs here")
+    add("--stages", nargs="+", default=["pool", "prepare", "pretrain", "finetune", "report"])
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    torch.set_num_threads(1)
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {load_average()}")
+    if "pool" in args.stages and not (output / "pool.csv").is_file():
+        start = time.perf_counter()
+        write_pool(output / "pool.csv", split_seed=0)
+        record_time(output, "pool", time.perf_counter() - start)
+    if "prepare" in args.stages and not (output / "pool_prepared" / "manifest.json").is_file():
+        start = time.perf_counter()
+        command = [*MOLSSL, "prepare", "--input", str(output / "pool.csv"), "--output"]
+        command += [str(output / "pool_prepared"), "--shard-size", "5000", "--no-progress"]
+        run_logged(command, output / "prepare.log")
+        record_time(output, "prepare", time.perf_counter() - start)
+    checkpoints: dict[str, Path | None] = {"scratch": None}
+    for arm in args.pretrain:
+        if "pretrain" in args.stages:
+            checkpoints[arm] = stage_pretrain(output, arm, args)
+        elif (ckpt := last_checkpoint(output / "pretrain" / arm)) is not None:
+            checkpoints[arm] = ckpt
+    if args.arms is not None:
+        checkpoints = {arm: ckpt for arm, ckpt in checkpoints.items() if arm in args.arms}
+    if "finetune" in args.stages:
+        stage_finetune(output, checkpoints, args)
+    if "report" in args.stages:
+        rows = report(output, collect(output, list(checkpoints), args), args)
+        if args.results_json is not None:
+            args.results_json.parent.mkdir(parents=True, exist_ok=True)
+            args.results_json.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"load average at end: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
