@@ -104,6 +104,8 @@ def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> 
         f"--trainer.max_steps={args.pretrain_horizon}",
         f"--trainer.max_time=00:{minutes // 60:02d}:{minutes % 60:02d}:00",
         f"--trainer.val_check_interval={args.pretrain_val_every}",
+        # At most 20 batches of the held-out shards: the same molecules at every validation.
+        "--trainer.limit_val_batches=20",
         f"--trainer.logger.init_args.save_dir={output}",
         f"--checkpoint.every_n_train_steps={args.pretrain_val_every}",
         f"--model.init_args.lr={args.pretrain_lr}",
@@ -216,25 +218,27 @@ def run_logged(command: list[str], log: Path) -> None:
         raise SystemExit(f"failed (exit {result.returncode}): see {log}")
 
 
-def stage_pool(output: Path) -> None:
-    """``pool.smi`` and its counts."""
+def stage_pool(output: Path, args: argparse.Namespace) -> None:
+    """``pool.smi`` and its counts (:mod:`build_pool`, ``--pool-source`` small or moses)."""
     if (output / "pool.smi").is_file():
         return
     start = time.perf_counter()
     script = Path(__file__).with_name("build_pool.py")
     command = [sys.executable, str(script), "--output", str(output / "pool.smi")]
+    command += ["--shared-data", str(args.freesolv.parent), "--source", args.pool_source]
+    command += ["--moses-size", str(args.moses_size)]
     run_logged(command, output / "pool.log")
     record_time(output, "pool", time.perf_counter() - start)
 
 
-def stage_prepare(output: Path, workers: int) -> None:
+def stage_prepare(output: Path, workers: int, shard_size: int) -> None:
     """Conformers and shards of the pool."""
     if (output / "pool_prepared" / "manifest.json").is_file():
         return
     start = time.perf_counter()
     command = [*MOLSSL, "prepare", "--input", str(output / "pool.smi")]
     command += ["--output", str(output / "pool_prepared"), "--workers", str(workers)]
-    command += ["--shard-size", "400", "--no-progress"]
+    command += ["--shard-size", str(shard_size), "--no-progress"]
     run_logged(command, output / "prepare.log")
     record_time(output, "prepare", time.perf_counter() - start)
 
@@ -348,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-batch", type=int, default=32)
     parser.add_argument("--pretrain-val-every", type=int, default=100, help="steps")
     parser.add_argument("--prepare-workers", type=int, default=2)
+    parser.add_argument("--pool-source", choices=["small", "moses"], default="small")
+    parser.add_argument("--moses-size", type=int, default=105_000, help="with --pool-source moses")
+    parser.add_argument("--shard-size", type=int, default=400, help="prepared shards (by entries)")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
@@ -386,9 +393,9 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {load_average()}")
     if "pool" in args.stages:
-        stage_pool(output)
+        stage_pool(output, args)
     if "prepare" in args.stages:
-        stage_prepare(output, args.prepare_workers)
+        stage_prepare(output, args.prepare_workers, args.shard_size)
     checkpoints: dict[str, Path | None] = {"scratch": None}
     for variant in args.pretrain:
         if "pretrain" in args.stages:

@@ -84,3 +84,52 @@ def test_pretrain_overrides_fit_each_config(
     assert config["trainer"]["max_steps"] == 1000
     assert model["max_steps"] == 1000
     assert config["data"]["init_args"]["root"] == str(tmp_path / "pool_prepared")
+
+
+@pytest.fixture(scope="module")
+def qm9_script() -> ModuleType:
+    sys.path.insert(0, str(TRANSFER))
+    spec = importlib.util.spec_from_file_location("qm9_label", TRANSFER / "qm9_label_efficiency.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_qm9_finetune_overrides_set_what_they_say(
+    qm9_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = qm9_script.build_parser().parse_args(["--hidden", "32", "--layers", "2"])
+    init_from = tmp_path / "last.ckpt"
+    overrides = qm9_script.finetune_overrides(args, 5e-4, 0.5, init_from)
+    config = printed_config(
+        capsys, ["fit", "--config", str(qm9_script.FINETUNE_CONFIG), *overrides]
+    )
+    model, data = config["model"]["init_args"], config["data"]["init_args"]
+    assert (model["lr"], model["encoder_lr_scale"], model["init_from"]) == (
+        5e-4, 0.5, str(init_from)
+    )  # fmt: skip
+    assert model["num_tasks"] == 3 and data["targets"] == ["homo", "lumo", "gap"]
+    assert model["encoder"]["init_args"]["hidden_channels"] == 32
+    assert (data["root"], data["split_seed"]) == ("qm9pack", 0)
+    # Counts stay counts (the int | float parsing bug would make 1000 the float 1000.0).
+    assert (data["train_size"], data["val_size"], data["test_size"]) == (1000, 500, 3000)
+    assert all(type(data[k]) is int for k in ("train_size", "val_size", "test_size"))
+    assert config["trainer"]["max_steps"] == model["max_steps"] == args.steps
+
+
+@pytest.mark.parametrize("arm", ["frad", "coord", "unicorn", "unicorn_no_denoise"])
+def test_qm9_pretrain_overrides_fit_each_arm(
+    qm9_script: ModuleType, arm: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = qm9_script.build_parser().parse_args(["--hidden", "32", "--pretrain-steps", "77"])
+    config_path = qm9_script.PRETRAIN_CONFIGS[arm]
+    overrides = qm9_script.pretrain_overrides(config_path, args, tmp_path / "pretrain")
+    config = printed_config(capsys, ["fit", "--config", str(config_path), *overrides])
+    model = config["model"]["init_args"]
+    assert model["encoder_3d"]["init_args"]["hidden_channels"] == 32
+    if model.get("encoder_2d") is not None:
+        assert model["encoder_2d"]["init_args"]["hidden_channels"] == 32
+    assert config["trainer"]["max_steps"] == model["max_steps"] == 77
+    assert config["checkpoint"]["save_top_k"] == -1
