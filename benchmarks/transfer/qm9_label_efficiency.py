@@ -39,8 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from qm9_pool import write_pool
-from run import (
+from common import (
     MOLSSL,
     PRETRAIN_CONFIGS,
     REPO,
@@ -51,6 +50,7 @@ from run import (
     run_logged,
     trainer_overrides,
 )
+from qm9_pool import write_pool
 
 from machine_info import load_average
 from molssl.commands.seeds import SEEDS_FILE, run_seeds

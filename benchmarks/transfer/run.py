@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +39,17 @@ BENCHMARKS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCHMARKS))
 sys.path.insert(0, str(BENCHMARKS / "transfer"))
 
+from common import (  # noqa: E402
+    MOLSSL,
+    PRETRAIN_CONFIGS,
+    REPO,
+    best_validation_rmse,
+    encoder_overrides,
+    last_checkpoint,
+    record_time,
+    run_logged,
+    trainer_overrides,
+)
 from report import report, stage_probe  # noqa: E402
 
 from freesolv_scratch import mean_predictor_rmse  # noqa: E402
@@ -47,39 +57,8 @@ from machine_info import load_average  # noqa: E402
 from molssl.commands.seeds import SEEDS_FILE, run_seeds, summarise_runs  # noqa: E402
 from molssl.datamodules.moleculenet import MoleculeNetDataModule  # noqa: E402
 
-REPO = BENCHMARKS.parent
 FREESOLV = REPO.parent / "shared" / "data" / "freesolv.csv"
 FINETUNE_CONFIG = REPO / "configs" / "finetune" / "freesolv.yaml"
-PRETRAIN_CONFIGS = {
-    "unicorn": REPO / "configs" / "unicorn.yaml",
-    "unicorn_no_denoise": REPO / "configs" / "ablations" / "unicorn_no_denoise.yaml",
-    "unicorn_no_mask_contrast": REPO / "configs" / "ablations" / "unicorn_no_mask_contrast.yaml",
-    "frad": REPO / "configs" / "frad.yaml",
-    "coord": REPO / "configs" / "coord.yaml",
-}
-MOLSSL = [sys.executable, "-c", "from molssl.cli import main; main()"]
-
-
-def encoder_overrides(key: str, hidden: int, layers: int, heads: int, rbf: int | None) -> list[str]:
-    """Overrides setting the size of the encoder at ``model.init_args.<key>``.
-
-    ``rbf`` ``None`` or 0 keeps the config's number of radial basis functions.
-    """
-    prefix = f"--model.init_args.{key}.init_args"
-    sizes = [f"{prefix}.hidden_channels={hidden}", f"{prefix}.num_layers={layers}"]
-    sizes.append(f"{prefix}.num_heads={heads}")
-    return sizes + ([f"{prefix}.num_rbf={rbf}"] if rbf else [])
-
-
-def trainer_overrides(args: argparse.Namespace) -> list[str]:
-    """Device, precision and quiet output, the same for pre-training and fine-tuning."""
-    return [
-        f"--trainer.accelerator={args.accelerator}",
-        "--trainer.devices=1",
-        f"--trainer.precision={args.precision}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-    ]
 
 
 def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> list[str]:
@@ -118,25 +97,6 @@ def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> 
         f"--data.init_args.num_workers={args.pretrain_workers}",
         "--data.init_args.val_fraction=0.05",
     ]
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    """Newest ``last.ckpt`` of the logger version folders in ``folder``."""
-    found = folder.glob("version_*/checkpoints/last.ckpt")
-    return max(found, key=lambda path: path.stat().st_mtime, default=None)
-
-
-def best_validation_rmse(ckpt: str) -> float:
-    """Best monitored validation RMSE stored by the ModelCheckpoint callback in ``ckpt``."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    scores = [
-        float(value["best_model_score"])
-        for key, value in state.get("callbacks", {}).items()
-        if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None
-    ]
-    if not scores:
-        raise RuntimeError(f"{ckpt}: no validation score stored by ModelCheckpoint")
-    return min(scores)
 
 
 FREESOLV_DATA = {"preset": "freesolv", "split": "scaffold", "batch_size": 32}
@@ -200,22 +160,6 @@ def run_finetune_grid(points: list[tuple[Path, list[str]]], seeds: list[int], jo
             future.result()
     for folder, _ in points:
         merge_seed_runs(folder, seeds)
-
-
-def record_time(output: Path, name: str, seconds: float) -> None:
-    """Adds ``name: seconds`` (and the load average) to ``timings.json``."""
-    path = output / "timings.json"
-    timings = json.loads(path.read_text()) if path.is_file() else {}
-    timings[name] = {"wall_s": round(seconds, 1), "load_average_after": load_average()}
-    path.write_text(json.dumps(timings, indent=2) + "\n")
-
-
-def run_logged(command: list[str], log: Path) -> None:
-    """Runs ``command`` with stdout and stderr in ``log``; a failure names the log."""
-    with log.open("w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"failed (exit {result.returncode}): see {log}")
 
 
 def stage_pool(output: Path, args: argparse.Namespace) -> None:
