@@ -72,7 +72,8 @@ def best_validation_rmse(ckpt: str) -> float:
     scores = [
         float(value["best_model_score"])
         for key, value in state.get("callbacks", {}).items()
-        if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None
+        # Any ModelCheckpoint subclass (molssl's LastStateCheckpoint) keys its state by name.
+        if "Checkpoint" in key and value.get("best_model_score") is not None
     ]
     if not scores:
         raise RuntimeError(f"{ckpt}: no validation score stored by ModelCheckpoint")

@@ -14,9 +14,10 @@ output exists (so an interrupted run continues where it stopped):
    labelled molecules drawn from the training split by the seed, validation and test subsets
    fixed by ``split_seed`` 0 (the same molecules for every arm and seed), from scratch and from
    each arm's final pre-trained weights, over ``--lrs`` x ``--encoder-lr-scales`` x
-   ``--seeds``; the checkpoint with the lowest validation MAE (mean over the three targets) is
-   tested.
-5. ``report``: per arm the grid point with the lowest mean validation MAE over the seeds, its
+   ``--search-seeds`` (every point), then the chosen point (lowest mean validation MAE over
+   the search seeds) with the rest of ``--seeds``; in each run the checkpoint with the lowest
+   validation MAE (mean over the three targets) is tested.
+5. ``report``: per arm the grid point with the lowest mean validation MAE over the search seeds, its
    test MAE per target (mean ± std over seeds) and the change against scratch; every run in
    ``results.json``; the selected runs in the schema of ``docs/results/qm9_label_efficiency.json``
    (``--results-json``).
@@ -153,29 +154,66 @@ def _run_one(folder: Path, seed: int, overrides: list[str]) -> None:
     run_seeds(FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
 
 
+def _missing(folder: Path, seeds: list[int], overrides: list[str]) -> list[tuple]:
+    return [
+        (folder, seed, overrides)
+        for seed in seeds
+        if not (folder / f"part_{seed}" / SEEDS_FILE).is_file()
+    ]
+
+
+def _run_all(todo: list[tuple], jobs: int) -> None:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+        for future in [pool.submit(_run_one, *item) for item in todo]:
+            future.result()
+
+
 def stage_finetune(
     output: Path, checkpoints: dict[str, Path | None], args: argparse.Namespace
 ) -> None:
-    """Every missing (arm, grid point, seed) run, ``--jobs`` at a time, one process each."""
-    todo = []
+    """The search, then the chosen points' other seeds; ``--jobs`` runs at a time.
+
+    1. Every grid point of every arm with the ``--search-seeds``.
+    2. Per arm, the point with the lowest mean validation MAE over the search seeds
+       (:func:`choose`) with the rest of ``--seeds``.
+    """
+    start = time.perf_counter()
+    search: list[tuple] = []
     for arm, init_from in checkpoints.items():
         for lr in args.lrs:
             for scale in args.encoder_lr_scales:
                 folder = finetune_dir(output, args) / arm / grid_key(lr, scale)
                 overrides = finetune_overrides(args, lr, scale, init_from)
-                todo += [
-                    (folder, seed, overrides)
-                    for seed in args.seeds
-                    if not (folder / f"part_{seed}" / SEEDS_FILE).is_file()
-                ]
-    if not todo:
-        return
-    start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context) as pool:
-        for future in [pool.submit(_run_one, *item) for item in todo]:
-            future.result()
-    record_time(output, f"finetune ({len(todo)} runs)", time.perf_counter() - start)
+                search += _missing(folder, args.search_seeds, overrides)
+    _run_all(search, args.jobs)
+    confirm: list[tuple] = []
+    results = collect(output, list(checkpoints), args)
+    for arm, init_from in checkpoints.items():
+        point = choose(results[arm], args.search_seeds)
+        folder = finetune_dir(output, args) / arm / point
+        entry = results[arm][point]
+        overrides = finetune_overrides(args, entry["lr"], entry["encoder_lr_scale"], init_from)
+        confirm += _missing(folder, args.seeds, overrides)
+    _run_all(confirm, args.jobs)
+    if search or confirm:
+        count = len(search) + len(confirm)
+        record_time(output, f"finetune ({count} runs)", time.perf_counter() - start)
+
+
+def choose(points: dict[str, Any], search_seeds: list[int]) -> str:
+    """The grid point with the lowest mean validation MAE over the search seeds."""
+
+    def score(key: str) -> float:
+        values = [r["val_mae_mev"] for r in points[key]["runs"] if r["seed"] in search_seeds]
+        if len(values) != len(search_seeds):
+            return float("inf")
+        return sum(values) / len(values)
+
+    best = min(points, key=score)
+    if score(best) == float("inf"):
+        raise SystemExit(f"no grid point has all search seeds {search_seeds} finished")
+    return best
 
 
 def collect(output: Path, arms: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -187,7 +225,7 @@ def collect(output: Path, arms: list[str], args: argparse.Namespace) -> dict[str
             for scale in args.encoder_lr_scales:
                 key = grid_key(lr, scale)
                 runs = []
-                for seed in args.seeds:
+                for seed in sorted(set(args.seeds) | set(args.search_seeds)):
                     path = finetune_dir(output, args) / arm / key / f"part_{seed}" / SEEDS_FILE
                     if not path.is_file():
                         continue
@@ -208,13 +246,20 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def report(output: Path, results: dict[str, Any], args: argparse.Namespace) -> list[dict]:
     """Chooses each arm's grid point on validation; prints the table; returns the JSON rows."""
-    complete = len(args.seeds)
     chosen: dict[str, Any] = {}
     for arm, points in results.items():
-        full = {k: p for k, p in points.items() if len(p["runs"]) == complete}
-        if full:
-            key = min(full, key=lambda k: _mean_std([r["val_mae_mev"] for r in full[k]["runs"]])[0])
-            chosen[arm] = {"point": key, **full[key]}
+        if points:
+            key = choose(points, args.search_seeds)
+            runs = [r for r in points[key]["runs"] if r["seed"] in args.seeds]
+            chosen[arm] = {"point": key, **points[key], "runs": runs}
+    print("\nEvery grid point, search seeds " + str(args.search_seeds) + ": val MAE | test MAE")
+    for arm, points in results.items():
+        for key, point in points.items():
+            runs = [r for r in point["runs"] if r["seed"] in args.search_seeds]
+            if runs:
+                val = _mean_std([r["val_mae_mev"] for r in runs])[0]
+                tests = [_mean_std([r["test_mae_mev"][t] for r in runs])[0] for t in args.targets]
+                print(f"  {arm} {key}: {val:.1f} | " + " / ".join(f"{t:.1f}" for t in tests))
     print(f"\nQM9, {args.train_size} labels, test MAE (meV), mean ± std over seeds {args.seeds}")
     print("| arm | point chosen on val | val MAE | " + " | ".join(args.targets) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in args.targets) + " |")
@@ -269,12 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-size", type=int, default=500)
     add("--test-size", type=int, default=3000)
     add("--batch", type=int, default=32)
-    add("--steps", type=int, default=1000)
+    add("--steps", type=int, default=600)
     add("--warmup", type=int, default=50)
     add("--val-every-epochs", type=int, default=3)
-    add("--lrs", type=float, nargs="+", default=[5e-4, 1e-3])
+    add("--lrs", type=float, nargs="+", default=[1.5e-3, 3e-3, 6e-3])
     add("--encoder-lr-scales", type=float, nargs="+", default=[1.0])
-    add("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the chosen point")
+    add("--search-seeds", type=int, nargs="+", default=[0], help="seeds of every grid point")
     add("--finetune-extra", nargs="*", default=[], help="more fine-tuning overrides")
     add("--tag", default="", help="a fine-tuning variant: runs in finetune_<tag>/")
     add("--arms", nargs="*", default=None, help="fine-tune only these (default all)")
