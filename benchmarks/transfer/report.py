@@ -14,7 +14,7 @@ from typing import Any
 
 from probe import probe_embeddings, probe_splits, summarise_probes
 
-__all__ = ["print_probe_table", "report", "stage_probe"]
+__all__ = ["print_probe_table", "report", "result_rows", "stage_probe"]
 
 
 def stage_probe(output: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -83,3 +83,19 @@ def report(
         print_probe_table(probe)
     results = {"finetune": finetune, "train_mean_baseline_rmse": baseline, "probe": probe}
     results_file.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def result_rows(finetune: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    """The chosen grid point's runs, one object per run, in the schema of
+    ``docs/results/freesolv_transfer.json``: ``pretraining``, ``seed``, ``test_rmse``.
+
+    ``names`` maps a variant to the name written (e.g. ``unicorn_no_mask_contrast``).
+    """
+    rows = []
+    for variant, entry in finetune.items():
+        test = entry["by_lr"][entry["chosen_lr"]]["test"]
+        seeds = entry["by_lr"][entry["chosen_lr"]]["seeds"]
+        for seed, value in zip(seeds, test["values"], strict=True):
+            name = names.get(variant, variant)
+            rows.append({"pretraining": name, "seed": seed, "test_rmse": round(value, 4)})
+    return rows

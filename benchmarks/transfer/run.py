@@ -50,7 +50,7 @@ from common import (  # noqa: E402
     run_logged,
     trainer_overrides,
 )
-from report import report, stage_probe  # noqa: E402
+from report import report, result_rows, stage_probe  # noqa: E402
 
 from freesolv_scratch import mean_predictor_rmse  # noqa: E402
 from machine_info import load_average  # noqa: E402
@@ -242,7 +242,12 @@ def stage_finetune(
             record = json.loads(seeds_file.read_text())
             val = [best_validation_rmse(run["ckpt_path"]) for run in record["runs"]]
             test = record["summary"]["test/rmse"]
-            by_lr[key] = {"val_rmse": val, "val_rmse_mean": sum(val) / len(val), "test": test}
+            by_lr[key] = {
+                "val_rmse": val,
+                "val_rmse_mean": sum(val) / len(val),
+                "test": test,
+                "seeds": [run["seed"] for run in record["runs"]],
+            }
         chosen = min(by_lr, key=lambda key: by_lr[key]["val_rmse_mean"])
         results[variant] = {
             "init_from": str(init_from) if init_from else None,
@@ -320,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--results", default="results.json", help="report file, in --output")
+    parser.add_argument("--results-json", type=Path, default=None, help="the chosen runs' rows")
     parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once")
     parser.add_argument(
         "--stages",
@@ -360,6 +366,10 @@ def main() -> None:
     if "report" in args.stages and finetune:
         baseline = mean_predictor_rmse(freesolv_datamodule(args))
         report(output / args.results, finetune, baseline, probe)
+        if args.results_json is not None:
+            rows = result_rows(finetune, {})
+            args.results_json.parent.mkdir(parents=True, exist_ok=True)
+            args.results_json.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"load average at end: {load_average()}")
 
 
