@@ -7,6 +7,7 @@ turns its loss (or only its gradient) into NaN at chosen training calls.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -211,3 +212,11 @@ def test_only_the_total_nonfinite_names_the_total() -> None:
 def test_max_consecutive_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_consecutive"):
         NonFiniteLossGuard(max_consecutive=0)
+
+
+def test_the_stop_error_survives_a_process_boundary() -> None:
+    # A fine-tuning grid runs each fit in a worker process and gets its error back by pickle.
+    error = NonFiniteLossError("10 non-finite batches in a row", ("total", "homo"), 10)
+    restored = pickle.loads(pickle.dumps(error))
+    assert isinstance(restored, NonFiniteLossError) and str(restored) == str(error)
+    assert (restored.parts, restored.consecutive) == (("total", "homo"), 10)

@@ -66,6 +66,11 @@ class NonFiniteLossError(RuntimeError):
         self.parts = parts
         self.consecutive = consecutive
 
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[str, ...], int]]:
+        # A run in a worker process (a grid of fine-tuning runs) hands the error back by
+        # pickle; without this, unpickling calls __init__(message) and breaks the whole pool.
+        return (type(self), (str(self), self.parts, self.consecutive))
+
 
 class NonFiniteLossGuard:
     """Skips training batches whose loss or gradients are not finite; stops after a streak.
