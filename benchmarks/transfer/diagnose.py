@@ -32,7 +32,7 @@ from molssl.datamodules.qm9 import QM9DataModule
 from molssl.encoders import EquivariantTransformer
 from molssl.modules.init_from import read_state_dict
 
-__all__ = ["encoder_from", "parameter_norms", "vector_statistics"]
+__all__ = ["encoder_from", "parameter_norms", "relative_change", "vector_statistics"]
 
 _PREFIXES = ("encoder_3d.", "encoder.")
 
@@ -72,6 +72,18 @@ def parameter_norms(encoder: nn.Module) -> dict[str, float]:
     return {group: value**0.5 for group, value in squares.items()}
 
 
+def relative_change(after: nn.Module, before: nn.Module) -> float:
+    """``||after - before|| / ||before||`` over all encoder parameters (how far training moved
+    them: fine-tuning from a pre-trained encoder, or from the same random initialisation)."""
+    before_state = dict(before.named_parameters())
+    diff = total = 0.0
+    for name, parameter in after.named_parameters():
+        reference = before_state[name].detach().double()
+        diff += float((parameter.detach().double() - reference).pow(2).sum())
+        total += float(reference.pow(2).sum())
+    return (diff / total) ** 0.5
+
+
 @torch.no_grad()
 def vector_statistics(encoder: EquivariantTransformer, batch: Batch) -> dict[str, float]:
     """Scales of the features around the whitening on one batch (medians over atoms)."""
@@ -104,6 +116,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--rbf", type=int, default=32)
+    parser.add_argument(
+        "--moved",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("AFTER", "BEFORE"),
+        help="also report ||AFTER - BEFORE|| / ||BEFORE|| of the encoder parameters",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -129,6 +149,10 @@ def main() -> None:
         print(f"{path} (step {step})")
         print("  " + json.dumps(results[path]["vectors"]))
         print("  norm / init: " + ", ".join(f"{g} {r:.2f}" for g, r in ratios.items()))
+    for after, before in args.moved:
+        change = relative_change(encoder_from(after, sizes)[0], encoder_from(before, sizes)[0])
+        results[f"moved: {after} from {before}"] = change
+        print(f"moved {change:.3f}: {after} from {before}")
     if args.output is not None:
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -149,17 +149,28 @@ def grid_key(lr: float, scale: float) -> str:
     return f"lr_{lr:g}" if scale == 1.0 else f"lr_{lr:g}_enc{scale:g}"
 
 
+FAILED_FILE = "failed.json"
+
+
 def _run_one(folder: Path, seed: int, overrides: list[str]) -> None:
+    """One fit + test; a run that stops with an error (a learning rate that diverges: 10
+    non-finite batches in a row) is recorded in ``failed.json`` as a finished, failed run."""
     torch.set_num_threads(1)
-    run_seeds(FINETUNE_CONFIG, [seed], folder / f"part_{seed}", overrides)
+    part = folder / f"part_{seed}"
+    try:
+        run_seeds(FINETUNE_CONFIG, [seed], part, overrides)
+    except Exception as error:  # any failure of the run is its result, not the grid's end
+        part.mkdir(parents=True, exist_ok=True)
+        record = {"seed": seed, "error": f"{type(error).__name__}: {error}"}
+        (part / FAILED_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _done(part: Path) -> bool:
+    return (part / SEEDS_FILE).is_file() or (part / FAILED_FILE).is_file()
 
 
 def _missing(folder: Path, seeds: list[int], overrides: list[str]) -> list[tuple]:
-    return [
-        (folder, seed, overrides)
-        for seed in seeds
-        if not (folder / f"part_{seed}" / SEEDS_FILE).is_file()
-    ]
+    return [(folder, seed, overrides) for seed in seeds if not _done(folder / f"part_{seed}")]
 
 
 def _run_all(todo: list[tuple], jobs: int) -> None:
@@ -226,10 +237,14 @@ def collect(output: Path, arms: list[str], args: argparse.Namespace) -> dict[str
                 key = grid_key(lr, scale)
                 runs = []
                 for seed in sorted(set(args.seeds) | set(args.search_seeds)):
-                    path = finetune_dir(output, args) / arm / key / f"part_{seed}" / SEEDS_FILE
-                    if not path.is_file():
+                    part = finetune_dir(output, args) / arm / key / f"part_{seed}"
+                    if (part / FAILED_FILE).is_file():
+                        error = json.loads((part / FAILED_FILE).read_text())["error"]
+                        runs.append({"seed": seed, "val_mae_mev": float("inf"), "failed": error})
                         continue
-                    (run,) = json.loads(path.read_text())["runs"]
+                    if not (part / SEEDS_FILE).is_file():
+                        continue
+                    (run,) = json.loads((part / SEEDS_FILE).read_text())["runs"]
                     test = {t: run["metrics"][f"test/mae/{t}"] for t in args.targets}
                     val = best_validation_rmse(run["ckpt_path"])
                     runs.append({"seed": seed, "val_mae_mev": val, "test_mae_mev": test})
@@ -256,7 +271,9 @@ def report(output: Path, results: dict[str, Any], args: argparse.Namespace) -> l
     for arm, points in results.items():
         for key, point in points.items():
             runs = [r for r in point["runs"] if r["seed"] in args.search_seeds]
-            if runs:
+            if any("failed" in r for r in runs):
+                print(f"  {arm} {key}: failed ({runs[0].get('failed', '')[:80]})")
+            elif runs:
                 val = _mean_std([r["val_mae_mev"] for r in runs])[0]
                 tests = [_mean_std([r["test_mae_mev"][t] for r in runs])[0] for t in args.targets]
                 print(f"  {arm} {key}: {val:.1f} | " + " / ".join(f"{t:.1f}" for t in tests))
