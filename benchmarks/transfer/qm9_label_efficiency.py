@@ -34,7 +34,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -44,7 +43,6 @@ from common import (
     MOLSSL,
     PRETRAIN_CONFIGS,
     REPO,
-    best_validation_rmse,
     encoder_overrides,
     last_checkpoint,
     record_time,
@@ -52,6 +50,7 @@ from common import (
     trainer_overrides,
 )
 from qm9_pool import write_pool
+from qm9_report import FAILED_FILE, choose, collect, finetune_dir, grid_key, report
 
 from machine_info import load_average
 from molssl.commands.seeds import SEEDS_FILE, run_seeds
@@ -138,20 +137,6 @@ def stage_pretrain(output: Path, arm: str, args: argparse.Namespace) -> Path:
     return ckpt
 
 
-def finetune_dir(output: Path, args: argparse.Namespace) -> Path:
-    """Where the fine-tuning runs go: ``finetune`` or, for a ``--tag``-ged variant,
-    ``finetune_<tag>`` (same pre-trained weights, other fine-tuning settings)."""
-    return output / ("finetune" if not args.tag else f"finetune_{args.tag}")
-
-
-def grid_key(lr: float, scale: float) -> str:
-    """Folder name of one grid point."""
-    return f"lr_{lr:g}" if scale == 1.0 else f"lr_{lr:g}_enc{scale:g}"
-
-
-FAILED_FILE = "failed.json"
-
-
 def _run_one(folder: Path, seed: int, overrides: list[str]) -> None:
     """One fit + test; a run that stops with an error (a learning rate that diverges: 10
     non-finite batches in a row) is recorded in ``failed.json`` as a finished, failed run."""
@@ -212,105 +197,6 @@ def stage_finetune(
         record_time(output, f"finetune ({count} runs)", time.perf_counter() - start)
 
 
-def choose(points: dict[str, Any], search_seeds: list[int]) -> str:
-    """The grid point with the lowest mean validation MAE over the search seeds."""
-
-    def score(key: str) -> float:
-        values = [r["val_mae_mev"] for r in points[key]["runs"] if r["seed"] in search_seeds]
-        if len(values) != len(search_seeds):
-            return float("inf")
-        return sum(values) / len(values)
-
-    best = min(points, key=score)
-    if score(best) == float("inf"):
-        raise SystemExit(f"no grid point has all search seeds {search_seeds} finished")
-    return best
-
-
-def collect(output: Path, arms: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Every finished run's validation and test MAE, by arm and grid point."""
-    results: dict[str, Any] = {}
-    for arm in arms:
-        points: dict[str, Any] = {}
-        for lr in args.lrs:
-            for scale in args.encoder_lr_scales:
-                key = grid_key(lr, scale)
-                runs = []
-                for seed in sorted(set(args.seeds) | set(args.search_seeds)):
-                    part = finetune_dir(output, args) / arm / key / f"part_{seed}"
-                    if (part / FAILED_FILE).is_file():
-                        error = json.loads((part / FAILED_FILE).read_text())["error"]
-                        runs.append({"seed": seed, "val_mae_mev": float("inf"), "failed": error})
-                        continue
-                    if not (part / SEEDS_FILE).is_file():
-                        continue
-                    (run,) = json.loads((part / SEEDS_FILE).read_text())["runs"]
-                    test = {t: run["metrics"][f"test/mae/{t}"] for t in args.targets}
-                    val = best_validation_rmse(run["ckpt_path"])
-                    runs.append({"seed": seed, "val_mae_mev": val, "test_mae_mev": test})
-                if runs:
-                    points[key] = {"lr": lr, "encoder_lr_scale": scale, "runs": runs}
-        results[arm] = points
-    return results
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-
-
-def report(output: Path, results: dict[str, Any], args: argparse.Namespace) -> list[dict]:
-    """Chooses each arm's grid point on validation; prints the table; returns the JSON rows."""
-    chosen: dict[str, Any] = {}
-    for arm, points in results.items():
-        if points:
-            key = choose(points, args.search_seeds)
-            runs = [r for r in points[key]["runs"] if r["seed"] in args.seeds]
-            chosen[arm] = {"point": key, **points[key], "runs": runs}
-    print("\nEvery grid point, search seeds " + str(args.search_seeds) + ": val MAE | test MAE")
-    for arm, points in results.items():
-        for key, point in points.items():
-            runs = [r for r in point["runs"] if r["seed"] in args.search_seeds]
-            if any("failed" in r for r in runs):
-                print(f"  {arm} {key}: failed ({runs[0].get('failed', '')[:80]})")
-            elif runs:
-                val = _mean_std([r["val_mae_mev"] for r in runs])[0]
-                tests = [_mean_std([r["test_mae_mev"][t] for r in runs])[0] for t in args.targets]
-                print(f"  {arm} {key}: {val:.1f} | " + " / ".join(f"{t:.1f}" for t in tests))
-    print(f"\nQM9, {args.train_size} labels, test MAE (meV), mean ± std over seeds {args.seeds}")
-    print("| arm | point chosen on val | val MAE | " + " | ".join(args.targets) + " |")
-    print("| --- | --- | --- | " + " | ".join("---" for _ in args.targets) + " |")
-    scratch = chosen.get("scratch")
-    rows = []
-    for arm, entry in chosen.items():
-        val = _mean_std([r["val_mae_mev"] for r in entry["runs"]])
-        cells = []
-        for target in args.targets:
-            mean, std = _mean_std([r["test_mae_mev"][target] for r in entry["runs"]])
-            cell = f"{mean:.1f} ± {std:.1f}"
-            if scratch is not None and arm != "scratch":
-                base = _mean_std([r["test_mae_mev"][target] for r in scratch["runs"]])[0]
-                cell += f" ({100 * (mean - base) / base:+.1f}%)"
-            cells.append(cell)
-        print(f"| {arm} | {entry['point']} | {val[0]:.1f} | " + " | ".join(cells) + " |")
-        for run in entry["runs"]:
-            rows += [
-                {
-                    "pretraining": arm,
-                    "target": target,
-                    "train_size": args.train_size,
-                    "seed": run["seed"],
-                    "test_mae_mev": round(run["test_mae_mev"][target], 3),
-                }
-                for target in args.targets
-            ]
-    record = {"settings": vars(args) | {"output": str(output)}, "chosen": chosen, "all": results}
-    (finetune_dir(output, args) / args.results).write_text(
-        json.dumps(record, indent=2, default=str) + "\n"
-    )
-    return rows
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The script's options (its defaults are the settings of the recorded runs)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -334,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--steps", type=int, default=600)
     add("--warmup", type=int, default=50)
     add("--val-every-epochs", type=int, default=3)
-    add("--lrs", type=float, nargs="+", default=[1.5e-3, 3e-3, 6e-3])
+    add("--lrs", type=float, nargs="+", default=[6e-3, 1.2e-2, 2.4e-2, 4.8e-2, 9.6e-2])
     add("--encoder-lr-scales", type=float, nargs="+", default=[1.0])
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the chosen point")
     add("--search-seeds", type=int, nargs="+", default=[0], help="seeds of every grid point")
