@@ -6,6 +6,13 @@ Each entry of :data:`PACKAGED` names its file in this folder and its model card 
 sizes, the commands that made it, what it measured, the data's licence); ``molssl`` never
 fetches anything. A path is always a path: a file that exists is returned as given, whatever
 its name.
+
+A checkpoint is packaged only when it transfers: fine-tuned from it, a task's error beats a
+from-scratch encoder given the same size, budget and learning-rate search, on the validation
+data the choice is made by and then on test. None of this version's transfer experiments
+produced one (``docs/RESULTS.md``, section 3), so :data:`PACKAGED` is empty;
+``benchmarks/transfer/package_checkpoint.py`` cuts a pre-training checkpoint to the file that
+would ship.
 """
 
 from __future__ import annotations
