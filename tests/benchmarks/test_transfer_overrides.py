@@ -7,8 +7,6 @@ passes is parsed by the real CLI against the config it is meant for (``--print_c
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,18 +14,12 @@ import pytest
 import yaml
 
 from molssl.cli import main
-
-TRANSFER = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer"
+from tests.benchmarks.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def run_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("transfer_run", TRANSFER / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("transfer/run.py", "transfer_run")
 
 
 def script_args(run_script: ModuleType, tmp_path: Path, *extra: str) -> argparse.Namespace:
@@ -88,13 +80,7 @@ def test_pretrain_overrides_fit_each_config(
 
 @pytest.fixture(scope="module")
 def qm9_script() -> ModuleType:
-    sys.path.insert(0, str(TRANSFER))
-    spec = importlib.util.spec_from_file_location("qm9_label", TRANSFER / "qm9_label_efficiency.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("transfer/qm9_label_efficiency.py", "qm9_label")
 
 
 def test_qm9_finetune_overrides_set_what_they_say(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -12,19 +10,13 @@ import numpy as np
 import pytest
 
 from molssl.datamodules.moleculenet import MoleculeNetDataModule
+from tests.benchmarks.scripts import load_script
 from tests.datamodules.moleculenet_files import write_moleculenet_csv
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer" / "probe.py"
 
 
 @pytest.fixture(scope="module")
 def probe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("transfer_probe", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("transfer/probe.py", "transfer_probe")
 
 
 def write_embed_folder(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -12,18 +11,15 @@ from types import ModuleType
 
 import pytest
 
+from tests.benchmarks.scripts import load_script
+
 TRANSFER = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer"
 
 
 @pytest.fixture(scope="module")
 def qm9_report() -> ModuleType:
-    sys.path.insert(0, str(TRANSFER))
-    spec = importlib.util.spec_from_file_location("qm9_report", TRANSFER / "qm9_report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(TRANSFER))  # its `from common import ...`
+    return load_script("transfer/qm9_report.py", "qm9_report")
 
 
 def finished(part: Path, val: float, homo: float) -> None:
