@@ -60,6 +60,7 @@ from molssl.config_errors import (
     summarize_config_error,
 )
 from molssl.last_checkpoint import find_last_checkpoint, last_checkpoint_folders
+from molssl.modules.init_from import check_init_from
 from molssl.quiet import silence_known_noise
 from molssl.short_names import expand_short_help
 from molssl.task_link import fill_tasks_from_data
@@ -130,6 +131,11 @@ class MolsslCLI(LightningCLI):
         """
         if self.subcommand is None:
             return
+        if self.subcommand == "fit":
+            # A missing init_from is the user's to fix: say so before the data is prepared.
+            init_from = _model_init_args(self.config["fit"]).get("init_from")
+            if init_from:
+                check_init_from(init_from)
         filled = fill_tasks_from_data(self.config[self.subcommand])
         if filled:
             note(self.subcommand, filled)
@@ -311,3 +317,10 @@ def run_trainer_command(argv: list[str]) -> MolsslCLI:
         except ArgumentError as error:
             # Any other error jsonargparse raises (MolsslCLI.parse_arguments handles parsing).
             raise ConfigError(summarize_config_error(str(error), config_files(argv))) from error
+
+
+def _model_init_args(config: Any) -> dict[str, Any]:
+    """The model's ``init_args`` of a parsed subcommand config (empty when there are none)."""
+    model = config.get("model") if hasattr(config, "get") else None
+    init_args = model.get("init_args") if hasattr(model, "get") else None
+    return dict(init_args) if hasattr(init_args, "keys") else {}

@@ -102,7 +102,11 @@ def _init_from(work: Path, checkpoint: Path) -> str:
 
 
 def init_from_missing(work: Path, shared: SharedInputs) -> str:
-    return _init_from(work, work / "absent.ckpt")
+    output = _init_from(work, work / "absent.ckpt")
+    # Refused before the data set is prepared: nothing was written to its cache.
+    cache = work / "cache"
+    assert not cache.exists() or not any(cache.iterdir()), "data prepared before the check"
+    return output
 
 
 def init_from_empty(work: Path, shared: SharedInputs) -> str:

@@ -26,7 +26,13 @@ from molssl.checkpoints import load_checkpoint_file
 from molssl.errors import UserError
 from molssl.pretrained import resolve
 
-__all__ = ["InitFromError", "InitReport", "load_encoder_weights", "read_state_dict"]
+__all__ = [
+    "InitFromError",
+    "InitReport",
+    "check_init_from",
+    "load_encoder_weights",
+    "read_state_dict",
+]
 
 #: Prefix of the 3D encoder in a PretrainModule checkpoint.
 DEFAULT_PREFIX = "encoder_3d."
@@ -114,6 +120,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         PretrainedNameError: A bare name that is neither a file nor packaged.
     """
     return _read_checkpoint(path)[0]
+
+
+def check_init_from(path: str | Path) -> None:
+    """Fails now, in one line, where fitting would fail at its start: ``path`` is neither an
+    existing file nor a packaged name. ``molssl fit`` calls it before any data is prepared.
+
+    Raises:
+        InitFromError: ``checkpoint_not_found``.
+        PretrainedNameError: A bare name that is neither a file nor packaged.
+    """
+    resolved = resolve(path)
+    if not resolved.is_file():
+        raise InitFromError("checkpoint_not_found", f"init_from checkpoint not found: {resolved}")
 
 
 def _read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], int | None]:
