@@ -42,6 +42,7 @@ from molssl.analysis.labels import LabelTable, is_missing, label_kind, parse_num
 from molssl.analysis.molecules import read_molecules
 from molssl.analysis.plot import plot_continuous, plot_groups
 from molssl.analysis.tsne import MIN_TSNE_MOLECULES, effective_perplexity, tsne_map
+from molssl.inference_transforms import apply_transforms
 
 __all__ = ["OUTPUT_FILES", "EmbedSettings", "run_embed", "summary_line"]
 
@@ -191,7 +192,9 @@ def _run(settings: EmbedSettings) -> dict[str, Any]:
         )
 
     mark = time.perf_counter()
-    embeddings = encode_molecules(loaded.encoder, [m.data for m in molecules], settings.batch_size)
+    # The samples as the model was trained on them (MoleBLEND: heavy-atom graphs).
+    samples = [apply_transforms(loaded.transforms, m.data) for m in molecules]
+    embeddings = encode_molecules(loaded.encoder, samples, settings.batch_size)
     timings["encode"] = time.perf_counter() - mark
     np.save(output / "embeddings.npy", embeddings)
     labels = ["" if table is None else table.value(m.source, m.index) for m in molecules]

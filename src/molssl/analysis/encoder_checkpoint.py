@@ -22,7 +22,7 @@ cannot run code.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,12 @@ from torch import Tensor, nn
 
 from molssl.checkpoints import (
     CheckpointError,
+    hparams_sections,
     instantiate_spec,
     load_checkpoint_file,
     load_run_config,
 )
+from molssl.inference_transforms import SampleTransforms, inference_transforms
 
 __all__ = ["ENCODER_NAMES", "CheckpointEncoder", "load_checkpoint_encoder"]
 
@@ -55,6 +57,9 @@ class CheckpointEncoder:
         architecture_from: ``"checkpoint"`` or the path of the ``config.yaml`` read.
         weights: ``"checkpoint"`` or ``"random_init"``.
         num_tensors: Tensors loaded from the checkpoint (0 for a random initialisation).
+        transforms: What the training samples went through that new molecules need too (the
+            heavy-atom graph of a MoleBLEND model;
+            :func:`~molssl.inference_transforms.inference_transforms`).
     """
 
     encoder: nn.Module
@@ -65,6 +70,7 @@ class CheckpointEncoder:
     architecture_from: str
     weights: str
     num_tensors: int
+    transforms: SampleTransforms = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         """Plain values for ``metrics.json``."""
@@ -76,6 +82,7 @@ class CheckpointEncoder:
             "architecture_from": self.architecture_from,
             "weights": self.weights,
             "num_tensors": self.num_tensors,
+            "transforms": [type(transform).__name__ for transform in self.transforms],
             "out_dim": getattr(self.encoder, "out_dim", None),
         }
 
@@ -146,7 +153,21 @@ def load_checkpoint_encoder(
         architecture_from=architecture_from,
         weights="random_init" if random_init else "checkpoint",
         num_tensors=num_tensors,
+        transforms=_transforms(path, checkpoint, architecture_from),
     )
+
+
+def _transforms(
+    path: Path, checkpoint: Mapping[str, Any], architecture_from: str
+) -> SampleTransforms:
+    """The inference transforms of the run, from where its architecture was read."""
+    if architecture_from == "checkpoint":
+        sections = hparams_sections(dict(checkpoint))
+        return inference_transforms(sections.get("model"), sections.get("data"), str(path))
+    config, _ = load_run_config(path, "no_encoder_architecture")
+    if not isinstance(config, Mapping):
+        return []
+    return inference_transforms(config.get("model"), config.get("data"), str(path))
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch.utils.data import Dataset
 from torch_geometric.data import Batch
@@ -24,6 +24,7 @@ from molssl.analysis.molecules import EmbedMolecule, MoleculeFailure, prepare_mo
 from molssl.chem.conformers import ConformerOptions
 from molssl.chem.errors import InvalidSmilesError
 from molssl.datamodules.sources import SourceEntry, iter_source
+from molssl.inference_transforms import SampleTransforms, apply_transforms
 
 __all__ = ["RowBatch", "RowDataset", "collate_rows", "file_entries", "smiles_entries"]
 
@@ -81,6 +82,20 @@ class RowBatch:
     graph: Batch | None
 
 
+def transformed(
+    molecule: EmbedMolecule, entry: SourceEntry, transforms: SampleTransforms
+) -> EmbedMolecule | MoleculeFailure:
+    """``molecule`` with its sample through ``transforms``; a sample a transform refuses is the
+    row's failure (reason ``transform_failed``), never a crash of the whole run."""
+    try:
+        return replace(molecule, data=apply_transforms(transforms, molecule.data))
+    except ValueError as error:
+        return MoleculeFailure(
+            entry.source, entry.line, entry.index, molecule.mol_id, entry.source_id,
+            "transform_failed", str(error),
+        )  # fmt: skip
+
+
 class RowDataset(Dataset[tuple[SourceEntry, EmbedMolecule | MoleculeFailure]]):
     """Input rows, featurised on access (in DataLoader workers when there are any).
 
@@ -88,6 +103,8 @@ class RowDataset(Dataset[tuple[SourceEntry, EmbedMolecule | MoleculeFailure]]):
         entries: The rows.
         options: Conformer settings; row ``i`` is seeded with ``molecule_seed(options.seed, i)``.
         max_heavy_atoms: Larger molecules fail as ``too_many_atoms``; ``None``: no limit.
+        transforms: What the model's training samples went through
+            (:func:`~molssl.inference_transforms.inference_transforms`), in order.
     """
 
     def __init__(
@@ -95,17 +112,22 @@ class RowDataset(Dataset[tuple[SourceEntry, EmbedMolecule | MoleculeFailure]]):
         entries: Sequence[SourceEntry],
         options: ConformerOptions,
         max_heavy_atoms: int | None = 150,
+        transforms: SampleTransforms = (),
     ) -> None:
         self.entries = entries
         self.options = options
         self.max_heavy_atoms = max_heavy_atoms
+        self.transforms = list(transforms)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> tuple[SourceEntry, EmbedMolecule | MoleculeFailure]:
         entry = self.entries[index]
-        return entry, prepare_molecule(index, entry, self.options, self.max_heavy_atoms)
+        result = prepare_molecule(index, entry, self.options, self.max_heavy_atoms)
+        if isinstance(result, EmbedMolecule) and self.transforms:
+            result = transformed(result, entry, self.transforms)
+        return entry, result
 
 
 def collate_rows(items: Sequence[tuple[SourceEntry, EmbedMolecule | MoleculeFailure]]) -> RowBatch:

@@ -26,6 +26,7 @@ from molssl.checkpoints import (
     load_checkpoint_file,
     load_run_config,
 )
+from molssl.inference_transforms import SampleTransforms, inference_transforms
 
 __all__ = ["LoadedCheckpoint", "load_module"]
 
@@ -39,12 +40,15 @@ class LoadedCheckpoint:
         path: The checkpoint file.
         data_args: The training datamodule's constructor arguments (``{}`` if not recorded).
         architecture_from: ``"checkpoint"`` or the path of the ``config.yaml`` read.
+        transforms: What the training samples went through that new molecules need too
+            (:func:`~molssl.inference_transforms.inference_transforms`).
     """
 
     module: LightningModule
     path: Path
     data_args: dict[str, Any] = field(default_factory=dict)
     architecture_from: str = "checkpoint"
+    transforms: SampleTransforms = field(default_factory=list)
 
 
 def load_module(path: str | Path) -> LoadedCheckpoint:
@@ -77,7 +81,8 @@ def load_module(path: str | Path) -> LoadedCheckpoint:
     module.eval()
     data = sections.get("data") or {}
     data_args = dict(data.get("init_args", data)) if isinstance(data, Mapping) else {}
-    return LoadedCheckpoint(module, path, data_args, architecture_from)
+    transforms = inference_transforms(sections.get("model"), data, str(path))
+    return LoadedCheckpoint(module, path, data_args, architecture_from, transforms)
 
 
 def _run_config_sections(path: Path) -> tuple[dict[str, Any], str]:

@@ -166,7 +166,9 @@ class MolsslModel:
         accelerator: str,
         callbacks: Sequence[Callback] = (),
     ) -> Predictions:
-        dataset = RowDataset(entries, self.conformer_options, self.max_heavy_atoms)
+        dataset = RowDataset(
+            entries, self.conformer_options, self.max_heavy_atoms, self.loaded.transforms
+        )
         predictor = RowPredictor(self.module, mode)
         columns = (
             self.task_names if mode == "predict" else [f"dim_{i}" for i in range(predictor.width)]

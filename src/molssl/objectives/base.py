@@ -77,6 +77,10 @@ class View(ABC):
     """
 
     order: int = 100
+    #: Whether new molecules need it too (``molssl predict``, ``molssl.load``, ``molssl embed``):
+    #: ``True`` for views that say what a sample *is* (the heavy-atom graph), ``False`` for
+    #: training augmentations (noise, masks, torsion perturbations).
+    at_inference: bool = False
 
     @abstractmethod
     def __call__(self, data: Data) -> Data:

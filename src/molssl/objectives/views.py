@@ -298,6 +298,7 @@ class RemoveHydrogens(View):
     """
 
     order = 5
+    at_inference = True
 
     def __call__(self, data: Data) -> Data:
         out = copy.copy(data)
