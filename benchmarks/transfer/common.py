@@ -80,6 +80,16 @@ def best_validation_rmse(ckpt: str) -> float:
     return min(scores)
 
 
+def open_output(output: Path) -> Path:
+    """An experiment's start: one torch thread, the output folder (made, absolute), and the
+    machine's load average printed, as both experiment scripts begin."""
+    torch.set_num_threads(1)
+    output = output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {load_average()}")
+    return output
+
+
 def record_time(output: Path, name: str, seconds: float) -> None:
     """Adds ``name: seconds`` (and the load average) to ``timings.json``."""
     path = output / "timings.json"

@@ -45,6 +45,7 @@ from common import (
     REPO,
     encoder_overrides,
     last_checkpoint,
+    open_output,
     record_time,
     run_logged,
     trainer_overrides,
@@ -238,10 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    torch.set_num_threads(1)
-    output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    print(f"load average at start: {load_average()}")
+    output = open_output(args.output)
     if "pool" in args.stages and not (output / "pool.csv").is_file():
         start = time.perf_counter()
         write_pool(output / "pool.csv", split_seed=0)

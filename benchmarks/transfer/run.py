@@ -32,7 +32,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
@@ -46,6 +45,7 @@ from common import (  # noqa: E402
     best_validation_rmse,
     encoder_overrides,
     last_checkpoint,
+    open_output,
     record_time,
     run_logged,
     trainer_overrides,
@@ -338,10 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    torch.set_num_threads(1)
-    output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    print(f"load average at start: {load_average()}")
+    output = open_output(args.output)
     if "pool" in args.stages:
         stage_pool(output, args)
     if "prepare" in args.stages:
