@@ -142,6 +142,11 @@ def hparams_sections(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return sections
 
 
+def is_spec(value: object) -> bool:
+    """Whether ``value`` is a ``{"class_path": ..., ...}`` entry :func:`instantiate_spec` builds."""
+    return isinstance(value, Mapping) and isinstance(value.get("class_path"), str)
+
+
 def instantiate_spec(spec: Mapping[str, Any], base: type, label: str) -> Any:
     """An object built from a ``{"class_path": ..., "init_args": {...}}`` entry by jsonargparse.
 

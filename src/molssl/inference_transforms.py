@@ -18,17 +18,13 @@ from typing import Any
 
 from torch_geometric.data import Data
 
-from molssl.checkpoints import instantiate_spec
+from molssl.checkpoints import instantiate_spec, is_spec
 from molssl.objectives.base import View
 
 __all__ = ["SampleTransforms", "apply_transforms", "inference_transforms"]
 
 #: Per-sample transforms in the order they run.
 SampleTransforms = list[Callable[[Data], Data]]
-
-
-def _is_spec(value: object) -> bool:
-    return isinstance(value, Mapping) and isinstance(value.get("class_path"), str)
 
 
 def _init_args(section: object) -> Mapping[str, Any]:
@@ -53,13 +49,13 @@ def inference_transforms(model: object, data: object, label: str) -> SampleTrans
     """
     views = []
     for spec in _init_args(model).get("views") or ():
-        if _is_spec(spec):
+        if is_spec(spec):
             view = instantiate_spec(spec, View, f"a view of {label}")
             if view.at_inference:
                 views.append(view)
     transforms: SampleTransforms = sorted(views, key=lambda view: view.order)
     transform = _init_args(data).get("transform")
-    if _is_spec(transform):
+    if is_spec(transform):
         transforms.append(instantiate_spec(transform, object, f"the data transform of {label}"))
     return transforms
 

@@ -45,8 +45,10 @@ def expand_short_help(argv: list[str]) -> list[str]:
     """``argv`` with the short molssl class name after each ``--<group>.help`` made dotted;
     other names (dotted paths, the user's own classes) are left to jsonargparse."""
     expanded = list(argv)
+    classes: dict[str, str] | None = None
     for index, token in enumerate(expanded[:-1]):
         name = expanded[index + 1]
         if token.startswith("--") and token.endswith(".help") and "." not in name:
-            expanded[index + 1] = molssl_classes().get(name, name)
+            classes = molssl_classes() if classes is None else classes
+            expanded[index + 1] = classes.get(name, name)
     return expanded

@@ -56,5 +56,6 @@ def test_cut_keeps_the_encoder_the_step_and_the_sizes(tmp_path: Path) -> None:
     module.load_init_weights()  # what setup("fit") does with a fine-tuning data module
     loaded = module.encoder.state_dict()
     for key, value in state.items():
+        # Loaded into the encoder, still a copy: bit-identity is the promise.
         assert torch.equal(loaded[key.removeprefix("encoder_3d.")], value), key
     assert module.init_report is not None and module.init_report.step == 1500

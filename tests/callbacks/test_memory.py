@@ -39,6 +39,7 @@ def test_the_estimate_leaves_the_module_and_the_random_state_alone(cache_dir: Pa
     assert torch.equal(torch.get_rng_state(), rng)  # same state: bit-identity is the promise
     after = module.state_dict()
     assert before.keys() == after.keys()
+    # The estimate must not touch the weights at all: bit-identity is the promise.
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert module.training and estimate.batch_size == batch.num_graphs
     assert estimate.activations > 0 and estimate.parameters == 4 * sum(

@@ -92,6 +92,16 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, function: type) -> list[int]:
     return calls
 
 
+def force_training_step(encoder: EquivariantTransformer, batch: Batch) -> None:
+    """Forward and backward through the forces (the gradient of the output by the positions),
+    as force training does: a second-order pass."""
+    moved = batch.clone()
+    moved.pos = batch.pos.clone().requires_grad_(True)
+    out = encoder(moved)
+    (forces,) = torch.autograd.grad(out.node.sum(), moved.pos, create_graph=True)
+    forces.pow(2).sum().backward()
+
+
 def test_path_choice(batch: Batch, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = perturbed()
     calls = count_calls(monkeypatch, ChunkedEdgeAttention)
@@ -102,11 +112,7 @@ def test_path_choice(batch: Batch, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == TINY["num_layers"]
     # Force training differentiates the forces again: the plain path, which supports it.
     calls.clear()
-    moved = batch.clone()
-    moved.pos = batch.pos.clone().requires_grad_(True)
-    out = encoder(moved)
-    (forces,) = torch.autograd.grad(out.node.sum(), moved.pos, create_graph=True)
-    forces.pow(2).sum().backward()
+    force_training_step(encoder, batch)
     assert not calls
     encoder.attention_layers[0].edge_chunk = None
     encoder.attention_layers[1].edge_chunk = None

@@ -9,7 +9,7 @@ from torch_geometric.data import Batch, Data
 
 from molssl.encoders.et_pairs import PairedEdgeAttention, edge_pairs
 from tests.encoders.molecules_3d import as_batch, nci_molecules
-from tests.encoders.test_et_edges import VARIANTS, count_calls, perturbed
+from tests.encoders.test_et_edges import VARIANTS, count_calls, force_training_step, perturbed
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +99,7 @@ def test_path_choice(batch: Batch, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == len(encoder.attention_layers), "the CPU default at small sizes"
     calls.clear()
     # Force training differentiates the forces again: the per-edge path (pairs are first-order).
-    moved = batch.clone()
-    moved.pos = batch.pos.clone().requires_grad_(True)
-    out = encoder(moved)
-    (forces,) = torch.autograd.grad(out.node.sum(), moved.pos, create_graph=True)
-    forces.pow(2).sum().backward()
+    force_training_step(encoder, batch)
     assert not calls
     encoder.pair_edges = False
     encoder(batch)

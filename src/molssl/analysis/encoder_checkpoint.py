@@ -33,6 +33,7 @@ from molssl.checkpoints import (
     CheckpointError,
     hparams_sections,
     instantiate_spec,
+    is_spec,
     load_checkpoint_file,
     load_run_config,
 )
@@ -179,15 +180,11 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _is_spec(value: object) -> bool:
-    return isinstance(value, Mapping) and isinstance(value.get("class_path"), str)
-
-
 def _specs_in(arguments: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         key: dict(value)
         for key, value in arguments.items()
-        if key.startswith("encoder") and _is_spec(value)
+        if key.startswith("encoder") and is_spec(value)
     }
 
 
