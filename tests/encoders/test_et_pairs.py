@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from molssl.encoders.et_pairs import PairedEdgeAttention, edge_pairs
+from molssl.encoders.et_pairs import EdgePairs, PairedEdgeAttention, edge_pairs
 from tests.encoders.molecules_3d import as_batch, nci_molecules
 from tests.encoders.test_et_edges import VARIANTS, count_calls, force_training_step, perturbed
 
@@ -104,3 +104,27 @@ def test_path_choice(batch: Batch, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder.pair_edges = False
     encoder(batch)
     assert not calls, "pair_edges=False turns the pair path off"
+
+
+def test_direction_matrices_are_the_scatter_of_unit_vectors() -> None:
+    """``S @ g`` sums ``g_e * unit_e`` into each edge's row and component, ``S^T`` is its
+    transpose: compared with dense matrices written entry by entry, a spare row included."""
+    torch.manual_seed(0)
+    index = torch.tensor([2, 0, 3, 2, 1, 0, 2, 3])  # row 3 stands for the spare row
+    unit = torch.nn.functional.normalize(torch.randn(8, 3, dtype=torch.float64), dim=1)
+    pairs = EdgePairs(
+        source=index.flip(0), target=index, scatter_target=None, distances=torch.ones(4),
+        unit=unit, num_atoms=4, self_loops=False,
+    )  # fmt: skip
+    dense = torch.zeros(12, 8, dtype=torch.float64)
+    for edge, row in enumerate(index.tolist()):
+        for c in range(3):
+            dense[3 * row + c, edge] = unit[edge, c]
+    direction_sum, direction_gather = pairs.direction_matrices()
+    torch.testing.assert_close(direction_sum.to_dense(), dense, rtol=0, atol=0)
+    torch.testing.assert_close(direction_gather.to_dense(), dense.T, rtol=0, atol=0)
+    assert pairs.direction_matrices()[0] is direction_sum, "built once per batch"
+    g = torch.randn(8, 5, dtype=torch.float64)
+    expected = torch.zeros(4, 3, 5, dtype=torch.float64)
+    expected.index_add_(0, index, unit.unsqueeze(2) * g.unsqueeze(1))
+    torch.testing.assert_close((direction_sum @ g).view(4, 3, 5), expected, rtol=1e-14, atol=1e-14)

@@ -206,32 +206,33 @@ class EquivariantMultiHeadAttention(nn.Module):
         x = self.layernorm(x)
         q, k = self.q_proj(x), self.k_proj(x)
         parts = (0, 2) if vec is None else (0, 1, 2)
-        v = F.linear(x, *self._by_part(self.v_proj.weight, self.v_proj.bias, parts))
-        weight, bias = None, None
-        if self.dv_proj is not None:
-            weight, bias = self._by_part(self.dv_proj.weight, self.dv_proj.bias, parts)
-        if self.dk_proj is not None:
-            dk_weight, dk_bias = self.dk_proj.weight, self.dk_proj.bias
-            weight = dk_weight if weight is None else torch.cat([dk_weight, weight])
-            bias = dk_bias if bias is None else torch.cat([dk_bias, bias])
-        pre = None if weight is None else F.linear(pairs.rbf, weight, bias)
+        # Values and the dv filter part-major, (parts, N, D) and (parts, P, D): the layout the
+        # pair kernels run fastest on (see PairedEdgeAttention).
+        v = self._by_part(self.v_proj.weight, self.v_proj.bias, parts, x)
+        dk, dv = self.dk_proj, self.dv_proj
+        pre_k = None if dk is None else F.linear(pairs.rbf, dk.weight, dk.bias)
+        pre_v = None if dv is None else self._by_part(dv.weight, dv.bias, parts, pairs.rbf)
         m, vec_sum = PairedEdgeAttention.apply(
-            self, q, k, v, vec, pre, self.cutoff(pairs.distances), pairs
+            self, q, k, v, vec, pre_k, pre_v, self.cutoff(pairs.distances), pairs
         )
         if pairs.self_loops:
-            filters = None if weight is None else self.act(F.linear(pairs.rbf_self, weight, bias))
-            m, vec_sum = self._add_self_loops(q, k, v, vec, filters, m, vec_sum)
+            rbf = pairs.rbf_self
+            filter_k = None if dk is None else self.act(F.linear(rbf, dk.weight, dk.bias))
+            filter_v = None
+            if dv is not None:
+                filter_v = self.act(self._by_part(dv.weight, dv.bias, parts, rbf))
+            m, vec_sum = self._add_self_loops(q, k, v, vec, filter_k, filter_v, m, vec_sum)
         return self._update(m, vec_sum, vec)
 
-    def _by_part(
-        self, weight: Tensor, bias: Tensor, parts: tuple[int, ...]
-    ) -> tuple[Tensor, Tensor]:
-        """Rows of a value projection (per head ``s, gate_vec, gate_dir``) reordered part by
-        part, each part's heads side by side, keeping the ``parts`` listed."""
+    def _by_part(self, weight: Tensor, bias: Tensor, parts: tuple[int, ...], x: Tensor) -> Tensor:
+        """A value projection (per head ``s, gate_vec, gate_dir``) of ``x (M, C)`` part-major:
+        ``(len(parts), M, D)``, each part's heads side by side, keeping the ``parts`` listed."""
         heads, head_dim = self.num_heads, self.head_dim
         weight = weight.view(heads, 3, head_dim, -1).transpose(0, 1)[list(parts)]
         bias = bias.view(heads, 3, head_dim).transpose(0, 1)[list(parts)]
-        return weight.reshape(-1, weight.size(-1)), bias.reshape(-1)
+        weight = weight.reshape(len(parts), self.hidden_channels, -1).transpose(1, 2)
+        batched = x.expand(len(parts), *x.shape)
+        return torch.baddbmm(bias.reshape(len(parts), 1, -1), batched, weight)
 
     def _project(self, x: Tensor, vec: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys ``(N, H, d)`` and values ``(N, H, 3 d)`` of the normalised scalars;
@@ -261,28 +262,29 @@ class EquivariantMultiHeadAttention(nn.Module):
         k: Tensor,
         v: Tensor,
         vec: Tensor | None,
-        filters: Tensor | None,
+        filter_k: Tensor | None,
+        filter_v: Tensor | None,
         m: Tensor,
         vec_sum: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        """Add every atom's message to itself (:meth:`forward_pairs`' layout): distance 0 (one
-        filter row ``(1, F)`` for all atoms), no direction (its ``gate_dir`` term is zero)."""
+        """Add every atom's message to itself (:meth:`forward_pairs`' layout: part-major values
+        ``(parts, N, D)``): distance 0 (one filter row, ``(1, D)`` and ``(parts, 1, D)``, for all
+        atoms), no direction (its ``gate_dir`` term is zero)."""
         num_atoms, hidden = q.size(0), self.hidden_channels
         cutoff = self.cutoff(q.new_zeros(1))
-        width_k = hidden if self.dk_proj is not None else 0
-        qk = q * k if self.dk_proj is None else q * k * filters[:, :width_k]
+        qk = q * k if filter_k is None else q * k * filter_k
         attn = self.attn_activation(qk.view(num_atoms, self.num_heads, -1).sum(dim=-1))
         values = v
         if self.vector_cutoff:
             values = values * cutoff
         else:
             attn = attn * cutoff
-        if self.dv_proj is not None:
-            values = values * filters[:, width_k:]
-        scalar = values[:, :hidden].view(num_atoms, self.num_heads, -1) * attn.unsqueeze(2)
+        if filter_v is not None:
+            values = values * filter_v
+        scalar = values[0].view(num_atoms, self.num_heads, -1) * attn.unsqueeze(2)
         m = m + scalar.view(num_atoms, hidden)
         if vec is not None:
-            vec_sum = vec_sum + vec * values[:, None, hidden : 2 * hidden]
+            vec_sum = vec_sum + vec * values[1].unsqueeze(1)
         return m, vec_sum
 
     def _update(self, m: Tensor, vec_sum: Tensor, vec: Tensor | None) -> tuple[Tensor, Tensor]:
