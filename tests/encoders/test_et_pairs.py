@@ -128,3 +128,21 @@ def test_direction_matrices_are_the_scatter_of_unit_vectors() -> None:
     expected = torch.zeros(4, 3, 5, dtype=torch.float64)
     expected.index_add_(0, index, unit.unsqueeze(2) * g.unsqueeze(1))
     torch.testing.assert_close((direction_sum @ g).view(4, 3, 5), expected, rtol=1e-14, atol=1e-14)
+
+
+def test_pairs_under_cpu_bf16_autocast() -> None:
+    """``precision="bf16-mixed"`` on the CPU: the pair path runs its edges in float32 (they
+    failed on mixed dtypes before) and agrees with the per-edge path to bfloat16 precision."""
+    batch = as_batch(nci_molecules(), torch.float32)
+    encoder = perturbed().float()
+    results = {}
+    for pairs in (True, False):
+        encoder.pair_edges = pairs
+        encoder.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = encoder(batch)
+        out.node.float().square().sum().backward()
+        results[pairs] = out.node.float().detach(), encoder.attention_layers[0].q_proj.weight.grad
+    (node_p, grad_p), (node, grad) = results[True], results[False]
+    torch.testing.assert_close(node_p, node, rtol=0.05, atol=0.05 * float(node.abs().max()))
+    torch.testing.assert_close(grad_p, grad, rtol=0.1, atol=0.1 * float(grad.abs().max()))

@@ -197,6 +197,7 @@ class PairedEdgeAttention(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)  # bf16 autocast: in f32
     def forward(
         ctx: Any,
         layer: EquivariantMultiHeadAttention,
@@ -250,6 +251,7 @@ class PairedEdgeAttention(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx: Any, grad_m: Tensor, grad_vec_sum: Tensor) -> tuple[Tensor | None, ...]:
         layer, pairs = ctx.layer, ctx.pairs
         (q_i, k_j, qk, dk, dv, attn_pre, attn_act, attn_full) = ctx.saved_tensors[:8]
