@@ -45,6 +45,22 @@ def test_shortest_path_bias_matches_rdkit_distances(
     assert bool((relations.spd < 0).any()), "the salt should have unreachable pairs"
 
 
+def test_shortest_path_bias_gradient_is_the_embeddings(
+    mols_and_batch: tuple[list[Chem.Mol], Batch],
+) -> None:
+    """The CPU gather (``index_select``) gives ``nn.Embedding``'s table gradient: per row, the
+    sum of the upstream gradients of the pairs in its bucket (float64, sums in another order)."""
+    _, batch = mols_and_batch
+    torch.manual_seed(0)
+    module = ShortestPathBias(num_heads=3, max_spd=6).double()
+    spd = dense_graph_relations(batch).spd
+    upstream = torch.randn(*spd.shape, 3, dtype=torch.float64)
+    (module(spd) * upstream).sum().backward()
+    expected = torch.nn.functional.embedding(module.spd_bucket(spd), module.embedding.weight)
+    (reference,) = torch.autograd.grad((expected * upstream).sum(), module.embedding.weight)
+    torch.testing.assert_close(module.embedding.weight.grad, reference, rtol=1e-12, atol=1e-12)
+
+
 def test_bond_encoding_matches_bond_table(mols_and_batch: tuple[list[Chem.Mol], Batch]) -> None:
     mols, batch = mols_and_batch
     torch.manual_seed(0)

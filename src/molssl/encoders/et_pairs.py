@@ -282,8 +282,12 @@ class PairedEdgeAttention(torch.autograd.Function):
         g_attn = (g_m * values[0]).view(edges, heads, hidden // heads).sum(dim=-1)
         grad_pre_v = None
         if dv is not None:
-            g_dv = (g_values * v_scaled).view(parts, 2, num_pairs, hidden)
-            grad_pre_v = activation_backward(layer.act, pre_v, dv, g_dv[:, 0] + g_dv[:, 1])
+            g_halves = g_values.view(parts, 2, num_pairs, hidden)
+            v_halves = v_scaled.view(parts, 2, num_pairs, hidden)
+            g_dv = torch.mul(g_halves[:, 0], v_halves[:, 0]).addcmul_(
+                g_halves[:, 1], v_halves[:, 1]
+            )
+            grad_pre_v = activation_backward(layer.act, pre_v, dv, g_dv)
             g_values.view(parts, 2, num_pairs, hidden).mul_(dv.unsqueeze(1))
         if layer.vector_cutoff:
             g_values.mul_(cut)
@@ -297,8 +301,9 @@ class PairedEdgeAttention(torch.autograd.Function):
         g_qk = g_pre
         grad_pre_k = None
         if dk is not None:
-            g_dk = (g_pre * qk).view(2, num_pairs, hidden)
-            grad_pre_k = activation_backward(layer.act, pre_k, dk, g_dk[0] + g_dk[1])
+            g_halves, qk_halves = g_pre.view(2, num_pairs, hidden), qk.view(2, num_pairs, hidden)
+            g_dk = torch.mul(g_halves[0], qk_halves[0]).addcmul_(g_halves[1], qk_halves[1])
+            grad_pre_k = activation_backward(layer.act, pre_k, dk, g_dk)
             g_qk = (g_pre.view(2, num_pairs, hidden) * dk).view(edges, hidden)
         grad_q = g_qk.new_zeros(num_atoms, hidden).index_add_(0, pairs.target, g_qk * k_j)
         grad_k = g_qk.new_zeros(num_atoms, hidden).index_add_(0, pairs.source, g_qk * q_i)
