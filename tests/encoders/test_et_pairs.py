@@ -119,15 +119,16 @@ def test_direction_matrices_are_the_scatter_of_unit_vectors() -> None:
     dense = torch.zeros(12, 8, dtype=torch.float64)
     for edge, row in enumerate(index.tolist()):
         for c in range(3):
-            dense[3 * row + c, edge] = unit[edge, c]
+            dense[4 * c + row, edge] = unit[edge, c]  # component-major: 4 rows per component
     direction_sum, direction_gather = pairs.direction_matrices()
     torch.testing.assert_close(direction_sum.to_dense(), dense, rtol=0, atol=0)
     torch.testing.assert_close(direction_gather.to_dense(), dense.T, rtol=0, atol=0)
     assert pairs.direction_matrices()[0] is direction_sum, "built once per batch"
     g = torch.randn(8, 5, dtype=torch.float64)
-    expected = torch.zeros(4, 3, 5, dtype=torch.float64)
-    expected.index_add_(0, index, unit.unsqueeze(2) * g.unsqueeze(1))
-    torch.testing.assert_close((direction_sum @ g).view(4, 3, 5), expected, rtol=1e-14, atol=1e-14)
+    expected = torch.zeros(3, 4, 5, dtype=torch.float64)
+    for c in range(3):
+        expected[c].index_add_(0, index, unit[:, c : c + 1] * g)
+    torch.testing.assert_close((direction_sum @ g).view(3, 4, 5), expected, rtol=1e-14, atol=1e-14)
 
 
 def test_pairs_under_cpu_bf16_autocast() -> None:

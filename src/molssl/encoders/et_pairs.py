@@ -86,14 +86,14 @@ class EdgePairs:
         return self.target if self.scatter_target is None else self.scatter_target
 
     def direction_matrices(self) -> tuple[Tensor, Tensor]:
-        """Sparse CSR matrices ``S (3 rows, 2P)`` with ``S[3 i + c, e] = unit[e, c]`` for the
-        edges ``e`` summed into row ``i``, and ``S^T (2P, 3 rows)``, both built once per batch
-        and shared by every layer.
+        """Sparse CSR matrices ``S (3 rows, 2P)`` with ``S[c rows + i, e] = unit[e, c]`` for the
+        edges ``e`` summed into row ``i`` (component-major), and ``S^T (2P, 3 rows)``, both
+        built once per batch and shared by every layer.
 
-        ``S @ g`` is the direction term of the vector messages, ``sum_e g_e unit_e`` per row and
-        component, without the ``(E, 3, D)`` product and its scatter; ``S^T @ G`` is its
-        gradient, ``sum_c unit_e[c] G[i_e, c]`` per edge. Entries of a row are summed in edge
-        order, as ``index_add`` sums them.
+        ``S @ g`` is the direction term of the vector messages, ``sum_e g_e unit_e`` per
+        component and row, ``(3, rows, D)``, without the ``(E, 3, D)`` product and its scatter;
+        ``S^T @ G`` is its gradient, ``sum_c unit_e[c] G[c, i_e]`` per edge. Entries of a row
+        are summed in edge order, as ``index_add`` sums them.
         """
         if self._direction is None:
             self._direction = _direction_matrices(self.sum_index, self.unit, self.rows)
@@ -148,33 +148,44 @@ def edge_pairs(
 def _direction_matrices(index: Tensor, unit: Tensor, rows: int) -> tuple[Tensor, Tensor]:
     """:meth:`EdgePairs.direction_matrices` for edges summed into ``index`` with directions
     ``unit (E, 3)``."""
-    edges = index.numel()
-    components = torch.arange(3, device=index.device)
-    # S^T: one row per edge, its three entries in columns 3 i + (0, 1, 2), already sorted.
-    gather_rows = torch.arange(0, 3 * edges + 1, 3, device=index.device)
-    gather_columns = (3 * index.unsqueeze(1) + components).reshape(-1)
-    # S: rows 3 i + c hold row i's edges in edge order, each component as one run.
+    edges, device = index.numel(), index.device
+    # S: per component, the incidence matrix of the rows (edges sorted by row, stably).
     order = torch.argsort(index, stable=True)
-    degree = torch.bincount(index, minlength=rows)
-    start = degree.cumsum(0) - degree
-    row_of = index[order]
-    rank = torch.arange(edges, device=index.device) - start[row_of]
-    slots = (3 * start[row_of] + rank).unsqueeze(1) + degree[row_of].unsqueeze(1) * components
-    sum_columns = torch.empty(3 * edges, dtype=index.dtype, device=index.device)
-    sum_columns[slots.reshape(-1)] = order.repeat_interleave(3)
-    sum_values = torch.empty(3 * edges, dtype=unit.dtype, device=unit.device)
-    sum_values[slots.reshape(-1)] = unit.index_select(0, order).reshape(-1)
-    sum_rows = torch.cat([index.new_zeros(1), degree.repeat_interleave(3).cumsum(0)])
+    starts = torch.cat([index.new_zeros(1), torch.bincount(index, minlength=rows).cumsum(0)])
+    sum_rows = torch.cat([starts[:-1] + c * edges for c in range(3)] + [starts[-1:] * 3])
+    sum_values = unit.index_select(0, order).t().reshape(-1)
+    # S^T: one row per edge, its entries in columns c rows + i, already in ascending order.
+    gather_rows = torch.arange(0, 3 * edges + 1, 3, device=device)
+    offsets = torch.arange(3, device=device) * rows
+    gather_columns = (index.unsqueeze(1) + offsets).reshape(-1)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": products with dense work
         warnings.simplefilter("ignore", UserWarning)
         direction_sum = torch.sparse_csr_tensor(
-            sum_rows, sum_columns, sum_values, (3 * rows, edges), check_invariants=False
+            sum_rows, order.repeat(3), sum_values, (3 * rows, edges), check_invariants=False
         )
         direction_gather = torch.sparse_csr_tensor(
             gather_rows, gather_columns, unit.reshape(-1), (edges, 3 * rows),
             check_invariants=False,
         )  # fmt: skip
     return direction_sum, direction_gather
+
+
+def _gather(parts: Tensor, index: Tensor) -> Tensor:
+    """``parts (K, M, D)`` gathered along dim 1: ``(K, len(index), D)``, one ``index_select``
+    per part (4x faster than one ``index_select`` along dim 1 on the CPU)."""
+    out = parts.new_empty(parts.size(0), index.numel(), parts.size(2))
+    for part in range(parts.size(0)):
+        torch.index_select(parts[part], 0, index, out=out[part])
+    return out
+
+
+def _scatter(parts: Tensor, index: Tensor, rows: int) -> Tensor:
+    """``parts (K, E, D)`` summed along dim 1 into ``(K, rows, D)`` rows ``index``, one
+    ``index_add_`` per part into a contiguous block."""
+    out = parts.new_zeros(parts.size(0), rows, parts.size(2))
+    for part in range(parts.size(0)):
+        out[part].index_add_(0, index, parts[part])
+    return out
 
 
 class PairedEdgeAttention(torch.autograd.Function):
@@ -221,7 +232,7 @@ class PairedEdgeAttention(torch.autograd.Function):
         attn_pre = weighted.view(edges, heads, hidden // heads).sum(dim=-1)
         attn_act = layer.attn_activation(attn_pre)
         cut = cutoff.repeat(2).unsqueeze(1)
-        v_j = v.index_select(1, pairs.source)
+        v_j = _gather(v, pairs.source)
         if layer.vector_cutoff:
             attn, v_scaled = attn_act, v_j * cut
         else:
@@ -233,21 +244,21 @@ class PairedEdgeAttention(torch.autograd.Function):
             values = (v_scaled.view(halves) * dv.unsqueeze(1)).view(parts, edges, hidden)
         index = pairs.sum_index
         m = q.new_zeros(rows, hidden).index_add_(0, index, values[0] * attn_full)
+        # Vector sums component-major, (3, rows, D): each component one contiguous block.
         direction_sum, _ = pairs.direction_matrices()
-        vec_sum = torch.mm(direction_sum, values[-1]).view(rows, 3, hidden)
+        vec_sum = torch.mm(direction_sum, values[-1]).view(3, rows, hidden)
         vec_j = None
         if vec is not None:
-            # Component-major (3, E, D): the gate multiplies each component as one flat loop.
-            vec_j = vec.transpose(0, 1).contiguous().index_select(1, pairs.source)
+            vec_j = _gather(vec.transpose(0, 1), pairs.source)
             for c in range(3):
-                vec_sum[:, c].index_add_(0, index, vec_j[c] * values[1])
+                vec_sum[c].index_add_(0, index, vec_j[c] * values[1])
         ctx.layer, ctx.pairs = layer, pairs
         ctx.save_for_backward(
             q_i, k_j, qk, dk, dv, attn_pre, attn_act, attn_full, v_scaled, values, vec_j, pre_k,
             pre_v, cut,
         )  # fmt: skip
         num_atoms = pairs.num_atoms
-        return m[:num_atoms], vec_sum[:num_atoms]
+        return m[:num_atoms], vec_sum[:, :num_atoms].transpose(0, 1).contiguous()
 
     @staticmethod
     @once_differentiable
@@ -263,21 +274,19 @@ class PairedEdgeAttention(torch.autograd.Function):
             grad_vec_sum = torch.cat([grad_vec_sum, grad_vec_sum.new_zeros(1, 3, hidden)])
         index = pairs.sum_index
         g_m = grad_m.index_select(0, index)
+        g_sum = grad_vec_sum.transpose(0, 1).contiguous()  # component-major, as the forward's
         # Gradients of the value parts (s, gate_vec, gate_dir), written into one buffer.
         g_values = values.new_empty(values.shape)
         _, direction_gather = pairs.direction_matrices()
-        torch.mm(direction_gather, grad_vec_sum.reshape(-1, hidden), out=g_values[-1])
+        torch.mm(direction_gather, g_sum.view(-1, hidden), out=g_values[-1])
         grad_vec = None
         if vec_j is not None:
-            g_vector = grad_vec_sum.transpose(0, 1).contiguous().index_select(1, index)
+            g_vector = _gather(g_sum, index)
             g_gate_vec = torch.mul(g_vector[0], vec_j[0], out=g_values[1])
             for c in (1, 2):
                 g_gate_vec.addcmul_(g_vector[c], vec_j[c])
             g_vec_j = g_vector.mul_(values[1])
-            grad_vec = g_vec_j.new_zeros(3, num_atoms, hidden)
-            for c in range(3):
-                grad_vec[c].index_add_(0, pairs.source, g_vec_j[c])
-            grad_vec = grad_vec.transpose(0, 1).contiguous()
+            grad_vec = _scatter(g_vec_j, pairs.source, num_atoms).transpose(0, 1).contiguous()
         torch.mul(g_m, attn_full, out=g_values[0])
         g_attn = (g_m * values[0]).view(edges, heads, hidden // heads).sum(dim=-1)
         grad_pre_v = None
@@ -293,9 +302,7 @@ class PairedEdgeAttention(torch.autograd.Function):
             g_values.mul_(cut)
         else:
             g_attn = g_attn * cut
-        grad_v = g_values.new_zeros(parts, num_atoms, hidden)
-        for part in range(parts):
-            grad_v[part].index_add_(0, pairs.source, g_values[part])
+        grad_v = _scatter(g_values, pairs.source, num_atoms)
         g_pre = activation_backward(layer.attn_activation, attn_pre, attn_act, g_attn)
         g_pre = _per_channel(g_pre, hidden)
         g_qk = g_pre
