@@ -172,7 +172,8 @@ def _direction_matrices(index: Tensor, unit: Tensor, rows: int) -> tuple[Tensor,
 
 def _gather(parts: Tensor, index: Tensor) -> Tensor:
     """``parts (K, M, D)`` gathered along dim 1: ``(K, len(index), D)``, one ``index_select``
-    per part (4x faster than one ``index_select`` along dim 1 on the CPU)."""
+    per part (4x faster than one ``index_select`` along dim 1 on the CPU; ``parts`` should be
+    contiguous: gathering rows with a stride was several times slower again)."""
     out = parts.new_empty(parts.size(0), index.numel(), parts.size(2))
     for part in range(parts.size(0)):
         torch.index_select(parts[part], 0, index, out=out[part])
@@ -249,7 +250,7 @@ class PairedEdgeAttention(torch.autograd.Function):
         vec_sum = torch.mm(direction_sum, values[-1]).view(3, rows, hidden)
         vec_j = None
         if vec is not None:
-            vec_j = _gather(vec.transpose(0, 1), pairs.source)
+            vec_j = _gather(vec.transpose(0, 1).contiguous(), pairs.source)
             for c in range(3):
                 vec_sum[c].index_add_(0, index, vec_j[c] * values[1])
         ctx.layer, ctx.pairs = layer, pairs
