@@ -23,6 +23,8 @@ for force fine-tuning in float32.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -55,6 +57,51 @@ def inverse_sqrt_spd(matrix: Tensor, steps: int = _NEWTON_SCHULZ_STEPS) -> Tenso
         y = y @ t
         z = t @ z
     return z / trace.sqrt()
+
+
+class InverseSqrtSPD(torch.autograd.Function):
+    """``matrix ** -0.5`` of symmetric positive-definite ``(..., n, n)`` float64 matrices on
+    the CPU, with an analytic backward; 4x faster than differentiating the Newton-Schulz
+    iteration (5 ms instead of 22 for a small UniCorn batch's 1,070 atoms, forward and
+    backward), and differentiable again (force training).
+
+    Forward: ``U diag(lambda^-1/2) U^T`` from ``torch.linalg.eigh``, accurate also for repeated
+    eigenvalues (only eigh's *gradient* is singular there, and it is not used); non-finite
+    input goes through :func:`inverse_sqrt_spd` instead, which passes the NaN on rather than
+    raising, so that a non-finite step is skipped as elsewhere.
+
+    Backward: with ``S = Y^-1 = A^(1/2)``, ``dY = -Y dS Y`` and ``S dS + dS S = dA``, so the
+    gradient is ``X`` solving ``S X + X S = -Y G Y`` (the Lyapunov operator is self-adjoint for
+    symmetric ``S`` and invertible, ``s_i + s_j > 0``): one ``(n^2, n^2)`` solve per matrix,
+    from differentiable operations on the output, so autograd can differentiate it again.
+    The input must be symmetric (eigh reads its lower triangle); the gradient is the one of the
+    inverse root as a function of the whole matrix, as the iteration's autograd gives it.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, matrix: Tensor) -> Tensor:
+        if bool(torch.isfinite(matrix).all()):
+            values, vectors = torch.linalg.eigh(matrix)
+            out = (vectors * values.rsqrt().unsqueeze(-2)) @ vectors.transpose(-1, -2)
+        else:
+            out = inverse_sqrt_spd(matrix)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        n = out.size(-1)
+        y, g = out.reshape(-1, n, n), grad.reshape(-1, n, n)
+        root = torch.linalg.inv(y)
+        eye = torch.eye(n, dtype=y.dtype, device=y.device)
+        # Row-major vec: vec(S X) = (S kron I) vec(X), vec(X S) = (I kron S^T) vec(X).
+        lyapunov = torch.einsum("bik,jl->bijkl", root, eye) + torch.einsum(
+            "ik,bjl->bijkl", eye, root.transpose(-1, -2)
+        )
+        rhs = -(y @ g @ y)
+        solved = torch.linalg.solve(lyapunov.reshape(-1, n * n, n * n), rhs.reshape(-1, n * n))
+        return solved.reshape(grad.shape)
 
 
 class EquivariantVectorWhitening(nn.Module):
@@ -102,11 +149,22 @@ class EquivariantVectorWhitening(nn.Module):
         # published code does), except on MPS, which has no float64.
         work_dtype = torch.float32 if vec.device.type == "mps" else torch.float64
         wide = centred.to(work_dtype)
-        covariance = wide @ wide.transpose(-1, -2) / self.hidden_channels
+        cpu = vec.device.type == "cpu"
+        # On the CPU, PyTorch runs these (N, 3, D) batched products as one small matrix
+        # product per atom (a select and a copy each: 3-4x slower than broadcast sums).
+        if cpu:
+            rows = [(wide[:, i : i + 1] * wide).sum(-1) for i in range(3)]
+            covariance = torch.stack(rows, dim=1) / self.hidden_channels
+        else:
+            covariance = wide @ wide.transpose(-1, -2) / self.hidden_channels
         scale = covariance.diagonal(dim1=-2, dim2=-1).sum(-1) / 3.0 + 1.0
         identity = torch.eye(3, dtype=work_dtype, device=vec.device)
         regularised = covariance + (self.eps * scale)[:, None, None] * identity
-        out = inverse_sqrt_spd(regularised).to(vec.dtype) @ centred
+        if cpu:
+            inverse_root = InverseSqrtSPD.apply(regularised).to(vec.dtype)
+            out = (inverse_root.unsqueeze(-1) * centred.unsqueeze(1)).sum(2)
+        else:  # autograd through the iteration and batched products, as measured on the H100
+            out = inverse_sqrt_spd(regularised).to(vec.dtype) @ centred
         if self.weight is not None:
             out = out * self.weight
         return out
