@@ -11,7 +11,9 @@ breaks equivariance; it is worst for planar and linear molecules, whose vector c
 fewer than three directions. Here the regulariser is a multiple of the identity (equivariant)
 and ``C^(-1/2)`` comes from a coupled Newton-Schulz iteration: only matrix products, so it is
 differentiable to any order (forces and force losses), needs no eigen-decomposition, and has no
-trouble with repeated eigenvalues.
+trouble with repeated eigenvalues. On the CPU, :class:`InverseSqrtSPD` gives the same values
+and derivatives 4x faster: ``eigh`` for the values (whose *gradient* would be singular at
+repeated eigenvalues, but is not used) and an analytic backward that is itself differentiable.
 
 Conditioning: for planar or linear molecules some eigenvalues of ``C`` are ~0, so whitening
 multiplies any out-of-plane (or off-axis) component, including round-off, by up to
