@@ -1,0 +1,308 @@
+"""QM9 label efficiency through TorchMD-NET's own fine-tuning path: a cross-check of molssl's.
+
+Pre-training did not beat scratch in ``qm9_label_efficiency.py``. Is molssl's fine-tuning path
+(``FinetuneModule``, its head, standardisation, loss) the cause? This script fine-tunes the same
+pre-trained ET weights on the same molecules through the official TorchMD-NET code instead:
+
+* model: ``torchmdnet.models.model.create_model`` with the equivariant transformer (64 channels,
+  3 layers, 4 heads, 32 expnorm RBFs, cutoff 5 Å unless told otherwise), its ``Scalar`` output
+  model (``EquivariantScalar`` for the ET) with ``reduce_op`` add, and ``mean`` / ``std`` of
+  the training labels (``standardize``: per-atom outputs times ``std``, summed, plus ``mean``,
+  the statistics computed as ``torchmdnet.data`` does: torch ``mean`` and ``std`` of the
+  training labels; no prior: QM9 has no atom references for orbital energies);
+* representation: ``TorchMD_ET``, its weights mapped from molssl's encoder by
+  ``benchmarks/torchmd_reference.py`` (the parity test's mapping), and molssl's edges
+  (``SharedEdges``: TorchMD-NET's neighbour kernel is compiled code this CPU checkout lacks);
+  the pre-trained encoders have the whitened output vector norm of the Coord/Frad/UniCorn fork
+  of TorchMD-NET, which upstream lacks, so a copy of it follows the layers (``WithVectorNorm``).
+  Before training, the mapped representation's outputs are checked against molssl's encoder
+  in float64 on a validation batch. Scratch is ``TorchMD_ET.reset_parameters()``: TorchMD-NET's
+  own initialisation;
+* three targets at once (as molssl's runs): the last ``GatedEquivariantBlock`` of the output
+  model has 3 outputs instead of 1 (its only change); ``mean`` and ``std`` are 3-vectors;
+* loss and optimiser: TorchMD-NET's ``mse_loss`` on the labels in their units (meV; its
+  ``LNNP.step``), ``torch.optim.AdamW`` on all parameters with weight decay 0 (``LNNP``), no
+  gradient clipping (its default); the schedule is molssl's linear warm-up and cosine (50 and 600
+  steps, floor 1e-7), not TorchMD-NET's plateau, so that only the path differs;
+* data: ``QM9DataModule`` with the runner's settings (``split_seed`` 0, 1,000 / 500 / 3,000,
+  the training draw and batch order by the seed), so the molecules are those of molssl's runs;
+* selection: validation MAE (mean over the targets) every 3 epochs; the best state is tested.
+
+    export TORCHMD_NET_SRC=/path/to/torchmd-net     # see benchmarks/torchmd_reference.py
+    OMP_NUM_THREADS=1 python benchmarks/transfer/torchmdnet_finetune.py \\
+        --init unicorn=runs/qm9_label/pretrain/unicorn/version_0/checkpoints/last.ckpt \\
+        --output runs/qm9_torchmdnet --results-json docs/results/qm9_torchmdnet_crosscheck.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import open_output  # noqa: E402  (puts benchmarks/ on the path)
+from torchmd_reference import load_torchmd_et, reference_with_vector_norm  # noqa: E402
+
+from molssl.datamodules.qm9 import QM9DataModule  # noqa: E402
+from molssl.encoders.et import EquivariantTransformer  # noqa: E402
+from molssl.modules.init_from import load_encoder_weights  # noqa: E402
+from molssl.modules.schedules import warmup_cosine_scheduler  # noqa: E402
+
+PARITY_TOLERANCE = 1e-9
+
+
+def data_module(args: argparse.Namespace, seed: int) -> QM9DataModule:
+    """The runner's fine-tuning data (``qm9_label_efficiency.finetune_overrides``)."""
+    data = QM9DataModule(
+        root="qm9pack",
+        targets=args.targets,
+        split_seed=0,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        batch_size=args.batch,
+        eval_batch_size=128,
+        num_workers=0,
+        seed=seed,
+    )
+    data.setup("fit")
+    return data
+
+
+def molssl_encoder(args: argparse.Namespace, init_from: Path | None) -> EquivariantTransformer:
+    """molssl's ET of the runs (whitened vector norm), with ``init_from``'s ``encoder_3d``."""
+    encoder = EquivariantTransformer(
+        hidden_channels=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_rbf=args.rbf,
+        cutoff_upper=args.cutoff,
+        rbf_trainable=False,
+        layernorm_on_vec="whitened",
+    )
+    if init_from is not None:
+        load_encoder_weights(encoder, init_from, "encoder_3d.")
+    return encoder
+
+
+def torchmdnet_model(
+    args: argparse.Namespace, representation: nn.Module, mean: Tensor, std: Tensor
+) -> nn.Module:
+    """``create_model`` as TorchMD-NET's training script calls it, the representation swapped
+    for the mapped one and the output model's last block widened to the number of targets."""
+    from torchmdnet.models.model import create_model
+    from torchmdnet.models.utils import GatedEquivariantBlock
+
+    hparams = {
+        "model": "equivariant-transformer",
+        "embedding_dimension": args.hidden,
+        "num_layers": args.layers,
+        "num_rbf": args.rbf,
+        "rbf_type": "expnorm",
+        "trainable_rbf": False,
+        "activation": "silu",
+        "attn_activation": "silu",
+        "num_heads": args.heads,
+        "distance_influence": "both",
+        "neighbor_embedding": True,
+        "cutoff_lower": 0.0,
+        "cutoff_upper": args.cutoff,
+        "max_z": 100,
+        "max_num_neighbors": 32,
+        "precision": 32,
+        "derivative": False,
+        "atom_filter": -1,
+        "prior_model": None,
+        "output_model": "Scalar",
+        "reduce_op": "add",
+    }
+    model = create_model(hparams, mean=mean, std=std)
+    model.representation_model = representation
+    blocks = model.output_model.output_network
+    blocks[-1] = GatedEquivariantBlock(args.hidden // 2, len(args.targets), activation="silu")
+    return model
+
+
+def check_parity(encoder: EquivariantTransformer, batch: object) -> float:
+    """Largest difference between molssl's encoder and its TorchMD-NET mapping, float64."""
+    ours = copy.deepcopy(encoder).double()
+    reference = reference_with_vector_norm(ours)
+    double = batch.clone()
+    double.pos = batch.pos.double()
+    with torch.no_grad():
+        out = ours(double)
+        x, vec, *_ = reference(double.z, double.pos, double.batch)
+    return max(float((out.node - x).abs().max()), float((out.vec - vec).abs().max()))
+
+
+def split_ids(data: QM9DataModule) -> dict[str, str]:
+    """Per split, a digest of its QM9 molecule ids (``mol_id``): equal digests, same molecules."""
+    digests = {}
+    for name in ("train", "val", "test"):
+        dataset = getattr(data, f"{name}_dataset")
+        ids = sorted(int(dataset[i].mol_id) for i in range(len(dataset)))
+        digests[name] = f"{len(ids)} ids, sha256 " + hashlib.sha256(str(ids).encode()).hexdigest()[:16]
+    return digests
+
+
+@torch.no_grad()
+def mae(model: nn.Module, loader: object) -> Tensor:
+    """Per-target MAE over ``loader`` (the labels' units)."""
+    model.eval()
+    total, count = None, 0
+    for batch in loader:
+        y, _ = model(batch.z, batch.pos, batch=batch.batch)
+        error = (y - batch.y).abs().sum(0)
+        total = error if total is None else total + error
+        count += batch.y.size(0)
+    model.train()
+    return total / count
+
+
+def fine_tune(arm: str, init_from: Path | None, seed: int, args: argparse.Namespace) -> dict:
+    """One run: build, check parity, train ``--steps`` steps, test the best validation state."""
+    from torchmdnet.loss import loss_class_mapping
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    data = data_module(args, seed)
+    labels = data.train_targets()
+    mean, std = labels.mean(0).float(), labels.std(0).float()
+    encoder = molssl_encoder(args, init_from)
+    parity = check_parity(encoder, next(iter(data.val_dataloader())))
+    if parity > PARITY_TOLERANCE:
+        raise SystemExit(f"{arm}: mapped representation differs from molssl's by {parity:.1e}")
+    representation = reference_with_vector_norm(encoder)
+    if init_from is None:
+        representation.reset_parameters()  # TorchMD-NET's own initialisation
+    model = torchmdnet_model(args, representation, mean, std)
+    loss_fn = loss_class_mapping["mse_loss"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    scheduler = warmup_cosine_scheduler(optimizer, args.warmup, args.steps, args.min_lr / args.lr)
+    step, epoch, bad, best = 0, 0, 0, (math.inf, None, -1, -1)
+    history = []
+    while step < args.steps:
+        for batch in data.train_dataloader():
+            y, _ = model(batch.z, batch.pos, batch=batch.batch)
+            loss = loss_fn(y, batch.y)
+            bad = 0 if torch.isfinite(loss) else bad + 1
+            if bad >= 10:
+                return {"arm": arm, "seed": seed, "lr": args.lr, "error": "10 non-finite losses"}
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step >= args.steps:
+                break
+        epoch += 1
+        if epoch % args.val_every_epochs == 0:
+            val = float(mae(model, data.val_dataloader()).mean())
+            history.append({"epoch": epoch, "step": step, "val_mae_mev": val})
+            if val < best[0]:
+                best = (val, copy.deepcopy(model.state_dict()), epoch, step)
+    model.load_state_dict(best[1])
+    test = mae(model, data.test_dataloader())
+    return {
+        "arm": arm,
+        "seed": seed,
+        "lr": args.lr,
+        "parity_max_abs_diff": parity,
+        "mol_ids": split_ids(data),
+        "val_mae_mev": best[0],
+        "best_epoch": best[2],
+        "best_step": best[3],
+        "test_mae_mev": dict(zip(args.targets, (float(v) for v in test), strict=True)),
+        "history": history,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def summary(runs: list[dict], targets: list[str]) -> None:
+    """Mean ± population std of test MAE per arm and target; change against scratch."""
+    by_arm: dict[str, list[dict]] = {}
+    for run in runs:
+        if "error" not in run:
+            by_arm.setdefault(run["arm"], []).append(run)
+    base = {t: statistics.mean(r["test_mae_mev"][t] for r in by_arm.get("scratch", [])) for t in targets} if "scratch" in by_arm else {}
+    for arm, rows in by_arm.items():
+        cells = []
+        for target in targets:
+            values = [r["test_mae_mev"][target] for r in rows]
+            mean = statistics.mean(values)
+            change = f" ({100 * (mean / base[target] - 1):+.1f}%)" if base and arm != "scratch" else ""
+            cells.append(f"{target} {mean:.1f} ± {statistics.pstdev(values):.1f}{change}")
+        val = statistics.mean(r["val_mae_mev"] for r in rows)
+        print(f"{arm}: seeds {[r['seed'] for r in rows]}, val {val:.1f}; " + "; ".join(cells))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--output", type=Path, default=Path("runs/qm9_torchmdnet"))
+    add("--init", nargs="*", default=[], help="ARM=CHECKPOINT pre-trained arms (scratch always)")
+    add("--arms", nargs="*", default=None, help="run only these arms (default all)")
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add("--lr", type=float, default=2.4e-2)
+    add("--min-lr", type=float, default=1e-7)
+    add("--steps", type=int, default=600)
+    add("--warmup", type=int, default=50)
+    add("--val-every-epochs", type=int, default=3)
+    add("--batch", type=int, default=32)
+    add("--hidden", type=int, default=64)
+    add("--layers", type=int, default=3)
+    add("--heads", type=int, default=4)
+    add("--rbf", type=int, default=32)
+    add("--cutoff", type=float, default=5.0)
+    add("--targets", nargs="+", default=["homo", "lumo", "gap"])
+    add("--train-size", type=int, default=1000)
+    add("--val-size", type=int, default=500)
+    add("--test-size", type=int, default=3000)
+    add("--results-json", type=Path, default=None, help="rows in the results schema here")
+    add("--torchmd-net-src", default=None, help="TorchMD-NET checkout (default $TORCHMD_NET_SRC)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    output = open_output(args.output)
+    load_torchmd_et(args.torchmd_net_src)
+    arms: dict[str, Path | None] = {"scratch": None}
+    arms.update({k: Path(v) for k, v in (item.split("=", 1) for item in args.init)})
+    runs = []
+    for seed in args.seeds:  # seed-major: a run cut short still has both arms per seed
+        for arm, init_from in arms.items():
+            if args.arms is not None and arm not in args.arms:
+                continue
+            path = output / f"{arm}_lr{args.lr:g}_seed{seed}.json"
+            if not path.is_file():
+                path.write_text(json.dumps(fine_tune(arm, init_from, seed, args), indent=1) + "\n")
+            run = json.loads(path.read_text())
+            runs.append(run)
+            print(f"{arm} seed {seed}: " + json.dumps({k: run.get(k) for k in ("val_mae_mev", "best_step", "test_mae_mev", "wall_s", "parity_max_abs_diff", "error")}), flush=True)
+    summary(runs, args.targets)
+    if args.results_json is not None:
+        rows = [
+            {"pretraining": run["arm"], "path": "torchmd-net", "target": target,
+             "train_size": args.train_size, "seed": run["seed"], "lr": run["lr"],
+             "val_mae_mev": run.get("val_mae_mev"),
+             "test_mae_mev": run["test_mae_mev"][target] if "error" not in run else None}
+            for run in runs for target in args.targets
+        ]  # fmt: skip
+        args.results_json.parent.mkdir(parents=True, exist_ok=True)
+        args.results_json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
