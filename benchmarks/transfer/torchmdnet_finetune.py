@@ -26,7 +26,9 @@ pre-trained ET weights on the same molecules through the official TorchMD-NET co
   steps, floor 1e-7), not TorchMD-NET's plateau, so that only the path differs;
 * data: ``QM9DataModule`` with the runner's settings (``split_seed`` 0, 1,000 / 500 / 3,000,
   the training draw and batch order by the seed), so the molecules are those of molssl's runs;
-* selection: validation MAE (mean over the targets) every 3 epochs; the best state is tested.
+* selection: validation MAE (mean over the targets) every 3 epochs; the best state is tested;
+  with several ``--lrs``, seed 0 runs each and the one with the lowest validation MAE (per arm)
+  runs the ``--seeds``.
 
     export TORCHMD_NET_SRC=/path/to/torchmd-net     # see benchmarks/torchmd_reference.py
     OMP_NUM_THREADS=1 python benchmarks/transfer/torchmdnet_finetune.py \\
@@ -51,13 +53,13 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import open_output  # noqa: E402  (puts benchmarks/ on the path)
-from torchmd_reference import load_torchmd_et, reference_with_vector_norm  # noqa: E402
+from common import open_output
 
-from molssl.datamodules.qm9 import QM9DataModule  # noqa: E402
-from molssl.encoders.et import EquivariantTransformer  # noqa: E402
-from molssl.modules.init_from import load_encoder_weights  # noqa: E402
-from molssl.modules.schedules import warmup_cosine_scheduler  # noqa: E402
+from molssl.datamodules.qm9 import QM9DataModule
+from molssl.encoders.et import EquivariantTransformer
+from molssl.modules.init_from import load_encoder_weights
+from molssl.modules.schedules import warmup_cosine_scheduler
+from torchmd_reference import load_torchmd_et, reference_with_vector_norm
 
 PARITY_TOLERANCE = 1e-9
 
@@ -152,7 +154,9 @@ def split_ids(data: QM9DataModule) -> dict[str, str]:
     for name in ("train", "val", "test"):
         dataset = getattr(data, f"{name}_dataset")
         ids = sorted(int(dataset[i].mol_id) for i in range(len(dataset)))
-        digests[name] = f"{len(ids)} ids, sha256 " + hashlib.sha256(str(ids).encode()).hexdigest()[:16]
+        digests[name] = (
+            f"{len(ids)} ids, sha256 " + hashlib.sha256(str(ids).encode()).hexdigest()[:16]
+        )
     return digests
 
 
@@ -170,8 +174,13 @@ def mae(model: nn.Module, loader: object) -> Tensor:
     return total / count
 
 
-def fine_tune(arm: str, init_from: Path | None, seed: int, args: argparse.Namespace) -> dict:
-    """One run: build, check parity, train ``--steps`` steps, test the best validation state."""
+def fine_tune(
+    arm: str, init_from: Path | None, seed: int, lr: float, args: argparse.Namespace
+) -> dict:
+    """One run: build, check parity, train ``--steps`` steps, test the best validation state.
+
+    A batch whose loss is not finite is skipped (no step), and 10 in a row end the run as
+    failed, as molssl's fine-tuning does (``FinetuneModule``'s non-finite guard)."""
     from torchmdnet.loss import loss_class_mapping
 
     start = time.perf_counter()
@@ -188,8 +197,8 @@ def fine_tune(arm: str, init_from: Path | None, seed: int, args: argparse.Namesp
         representation.reset_parameters()  # TorchMD-NET's own initialisation
     model = torchmdnet_model(args, representation, mean, std)
     loss_fn = loss_class_mapping["mse_loss"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    scheduler = warmup_cosine_scheduler(optimizer, args.warmup, args.steps, args.min_lr / args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    scheduler = warmup_cosine_scheduler(optimizer, args.warmup, args.steps, args.min_lr / lr)
     step, epoch, bad, best = 0, 0, 0, (math.inf, None, -1, -1)
     history = []
     while step < args.steps:
@@ -198,7 +207,10 @@ def fine_tune(arm: str, init_from: Path | None, seed: int, args: argparse.Namesp
             loss = loss_fn(y, batch.y)
             bad = 0 if torch.isfinite(loss) else bad + 1
             if bad >= 10:
-                return {"arm": arm, "seed": seed, "lr": args.lr, "error": "10 non-finite losses"}
+                error = f"10 non-finite losses in a row at step {step}"
+                return {"arm": arm, "seed": seed, "lr": lr, "error": error, "history": history}
+            if bad:
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -217,7 +229,7 @@ def fine_tune(arm: str, init_from: Path | None, seed: int, args: argparse.Namesp
     return {
         "arm": arm,
         "seed": seed,
-        "lr": args.lr,
+        "lr": lr,
         "parity_max_abs_diff": parity,
         "mol_ids": split_ids(data),
         "val_mae_mev": best[0],
@@ -232,17 +244,22 @@ def fine_tune(arm: str, init_from: Path | None, seed: int, args: argparse.Namesp
 def summary(runs: list[dict], targets: list[str]) -> None:
     """Mean ± population std of test MAE per arm and target; change against scratch."""
     by_arm: dict[str, list[dict]] = {}
-    for run in runs:
-        if "error" not in run:
-            by_arm.setdefault(run["arm"], []).append(run)
-    base = {t: statistics.mean(r["test_mae_mev"][t] for r in by_arm.get("scratch", [])) for t in targets} if "scratch" in by_arm else {}
+    for result in runs:
+        if "error" not in result:
+            by_arm.setdefault(result["arm"], []).append(result)
+
+    def mean_of(rows: list[dict], target: str) -> float:
+        return statistics.mean(r["test_mae_mev"][target] for r in rows)
+
+    base = {t: mean_of(by_arm["scratch"], t) for t in targets} if "scratch" in by_arm else {}
     for arm, rows in by_arm.items():
         cells = []
         for target in targets:
             values = [r["test_mae_mev"][target] for r in rows]
-            mean = statistics.mean(values)
-            change = f" ({100 * (mean / base[target] - 1):+.1f}%)" if base and arm != "scratch" else ""
-            cells.append(f"{target} {mean:.1f} ± {statistics.pstdev(values):.1f}{change}")
+            cell = f"{target} {mean_of(rows, target):.1f} ± {statistics.pstdev(values):.1f}"
+            if base and arm != "scratch":
+                cell += f" ({100 * (mean_of(rows, target) / base[target] - 1):+.1f}%)"
+            cells.append(cell)
         val = statistics.mean(r["val_mae_mev"] for r in rows)
         print(f"{arm}: seeds {[r['seed'] for r in rows]}, val {val:.1f}; " + "; ".join(cells))
 
@@ -253,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output", type=Path, default=Path("runs/qm9_torchmdnet"))
     add("--init", nargs="*", default=[], help="ARM=CHECKPOINT pre-trained arms (scratch always)")
     add("--arms", nargs="*", default=None, help="run only these arms (default all)")
-    add("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    add("--lr", type=float, default=2.4e-2)
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the chosen lr")
+    add("--lrs", type=float, nargs="+", default=[2.4e-2], help="searched with seed 0")
     add("--min-lr", type=float, default=1e-7)
     add("--steps", type=int, default=600)
     add("--warmup", type=int, default=50)
@@ -274,23 +291,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(arm: str, init_from: Path | None, seed: int, lr: float, args: argparse.Namespace) -> dict:
+    """One run, read from ``--output`` when done before."""
+    path = args.output / f"{arm}_lr{lr:g}_seed{seed}.json"
+    if not path.is_file():
+        path.write_text(json.dumps(fine_tune(arm, init_from, seed, lr, args), indent=1) + "\n")
+    result = json.loads(path.read_text())
+    keys = ("val_mae_mev", "best_step", "test_mae_mev", "wall_s", "parity_max_abs_diff", "error")
+    shown = json.dumps({k: result.get(k) for k in keys})
+    print(f"{arm} lr {lr:g} seed {seed}: {shown}", flush=True)
+    return result
+
+
+def chosen_lr(results: list[dict]) -> float:
+    """The learning rate with the lowest validation MAE of the search runs (failed runs lose)."""
+    finished = [r for r in results if "error" not in r]
+    if not finished:
+        raise SystemExit(f"every search run of {results[0]['arm']} failed")
+    return min(finished, key=lambda r: r["val_mae_mev"])["lr"]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    output = open_output(args.output)
+    args.output = open_output(args.output)
     load_torchmd_et(args.torchmd_net_src)
     arms: dict[str, Path | None] = {"scratch": None}
     arms.update({k: Path(v) for k, v in (item.split("=", 1) for item in args.init)})
+    if args.arms is not None:
+        arms = {arm: init for arm, init in arms.items() if arm in args.arms}
+    search = {arm: [run(arm, init, 0, lr, args) for lr in args.lrs] for arm, init in arms.items()}
     runs = []
-    for seed in args.seeds:  # seed-major: a run cut short still has both arms per seed
-        for arm, init_from in arms.items():
-            if args.arms is not None and arm not in args.arms:
-                continue
-            path = output / f"{arm}_lr{args.lr:g}_seed{seed}.json"
-            if not path.is_file():
-                path.write_text(json.dumps(fine_tune(arm, init_from, seed, args), indent=1) + "\n")
-            run = json.loads(path.read_text())
-            runs.append(run)
-            print(f"{arm} seed {seed}: " + json.dumps({k: run.get(k) for k in ("val_mae_mev", "best_step", "test_mae_mev", "wall_s", "parity_max_abs_diff", "error")}), flush=True)
+    for arm, init_from in arms.items():
+        lr = chosen_lr(search[arm])
+        print(f"{arm}: lr {lr:g} chosen on validation (seed 0)")
+        runs += [run(arm, init_from, seed, lr, args) for seed in args.seeds]
     summary(runs, args.targets)
     if args.results_json is not None:
         rows = [
