@@ -193,7 +193,7 @@ def fine_tune(
     if parity > PARITY_TOLERANCE:
         raise SystemExit(f"{arm}: mapped representation differs from molssl's by {parity:.1e}")
     representation = reference_with_vector_norm(encoder)
-    if init_from is None:
+    if init_from is None and args.scratch_init == "torchmdnet":
         representation.reset_parameters()  # TorchMD-NET's own initialisation
     model = torchmdnet_model(args, representation, mean, std)
     loss_fn = loss_class_mapping["mse_loss"]
@@ -204,7 +204,10 @@ def fine_tune(
     while step < args.steps:
         for batch in data.train_dataloader():
             y, _ = model(batch.z, batch.pos, batch=batch.batch)
-            loss = loss_fn(y, batch.y)
+            if args.loss == "standardized":  # molssl's: MSE of the standardised labels
+                loss = loss_fn((y - mean) / std, (batch.y - mean) / std)
+            else:
+                loss = loss_fn(y, batch.y)
             bad = 0 if torch.isfinite(loss) else bad + 1
             if bad >= 10:
                 error = f"10 non-finite losses in a row at step {step}"
@@ -230,6 +233,8 @@ def fine_tune(
         "arm": arm,
         "seed": seed,
         "lr": lr,
+        "loss": args.loss,
+        "scratch_init": args.scratch_init if init_from is None else None,
         "parity_max_abs_diff": parity,
         "mol_ids": split_ids(data),
         "val_mae_mev": best[0],
@@ -286,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--train-size", type=int, default=1000)
     add("--val-size", type=int, default=500)
     add("--test-size", type=int, default=3000)
+    add(
+        "--loss",
+        choices=["mse", "standardized"],
+        default="mse",
+        help="TorchMD-NET's MSE in the labels' units, or molssl's on standardised labels",
+    )
+    add(
+        "--scratch-init",
+        choices=["torchmdnet", "molssl"],
+        default="torchmdnet",
+        help="scratch's representation: TorchMD-NET's initialisation or molssl's",
+    )
     add("--results-json", type=Path, default=None, help="rows in the results schema here")
     add("--torchmd-net-src", default=None, help="TorchMD-NET checkout (default $TORCHMD_NET_SRC)")
     return parser
@@ -293,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(arm: str, init_from: Path | None, seed: int, lr: float, args: argparse.Namespace) -> dict:
     """One run, read from ``--output`` when done before."""
-    path = args.output / f"{arm}_lr{lr:g}_seed{seed}.json"
+    variant = "".join(
+        f"_{name}" for name, default in ((args.loss, "mse"), (args.scratch_init, "torchmdnet"))
+        if name != default
+    )  # fmt: skip
+    path = args.output / f"{arm}_lr{lr:g}_seed{seed}{variant}.json"
     if not path.is_file():
         path.write_text(json.dumps(fine_tune(arm, init_from, seed, lr, args), indent=1) + "\n")
     result = json.loads(path.read_text())
