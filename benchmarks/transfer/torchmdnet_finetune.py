@@ -56,9 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import open_output
 
 from molssl.datamodules.qm9 import QM9DataModule
+from molssl.encoders.base import EncoderOutput
 from molssl.encoders.et import EquivariantTransformer
 from molssl.modules.init_from import load_encoder_weights
 from molssl.modules.schedules import warmup_cosine_scheduler
+from molssl.modules.task_heads import EquivariantScalarsHead
 from torchmd_reference import load_torchmd_et, reference_with_vector_norm
 
 PARITY_TOLERANCE = 1e-9
@@ -131,9 +133,34 @@ def torchmdnet_model(
     }
     model = create_model(hparams, mean=mean, std=std)
     model.representation_model = representation
+    if args.head == "molssl":
+        model.output_model = MolsslHeads(args.hidden, len(args.targets), model.output_model)
+        return model
     blocks = model.output_model.output_network
     blocks[-1] = GatedEquivariantBlock(args.hidden // 2, len(args.targets), activation="silu")
     return model
+
+
+class MolsslHeads(nn.Module):
+    """molssl's ``EquivariantScalarsHead`` (one full gated network per target) in the place of
+    TorchMD-NET's output model: its per-atom scalars go through ``TorchMD_Net``'s ``std``,
+    reduction and ``mean`` as TorchMD-NET's would (``--head molssl``)."""
+
+    def __init__(self, hidden: int, num_targets: int, torchmd_output: nn.Module) -> None:
+        super().__init__()
+        self.heads = EquivariantScalarsHead(hidden, num_targets, "sum", "silu")
+        self.torchmd_output = [torchmd_output]  # its reduce only: a list keeps it unregistered
+
+    def pre_reduce(self, x: Tensor, v: Tensor, z: Tensor, pos: Tensor, batch: Tensor,
+                   box: Tensor | None = None) -> Tensor:  # fmt: skip
+        output = EncoderOutput(node=x, graph=x.new_zeros(0), vec=v)
+        return torch.stack([head.per_atom(output) for head in self.heads.heads], dim=-1)
+
+    def reduce(self, x: Tensor, batch: Tensor, num_systems: int | None = None) -> Tensor:
+        return self.torchmd_output[0].reduce(x, batch, num_systems=num_systems)
+
+    def post_reduce(self, x: Tensor) -> Tensor:
+        return self.torchmd_output[0].post_reduce(x)
 
 
 def check_parity(encoder: EquivariantTransformer, batch: object) -> float:
@@ -234,6 +261,7 @@ def fine_tune(
         "seed": seed,
         "lr": lr,
         "loss": args.loss,
+        "head": args.head,
         "scratch_init": args.scratch_init if init_from is None else None,
         "parity_max_abs_diff": parity,
         "mol_ids": split_ids(data),
@@ -303,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="torchmdnet",
         help="scratch's representation: TorchMD-NET's initialisation or molssl's",
     )
+    add(
+        "--head",
+        choices=["torchmdnet", "molssl"],
+        default="torchmdnet",
+        help="TorchMD-NET's output model (3 outputs) or molssl's one network per target",
+    )
     add("--results-json", type=Path, default=None, help="rows in the results schema here")
     add("--torchmd-net-src", default=None, help="TorchMD-NET checkout (default $TORCHMD_NET_SRC)")
     return parser
@@ -310,9 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(arm: str, init_from: Path | None, seed: int, lr: float, args: argparse.Namespace) -> dict:
     """One run, read from ``--output`` when done before."""
+    # The ablations' runs under their own names: _standardized, _molssl (scratch's init),
+    # _head-molssl.
     variant = "".join(
-        f"_{name}" for name, default in ((args.loss, "mse"), (args.scratch_init, "torchmdnet"))
-        if name != default
+        suffix for suffix, active in (
+            ("_standardized", args.loss == "standardized"),
+            ("_molssl", args.scratch_init == "molssl"),
+            ("_head-molssl", args.head == "molssl"),
+        ) if active
     )  # fmt: skip
     path = args.output / f"{arm}_lr{lr:g}_seed{seed}{variant}.json"
     if not path.is_file():
