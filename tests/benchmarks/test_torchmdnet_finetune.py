@@ -26,9 +26,9 @@ def script() -> ModuleType:
     return load_script("transfer/torchmdnet_finetune.py", "torchmdnet_finetune")
 
 
-def tiny_args(script: ModuleType) -> object:
+def tiny_args(script: ModuleType, *extra: str) -> object:
     sizes = ["--hidden", "16", "--layers", "2", "--heads", "2", "--rbf", "8"]
-    return script.build_parser().parse_args(sizes)
+    return script.build_parser().parse_args([*sizes, *extra])
 
 
 def test_whitened_encoder_maps_onto_torchmd_et(script: ModuleType) -> None:
@@ -43,10 +43,11 @@ def test_whitened_encoder_maps_onto_torchmd_et(script: ModuleType) -> None:
     assert script.check_parity(encoder, batch) < script.PARITY_TOLERANCE
 
 
-def test_model_predicts_every_target_in_label_units(script: ModuleType) -> None:
-    """Three outputs per molecule; with the representation's weights zeroed the output model
-    gives 0 and TorchMD_Net's standardisation leaves ``mean``."""
-    args = tiny_args(script)
+@pytest.mark.parametrize("head", ["torchmdnet", "molssl"])
+def test_model_predicts_every_target_in_label_units(script: ModuleType, head: str) -> None:
+    """Three outputs per molecule; with the output model's weights zeroed it gives 0 and
+    TorchMD_Net's standardisation leaves ``mean`` (TorchMD-NET's output model or molssl's)."""
+    args = tiny_args(script, "--head", head)
     torch.manual_seed(0)
     representation = script.reference_with_vector_norm(script.molssl_encoder(args, None))
     mean, std = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])
