@@ -391,7 +391,10 @@ def main(argv: list[str] | None = None) -> None:
             {"pretraining": run["arm"], "path": "torchmd-net", "target": target,
              "train_size": args.train_size, "seed": run["seed"], "lr": run["lr"],
              "val_mae_mev": run.get("val_mae_mev"),
-             "test_mae_mev": run["test_mae_mev"][target] if "error" not in run else None}
+             "test_mae_mev": run["test_mae_mev"][target] if "error" not in run else None,
+             "loss": args.loss, "head": args.head,
+             "scratch_init": args.scratch_init if run["arm"] == "scratch" else None,
+             "role": "chosen point"}
             for run in runs for target in args.targets
         ]  # fmt: skip
         args.results_json.parent.mkdir(parents=True, exist_ok=True)
