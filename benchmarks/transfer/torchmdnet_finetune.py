@@ -33,7 +33,12 @@ pre-trained ET weights on the same molecules through the official TorchMD-NET co
     export TORCHMD_NET_SRC=/path/to/torchmd-net     # see benchmarks/torchmd_reference.py
     OMP_NUM_THREADS=1 python benchmarks/transfer/torchmdnet_finetune.py \\
         --init unicorn=runs/qm9_label/pretrain/unicorn/version_0/checkpoints/last.ckpt \\
-        --output runs/qm9_torchmdnet --results-json docs/results/qm9_torchmdnet_crosscheck.json
+        --lrs 3e-3 6e-3 1.2e-2 2.4e-2 --output runs/qm9_torchmdnet \\
+        --results-json docs/results/qm9_torchmdnet_crosscheck.json
+
+Ablations, each putting one piece of molssl's path back: ``--loss standardized`` (MSE of the
+standardised labels), ``--scratch-init molssl``, ``--head molssl`` (molssl's
+``EquivariantScalarsHead``, one gated network per target).
 """
 
 from __future__ import annotations
