@@ -21,6 +21,7 @@ Where it comes from, in this order:
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import os
@@ -94,6 +95,12 @@ def reference_like(encoder: EquivariantTransformer, source: str | None = None) -
     """
     if encoder.out_norm_vec is not None:
         raise ValueError("the reference ET has no vector norm: use layernorm_on_vec=None")
+    return _reference_layers(encoder, source)
+
+
+def _reference_layers(encoder: EquivariantTransformer, source: str | None) -> nn.Module:
+    """``TorchMD_ET`` with ``encoder``'s hyper-parameters, weights and edges (its output vector
+    norm, if any, left out)."""
     torchmd_et = load_torchmd_et(source)
     layer = encoder.attention_layers[0]
     basis = encoder.distance_expansion
@@ -120,6 +127,49 @@ def reference_like(encoder: EquivariantTransformer, source: str | None = None) -
     copy_weights(encoder, reference)
     reference.distance = SharedEdges(encoder)
     return reference
+
+
+class WithVectorNorm(nn.Module):
+    """``TorchMD_ET`` followed by an output vector norm, with ``TorchMD_ET``'s call and return
+    signature, so that ``TorchMD_Net`` takes it as its representation model.
+
+    Upstream TorchMD-NET has no vector norm; the Coord/Frad/UniCorn lineage's fork of it adds
+    ``--layernorm-on-vec whitened`` after the last layer, and encoders pre-trained with it need it
+    to compute what they were trained to compute.
+    """
+
+    def __init__(self, reference: nn.Module, vector_norm: nn.Module) -> None:
+        super().__init__()
+        self.reference = reference
+        self.vector_norm = vector_norm
+
+    def reset_parameters(self) -> None:
+        """TorchMD-NET's initialisation of the layers, and the norm's own."""
+        self.reference.reset_parameters()
+        self.vector_norm.reset_parameters()
+
+    def forward(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        box: Tensor | None = None,
+        q: Tensor | None = None,
+        s: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        x, vec, z, pos, batch = self.reference(z, pos, batch, box=box, q=q, s=s)
+        return x, self.vector_norm(vec), z, pos, batch
+
+
+def reference_with_vector_norm(
+    encoder: EquivariantTransformer, source: str | None = None
+) -> nn.Module:
+    """Like :func:`reference_like`, for an encoder with ``layernorm_on_vec`` set: its layers in
+    ``TorchMD_ET`` and a copy of its vector norm after them (:class:`WithVectorNorm`)."""
+    if encoder.out_norm_vec is None:
+        return reference_like(encoder, source)
+    reference = _reference_layers(encoder, source)
+    return WithVectorNorm(reference, copy.deepcopy(encoder.out_norm_vec))
 
 
 def _activation_name(module: nn.Module) -> str:

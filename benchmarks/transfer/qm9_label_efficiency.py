@@ -85,6 +85,7 @@ def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> 
         f"--data.init_args.batch_size={args.pretrain_batch}",
         "--data.init_args.num_workers=0",
         "--data.init_args.val_fraction=0.05",
+        *args.pretrain_extra,
     ]
 
 
@@ -120,21 +121,28 @@ def finetune_overrides(
     ]
 
 
+def run_name(arm: str, args: argparse.Namespace) -> str:
+    """The pre-training run's (and its fine-tuning arm's) name: the arm, or ``<arm>_<tag>``
+    with ``--pretrain-tag``, so that a variant (``--pretrain-extra``) never reuses or
+    overwrites the recorded ``pretrain/<arm>``."""
+    return f"{arm}_{args.pretrain_tag}" if args.pretrain_tag else arm
+
+
 def stage_pretrain(output: Path, arm: str, args: argparse.Namespace) -> Path:
     """Pre-trains ``arm`` for the step budget; returns its final ``last.ckpt``."""
-    folder = output / "pretrain"
-    existing = last_checkpoint(folder / arm) if (folder / arm).is_dir() else None
+    folder, name = output / "pretrain", run_name(arm, args)
+    existing = last_checkpoint(folder / name) if (folder / name).is_dir() else None
     if existing is not None:
         return existing
     folder.mkdir(parents=True, exist_ok=True)
     config = PRETRAIN_CONFIGS[arm]
     start = time.perf_counter()
     command = [*MOLSSL, "fit", "--config", str(config), *pretrain_overrides(config, args, folder)]
-    run_logged([*command, f"--trainer.logger.init_args.name={arm}"], folder / f"{arm}.log")
-    record_time(output, f"pretrain/{arm}", time.perf_counter() - start)
-    ckpt = last_checkpoint(folder / arm)
+    run_logged([*command, f"--trainer.logger.init_args.name={name}"], folder / f"{name}.log")
+    record_time(output, f"pretrain/{name}", time.perf_counter() - start)
+    ckpt = last_checkpoint(folder / name)
     if ckpt is None:
-        raise SystemExit(f"pre-training {arm} wrote no last.ckpt under {folder / arm}")
+        raise SystemExit(f"pre-training {name} wrote no last.ckpt under {folder / name}")
     return ckpt
 
 
@@ -225,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--encoder-lr-scales", type=float, nargs="+", default=[1.0])
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the chosen point")
     add("--search-seeds", type=int, nargs="+", default=[0], help="seeds of every grid point")
+    add("--pretrain-extra", nargs="*", default=[], help="more pre-training overrides")
+    add("--pretrain-tag", default="", help="a pre-training variant: runs in pretrain/<arm>_<tag>/")
     add("--finetune-extra", nargs="*", default=[], help="more fine-tuning overrides")
     add("--tag", default="", help="a fine-tuning variant: runs in finetune_<tag>/")
     add("--arms", nargs="*", default=None, help="fine-tune only these (default all)")
@@ -252,10 +262,11 @@ def main() -> None:
         record_time(output, "prepare", time.perf_counter() - start)
     checkpoints: dict[str, Path | None] = {"scratch": None}
     for arm in args.pretrain:
+        name = run_name(arm, args)
         if "pretrain" in args.stages:
-            checkpoints[arm] = stage_pretrain(output, arm, args)
-        elif (ckpt := last_checkpoint(output / "pretrain" / arm)) is not None:
-            checkpoints[arm] = ckpt
+            checkpoints[name] = stage_pretrain(output, arm, args)
+        elif (ckpt := last_checkpoint(output / "pretrain" / name)) is not None:
+            checkpoints[name] = ckpt
     if args.arms is not None:
         checkpoints = {arm: ckpt for arm, ckpt in checkpoints.items() if arm in args.arms}
     if "finetune" in args.stages:

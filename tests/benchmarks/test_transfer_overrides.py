@@ -119,3 +119,21 @@ def test_qm9_pretrain_overrides_fit_each_arm(
         assert model["encoder_2d"]["init_args"]["hidden_channels"] == 32
     assert config["trainer"]["max_steps"] == model["max_steps"] == 77
     assert config["checkpoint"]["save_top_k"] == -1
+
+
+def test_qm9_pretrain_variant_has_its_own_run_and_overrides(
+    qm9_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--pretrain-extra`` reaches the config after the experiment's own overrides, and
+    ``--pretrain-tag`` names the run so that the recorded ``pretrain/<arm>`` is not reused."""
+    denoise = '{"class_path":"molssl.objectives.CoordDenoise","init_args":{"sigma":0.1}}'
+    args = qm9_script.build_parser().parse_args(
+        ["--pretrain-tag", "noise0.1", f"--pretrain-extra=--model.init_args.objectives=[{denoise}]"]
+    )
+    assert qm9_script.run_name("unicorn", args) == "unicorn_noise0.1"
+    assert qm9_script.run_name("unicorn", qm9_script.build_parser().parse_args([])) == "unicorn"
+    config_path = qm9_script.PRETRAIN_CONFIGS["unicorn"]
+    overrides = qm9_script.pretrain_overrides(config_path, args, tmp_path / "pretrain")
+    config = printed_config(capsys, ["fit", "--config", str(config_path), *overrides])
+    objectives = config["model"]["init_args"]["objectives"]
+    assert [o["init_args"]["sigma"] for o in objectives] == [0.1]
