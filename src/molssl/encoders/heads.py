@@ -103,9 +103,10 @@ class GatedEquivariantBlock(nn.Module):
 
 
 class GatedOutputNetwork(nn.Module):
-    """TorchMD-NET's equivariant output network: hidden -> hidden/2 -> 1 gated blocks."""
+    """TorchMD-NET's equivariant output network: hidden -> hidden/2 -> ``out_channels`` gated
+    blocks (``out_channels > 1``: TorchMD-NET's multi-output form, the first block shared)."""
 
-    def __init__(self, hidden_channels: int, activation: str) -> None:
+    def __init__(self, hidden_channels: int, activation: str, out_channels: int = 1) -> None:
         super().__init__()
         if hidden_channels < 2:
             raise ValueError(f"hidden_channels must be at least 2, got {hidden_channels}")
@@ -117,7 +118,7 @@ class GatedOutputNetwork(nn.Module):
                     activation=activation,
                     scalar_activation=True,
                 ),
-                GatedEquivariantBlock(hidden_channels // 2, 1, activation=activation),
+                GatedEquivariantBlock(hidden_channels // 2, out_channels, activation=activation),
             ]
         )
 
@@ -167,10 +168,13 @@ class EquivariantScalarHead(GatedOutputNetwork):
         mean: Target mean added to each molecule's output.
         std: Target standard deviation multiplying each atom's output.
         atomref: Optional per-element values of shape ``(max_z,)``; needs ``batch.z``.
+        outputs: Scalars per atom and molecule ``T``; above 1 the gated blocks are shared by
+            the outputs (TorchMD-NET's multi-output form) and ``atomref`` cannot be given.
 
     Shapes:
-        ``output.node (N, D)``, ``output.vec (N, 3, D)``, ``batch.batch (N,)`` -> ``(B,)``;
-        :meth:`per_atom` gives the ``(N,)`` atom contributions.
+        ``output.node (N, D)``, ``output.vec (N, 3, D)``, ``batch.batch (N,)`` -> ``(B,)``
+        (``(B, T)`` for several outputs); :meth:`per_atom` gives the ``(N,)`` (``(N, T)``) atom
+        contributions.
     """
 
     mean: Tensor
@@ -185,8 +189,11 @@ class EquivariantScalarHead(GatedOutputNetwork):
         mean: float = 0.0,
         std: float = 1.0,
         atomref: list[float] | None = None,
+        outputs: int = 1,
     ) -> None:
-        super().__init__(hidden_channels, activation)
+        super().__init__(hidden_channels, activation, out_channels=outputs)
+        if outputs > 1 and atomref is not None:
+            raise ValueError("atomref is per element of one target: give it with outputs=1")
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
         self.reduce = reduce
