@@ -38,7 +38,8 @@ pre-trained ET weights on the same molecules through the official TorchMD-NET co
 
 Ablations, each putting one piece of molssl's path back: ``--loss standardized`` (MSE of the
 standardised labels), ``--scratch-init molssl``, ``--head molssl`` (molssl's
-``EquivariantScalarsHead``, one gated network per target).
+``EquivariantScalarsHead`` with ``per_task=True``, one gated network per target: the form
+molssl used before ``26b8055``).
 """
 
 from __future__ import annotations
@@ -147,13 +148,14 @@ def torchmdnet_model(
 
 
 class MolsslHeads(nn.Module):
-    """molssl's ``EquivariantScalarsHead`` (one full gated network per target) in the place of
-    TorchMD-NET's output model: its per-atom scalars go through ``TorchMD_Net``'s ``std``,
-    reduction and ``mean`` as TorchMD-NET's would (``--head molssl``)."""
+    """molssl's ``EquivariantScalarsHead`` in its per-target form (``per_task=True``, one full
+    gated network per target: molssl's default before ``26b8055``, what the ablation measured)
+    in the place of TorchMD-NET's output model: its per-atom scalars go through
+    ``TorchMD_Net``'s ``std``, reduction and ``mean`` as TorchMD-NET's would (``--head molssl``)."""
 
     def __init__(self, hidden: int, num_targets: int, torchmd_output: nn.Module) -> None:
         super().__init__()
-        self.heads = EquivariantScalarsHead(hidden, num_targets, "sum", "silu")
+        self.heads = EquivariantScalarsHead(hidden, num_targets, "sum", "silu", per_task=True)
         self.torchmd_output = [torchmd_output]  # its reduce only: a list keeps it unregistered
 
     def pre_reduce(self, x: Tensor, v: Tensor, z: Tensor, pos: Tensor, batch: Tensor,
