@@ -104,11 +104,17 @@ def _print_grid(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 def _rows(arm: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict]:
     """The runs in the schema of ``docs/results/qm9_label_efficiency.json``; a failed run
-    has ``test_mae_mev`` null and its error under ``failed``."""
+    has ``test_mae_mev`` null and its error under ``failed``.
+
+    ``head`` is ``"shared"``: since ``26b8055`` ``FinetuneModule``'s equivariant head shares
+    its gated blocks between the targets, the only form a config can build (the file's rows
+    from before that commit say ``"per_task"``).
+    """
     rows = []
     for run in runs:
         for target in args.targets:
             row = {"pretraining": arm, "target": target, "train_size": args.train_size}
+            row["head"] = "shared"
             row["seed"] = run["seed"]
             if "failed" in run:
                 rows.append(row | {"test_mae_mev": None, "failed": run["failed"]})

@@ -62,3 +62,4 @@ def test_report_chooses_on_validation_and_keeps_failed_seeds(
     (failed_row,) = [r for r in rows if r["test_mae_mev"] is None]
     assert "NonFiniteLossError" in failed_row["failed"]
     assert all(r["train_size"] == 1000 and r["target"] == "homo" for r in rows)
+    assert all(r["head"] == "shared" for r in rows)
