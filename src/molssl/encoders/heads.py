@@ -127,6 +127,13 @@ class GatedOutputNetwork(nn.Module):
         for block in self.output_network:
             block.reset_parameters()
 
+    def zero_output_layer(self) -> None:
+        """Zero the last block's last linear layer (weights and bias): the network then
+        outputs 0 scalars and 0 vectors, and the first optimiser step trains that layer only."""
+        last = self.output_network[-1].update_net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
     def _run(self, output: EncoderOutput, head: str) -> tuple[Tensor, Tensor]:
         x, v = output.node, _require_vec(output, head)
         for block in self.output_network:

@@ -95,6 +95,9 @@ class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization)
         head_hidden_dim: Hidden width of the MLP head (default the encoder's ``out_dim``).
         head_dropout: Dropout of the MLP head.
         head_activation: Activation of the head.
+        head_init: The equivariant head's last layer: ``"zero"`` (the model starts as the
+            training mean) or ``"xavier"`` (TorchMD-NET's; see
+            :class:`~molssl.modules.task_heads.EquivariantScalarsHead`).
         standardize: Use the training targets' mean and std (regression, energy_forces).
         atomref: Add per-element reference values: ``True`` the datamodule's (its
             statistics' ``"atomref"``), ``"qm9"`` QM9's free-atom energies, ``False`` none.
@@ -135,6 +138,7 @@ class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization)
         head_hidden_dim: int | None = None,
         head_dropout: float = 0.0,
         head_activation: str = "silu",
+        head_init: Literal["zero", "xavier"] = "zero",
         standardize: bool = True,
         atomref: bool | Literal["qm9"] = False,
         energy_weight: float = 0.2,
@@ -195,6 +199,7 @@ class FinetuneModule(FinetuneCheckpoints, FinetuneLogging, FinetuneOptimization)
             head_hidden_dim,
             head_dropout,
             head_activation,
+            head_init,
         )
         self.denoising = (
             FinetuneDenoising(denoise_weight, denoise_sigma, encoder.out_dim)
