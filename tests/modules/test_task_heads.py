@@ -94,7 +94,7 @@ def test_zero_start_outputs_zero_then_learns(
     after = head(output, batch).detach()
     assert after.abs().min() > 1e-6 and after[:, 0].std() > 1e-6
     now = head.heads[0].output_network[0].parameters()
-    assert any((p - q).abs().max() > 1e-8 for p, q in zip(now, first_block))
+    assert any((p - q).abs().max() > 1e-8 for p, q in zip(now, first_block, strict=True))
 
 
 def test_output_init_must_be_known() -> None:
