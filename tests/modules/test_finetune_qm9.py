@@ -176,3 +176,23 @@ def test_denoising_term_adds_to_the_training_loss_only(tmp_path: Path, task: str
     assert "denoise_loss" not in eval_parts
     again, _, _ = module.compute_loss(batch, train=False)
     torch.testing.assert_close(evaluation, again)
+
+
+@pytest.mark.parametrize("head_init", ["zero", "xavier"])
+def test_equivariant_fine_tuning_starts_at_the_training_mean(
+    qm9_root: Path, tmp_path: Path, head_init: str
+) -> None:
+    """``head_init="zero"`` (the default): before any step the model predicts every molecule's
+    targets as the training split's mean; TorchMD-NET's Xavier start does not."""
+    module = tiny_module(num_tasks=2, head="equivariant", head_init=head_init)
+    data = qm9_data(qm9_root, tmp_path, ["homo", "gap"])
+    data.setup("fit")
+    module._set_statistics(data)
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        prediction = module(batch)
+    mean = module.target_mean.expand_as(prediction)
+    if head_init == "zero":
+        torch.testing.assert_close(prediction, mean, rtol=0, atol=0)  # 0 * std + mean, exactly
+    else:
+        assert (prediction - mean).abs().max() > 0.1 * float(module.target_std.min())
