@@ -19,7 +19,13 @@ pre-trained ET weights on the same molecules through the official TorchMD-NET co
   in float64 on a validation batch. Scratch is ``TorchMD_ET.reset_parameters()``: TorchMD-NET's
   own initialisation;
 * three targets at once (as molssl's runs): the last ``GatedEquivariantBlock`` of the output
-  model has 3 outputs instead of 1 (its only change); ``mean`` and ``std`` are 3-vectors;
+  model has 3 outputs instead of 1; ``mean`` and ``std`` are 3-vectors. That block is built
+  anew after ``create_model``, and TorchMD-NET's ``GatedEquivariantBlock.__init__`` does not
+  call its ``reset_parameters``: by default (``--last-block-init pytorch``, the recorded runs)
+  it keeps PyTorch's default ``nn.Linear`` initialisation (uniform in ±1/sqrt(fan_in), non-zero
+  biases), about 0.6 of the Xavier scale TorchMD-NET gives a one-target block. This, not the
+  path, was most of the cross-check's advantage over molssl (docs/RESULTS.md, "The head's
+  initialisation"); ``--last-block-init xavier`` resets it as TorchMD-NET would;
 * loss and optimiser: TorchMD-NET's ``mse_loss`` on the labels in their units (meV; its
   ``LNNP.step``), ``torch.optim.AdamW`` on all parameters with weight decay 0 (``LNNP``), no
   gradient clipping (its default); the schedule is molssl's linear warm-up and cosine (50 and 600
@@ -144,6 +150,8 @@ def torchmdnet_model(
         return model
     blocks = model.output_model.output_network
     blocks[-1] = GatedEquivariantBlock(args.hidden // 2, len(args.targets), activation="silu")
+    if args.last_block_init == "xavier":
+        blocks[-1].reset_parameters()
     return model
 
 
@@ -343,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["torchmdnet", "molssl"],
         default="torchmdnet",
         help="TorchMD-NET's output model (3 outputs) or molssl's one network per target",
+    )
+    add(
+        "--last-block-init",
+        choices=["pytorch", "xavier"],
+        default="pytorch",
+        help="the 3-output block: PyTorch's Linear default (the recorded runs) or TorchMD-NET's",
     )
     add("--results-json", type=Path, default=None, help="rows in the results schema here")
     add("--torchmd-net-src", default=None, help="TorchMD-NET checkout (default $TORCHMD_NET_SRC)")

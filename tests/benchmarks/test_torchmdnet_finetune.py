@@ -62,3 +62,18 @@ def test_model_predicts_every_target_in_label_units(script: ModuleType, head: st
     torch.testing.assert_close(y, mean.expand_as(y))
     assert isinstance(representation.reference.embedding, torch.nn.Embedding)
     assert not isinstance(representation, EquivariantTransformer)
+
+
+@pytest.mark.parametrize("init", ["pytorch", "xavier"])
+def test_last_block_initialisation(script: ModuleType, init: str) -> None:
+    """The rebuilt 3-output block keeps PyTorch's Linear default (non-zero biases: the recorded
+    runs) unless ``--last-block-init xavier`` resets it as TorchMD-NET resets its blocks."""
+    args = tiny_args(script, "--last-block-init", init)
+    torch.manual_seed(0)
+    representation = script.reference_with_vector_norm(script.molssl_encoder(args, None))
+    model = script.torchmdnet_model(args, representation, torch.zeros(3), torch.ones(3))
+    last = model.output_model.output_network[-1]
+    biases = [
+        m.bias for m in last.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None
+    ]
+    assert biases and all(bool((b == 0).all()) == (init == "xavier") for b in biases)
