@@ -95,7 +95,7 @@ def pretrain_overrides(config: Path, args: argparse.Namespace, output: Path) -> 
         f"--data.init_args.root={output.parent / 'pool_prepared'}",
         f"--data.init_args.batch_size={args.pretrain_batch}",
         f"--data.init_args.num_workers={args.pretrain_workers}",
-        "--data.init_args.val_fraction=0.05",
+        f"--data.init_args.val_fraction={args.pretrain_val_fraction}",
     ]
 
 
@@ -300,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-horizon", type=int, default=1000, help="cosine and max steps")
     parser.add_argument("--pretrain-batch", type=int, default=32)
     parser.add_argument("--pretrain-val-every", type=int, default=100, help="steps")
+    parser.add_argument(
+        "--pretrain-val-fraction",
+        type=float,
+        default=0.05,
+        help="held-out shards: ceil(fraction x shards) (0.04 of 21 shards holds out one)",
+    )
     parser.add_argument("--prepare-workers", type=int, default=2)
     parser.add_argument("--pool-source", choices=["small", "moses"], default="small")
     parser.add_argument("--moses-size", type=int, default=105_000, help="with --pool-source moses")

@@ -60,7 +60,10 @@ def test_finetune_overrides_set_what_they_say(
 def test_pretrain_overrides_fit_each_config(
     run_script: ModuleType, variant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = script_args(run_script, tmp_path, "--rbf", "0", "--hidden-2d", "48", "--heads-2d", "4")
+    args = script_args(
+        run_script, tmp_path, "--rbf", "0", "--hidden-2d", "48", "--heads-2d", "4",
+        "--pretrain-val-fraction", "0.04",
+    )  # fmt: skip
     config_path = run_script.PRETRAIN_CONFIGS[variant]
     overrides = run_script.pretrain_overrides(config_path, args, tmp_path / "pretrain")
     config = printed_config(capsys, ["fit", "--config", str(config_path), *overrides])
@@ -76,6 +79,7 @@ def test_pretrain_overrides_fit_each_config(
     assert config["trainer"]["max_steps"] == 1000
     assert model["max_steps"] == 1000
     assert config["data"]["init_args"]["root"] == str(tmp_path / "pool_prepared")
+    assert config["data"]["init_args"]["val_fraction"] == pytest.approx(0.04)
 
 
 @pytest.fixture(scope="module")
