@@ -108,13 +108,19 @@ def _rows(arm: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> lis
 
     ``head`` is ``"shared"``: since ``26b8055`` ``FinetuneModule``'s equivariant head shares
     its gated blocks between the targets, the only form a config can build (the file's rows
-    from before that commit say ``"per_task"``).
+    from before that commit say ``"per_task"``). ``head_init`` is ``FinetuneModule``'s
+    (``"zero"`` unless ``--finetune-extra`` sets it; rows from before it existed say
+    ``"xavier"``).
     """
+    head_init = "zero"
+    for override in args.finetune_extra:
+        if override.startswith("--model.init_args.head_init="):
+            head_init = override.split("=", 1)[1]
     rows = []
     for run in runs:
         for target in args.targets:
             row = {"pretraining": arm, "target": target, "train_size": args.train_size}
-            row["head"] = "shared"
+            row |= {"head": "shared", "head_init": head_init}
             row["seed"] = run["seed"]
             if "failed" in run:
                 rows.append(row | {"test_mae_mev": None, "failed": run["failed"]})

@@ -48,7 +48,7 @@ def test_report_chooses_on_validation_and_keeps_failed_seeds(
     failed(root / "frad" / "lr_0.02" / "part_0", 0)  # diverged: loses the selection
     args = argparse.Namespace(
         lrs=[0.01, 0.02], encoder_lr_scales=[1.0], seeds=[0, 1, 2], search_seeds=[0],
-        targets=["homo"], tag="", train_size=1000, results="results.json",
+        targets=["homo"], tag="", train_size=1000, results="results.json", finetune_extra=[],
     )  # fmt: skip
     results = qm9_report.collect(tmp_path, ["scratch", "frad"], args)
     assert math.isinf(results["frad"]["lr_0.02"]["runs"][0]["val_mae_mev"])
@@ -62,4 +62,6 @@ def test_report_chooses_on_validation_and_keeps_failed_seeds(
     (failed_row,) = [r for r in rows if r["test_mae_mev"] is None]
     assert "NonFiniteLossError" in failed_row["failed"]
     assert all(r["train_size"] == 1000 and r["target"] == "homo" for r in rows)
-    assert all(r["head"] == "shared" for r in rows)
+    assert all(r["head"] == "shared" and r["head_init"] == "zero" for r in rows)
+    args.finetune_extra = ["--model.init_args.head_init=xavier"]
+    assert {r["head_init"] for r in qm9_report.report(tmp_path, results, args)} == {"xavier"}
