@@ -66,6 +66,13 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(found, key=lambda path: path.stat().st_mtime, default=None)
 
 
+def checkpoint_head_init(ckpt: str) -> str:
+    """The fine-tuning run's ``head_init`` as its checkpoint records it; ``"xavier"`` for runs
+    from before the option existed, whose head started at TorchMD-NET's Xavier scale."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return str(state.get("hyper_parameters", {}).get("head_init", "xavier"))
+
+
 def best_validation_rmse(ckpt: str) -> float:
     """Best monitored validation RMSE stored by the ModelCheckpoint callback in ``ckpt``."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)

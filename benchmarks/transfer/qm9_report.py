@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common import best_validation_rmse
+from common import best_validation_rmse, checkpoint_head_init
 
 from molssl.commands.seeds import SEEDS_FILE
 
@@ -70,7 +70,11 @@ def collect(output: Path, arms: list[str], args: argparse.Namespace) -> dict[str
                     (run,) = json.loads((part / SEEDS_FILE).read_text())["runs"]
                     test = {t: run["metrics"][f"test/mae/{t}"] for t in args.targets}
                     val = best_validation_rmse(run["ckpt_path"])
-                    runs.append({"seed": seed, "val_mae_mev": val, "test_mae_mev": test})
+                    head_init = checkpoint_head_init(run["ckpt_path"])
+                    runs.append(
+                        {"seed": seed, "val_mae_mev": val, "test_mae_mev": test,
+                         "head_init": head_init}
+                    )  # fmt: skip
                 if runs:
                     points[key] = {"lr": lr, "encoder_lr_scale": scale, "runs": runs}
         results[arm] = points
@@ -108,19 +112,14 @@ def _rows(arm: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> lis
 
     ``head`` is ``"shared"``: since ``26b8055`` ``FinetuneModule``'s equivariant head shares
     its gated blocks between the targets, the only form a config can build (the file's rows
-    from before that commit say ``"per_task"``). ``head_init`` is ``FinetuneModule``'s
-    (``"zero"`` unless ``--finetune-extra`` sets it; rows from before it existed say
-    ``"xavier"``).
+    from before that commit say ``"per_task"``). ``head_init`` is the run's, as its checkpoint
+    records it (``null`` for a failed run).
     """
-    head_init = "zero"
-    for override in args.finetune_extra:
-        if override.startswith("--model.init_args.head_init="):
-            head_init = override.split("=", 1)[1]
     rows = []
     for run in runs:
         for target in args.targets:
             row = {"pretraining": arm, "target": target, "train_size": args.train_size}
-            row |= {"head": "shared", "head_init": head_init}
+            row |= {"head": "shared", "head_init": run.get("head_init")}
             row["seed"] = run["seed"]
             if "failed" in run:
                 rows.append(row | {"test_mae_mev": None, "failed": run["failed"]})

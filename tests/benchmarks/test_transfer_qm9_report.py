@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 from tests.benchmarks.scripts import load_script
 
@@ -38,6 +39,7 @@ def test_report_chooses_on_validation_and_keeps_failed_seeds(
     qm9_report: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(qm9_report, "best_validation_rmse", float)
+    monkeypatch.setattr(qm9_report, "checkpoint_head_init", lambda ckpt: "zero")
     root = tmp_path / "finetune"
     for seed, homo in enumerate([100.0, 110.0, 120.0]):
         finished(root / "scratch" / "lr_0.01" / f"part_{seed}", 50.0, homo)
@@ -48,7 +50,7 @@ def test_report_chooses_on_validation_and_keeps_failed_seeds(
     failed(root / "frad" / "lr_0.02" / "part_0", 0)  # diverged: loses the selection
     args = argparse.Namespace(
         lrs=[0.01, 0.02], encoder_lr_scales=[1.0], seeds=[0, 1, 2], search_seeds=[0],
-        targets=["homo"], tag="", train_size=1000, results="results.json", finetune_extra=[],
+        targets=["homo"], tag="", train_size=1000, results="results.json",
     )  # fmt: skip
     results = qm9_report.collect(tmp_path, ["scratch", "frad"], args)
     assert math.isinf(results["frad"]["lr_0.02"]["runs"][0]["val_mae_mev"])
@@ -62,6 +64,15 @@ def test_report_chooses_on_validation_and_keeps_failed_seeds(
     (failed_row,) = [r for r in rows if r["test_mae_mev"] is None]
     assert "NonFiniteLossError" in failed_row["failed"]
     assert all(r["train_size"] == 1000 and r["target"] == "homo" for r in rows)
-    assert all(r["head"] == "shared" and r["head_init"] == "zero" for r in rows)
-    args.finetune_extra = ["--model.init_args.head_init=xavier"]
-    assert {r["head_init"] for r in qm9_report.report(tmp_path, results, args)} == {"xavier"}
+    finished_rows = [r for r in rows if r["test_mae_mev"] is not None]
+    assert all(r["head"] == "shared" and r["head_init"] == "zero" for r in finished_rows)
+
+
+def test_head_init_comes_from_the_checkpoint(qm9_report: ModuleType, tmp_path: Path) -> None:
+    """The run's own record; a checkpoint from before the option started at Xavier."""
+    for name, hparams, expected in [
+        ("new.ckpt", {"head": "equivariant", "head_init": "zero"}, "zero"),
+        ("old.ckpt", {"head": "equivariant"}, "xavier"),
+    ]:
+        torch.save({"hyper_parameters": hparams}, tmp_path / name)
+        assert qm9_report.checkpoint_head_init(str(tmp_path / name)) == expected
